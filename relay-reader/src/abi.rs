@@ -1,0 +1,116 @@
+//! The relay user ABI seen as a trait, so the reading logic runs the same
+//! against the kernel ([`crate::kernel::KernelBuffer`]) and against the
+//! kernel-free model ([`crate::model::ModelBuffer`]).
+//!
+//! The semantics are those of `include/uapi/linux/relay.h`: sub-buffers are
+//! named by a sequence number (the produced count when the writer started
+//! them); the ready ones are `consumed` up to `produced - 1`, and in
+//! overwrite mode only those from `produced - n_subbufs + 1` on are intact.
+
+use crate::Result;
+
+/// Geometry of one relay buffer (`struct relay_buf_info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufInfo {
+    /// Bytes per sub-buffer.
+    pub subbuf_size: u64,
+    /// Sub-buffers in the ring.
+    pub n_subbufs: u64,
+    /// The length mmap() accepts.
+    pub mmap_len: u64,
+    /// CPU of the buffer (0 for a global buffer).
+    pub cpu: u32,
+    /// One buffer shared by all CPUs.
+    pub global: bool,
+    /// The writer overwrites unconsumed sub-buffers (flight recorder).
+    pub overwrite: bool,
+}
+
+/// Counters of one relay buffer (`struct relay_buf_state`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BufState {
+    /// Sub-buffers completed by the writer.
+    pub produced: u64,
+    /// Sub-buffers released by readers.
+    pub consumed: u64,
+    /// Bytes written into the sub-buffer being filled.
+    pub write_offset: u64,
+    /// Writes dropped because the buffer was full (no-overwrite mode).
+    pub lost_full: u64,
+    /// Writes dropped because they were larger than a sub-buffer.
+    pub lost_toobig: u64,
+    /// Sub-buffers overwritten before they were consumed (overwrite mode).
+    pub lost_overwritten: u64,
+    /// The channel was closed: no more data will come.
+    pub finalized: bool,
+}
+
+impl BufState {
+    /// The oldest sequence number whose data is still intact. In overwrite
+    /// mode the writer fills the slot of `produced - n_subbufs`; in
+    /// no-overwrite mode it stops instead, so every unconsumed one is intact.
+    pub fn oldest_intact(&self, n_subbufs: u64, overwrite: bool) -> u64 {
+        if overwrite {
+            self.consumed.max((self.produced + 1).saturating_sub(n_subbufs))
+        } else {
+            self.consumed
+        }
+    }
+}
+
+/// Where the data of one ready sub-buffer lies in the mapping (`struct relay_subbuf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubbufLoc {
+    /// Sequence number.
+    pub seq: u64,
+    /// Offset of the first data byte in the mapping.
+    pub data_offset: u64,
+    /// Bytes of data.
+    pub data_len: u64,
+    /// Unused bytes at the end of the sub-buffer.
+    pub padding: u64,
+}
+
+/// What `GET_SUBBUF` can answer besides a location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubbufLookup {
+    /// The sub-buffer is ready; its data is here.
+    Ready(SubbufLoc),
+    /// The writer overwrote it before it was read (ESTALE).
+    Overwritten,
+    /// Not produced yet (ENODATA).
+    NotReady,
+}
+
+/// Answer of `CONSUME` (`struct relay_consume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Consumed {
+    /// How many of the released sub-buffers were overwritten while read.
+    pub lost: u64,
+    /// The consumed count afterwards.
+    pub consumed: u64,
+}
+
+/// One relay buffer reachable through the ioctl ABI plus a read-only mapping.
+pub trait RelayAbi {
+    /// The geometry, read once when the buffer was opened.
+    fn info(&self) -> &BufInfo;
+    /// `RELAY_IOC_GET_STATE`.
+    fn state(&mut self) -> Result<BufState>;
+    /// `RELAY_IOC_GET_SUBBUF`.
+    fn subbuf(&mut self, seq: u64) -> Result<SubbufLookup>;
+    /// `RELAY_IOC_CONSUME`.
+    fn consume(&mut self, seq: u64, count: u64) -> Result<Consumed>;
+    /// `RELAY_IOC_FLUSH`: make the partly filled sub-buffer ready.
+    fn flush(&mut self) -> Result<()>;
+    /// The bytes at `loc`, stable until the sub-buffer is consumed. Only for
+    /// no-overwrite buffers, whose writer never touches a ready sub-buffer.
+    fn data(&self, loc: &SubbufLoc) -> &[u8];
+    /// Copies the bytes at `loc` into `out` (replacing its contents). For
+    /// overwrite buffers, where the writer may change them while they are
+    /// copied: keep the copy only if the following `consume` reports no loss.
+    fn copy_data(&self, loc: &SubbufLoc, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(self.data(loc));
+    }
+}

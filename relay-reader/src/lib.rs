@@ -1,0 +1,43 @@
+//! Read Linux relay channels (`kernel/relay.c`) from user space, correctly:
+//! padding stripped, consumption told to the kernel, losses counted, and the
+//! partly filled last sub-buffer taken when a recording stops.
+//!
+//! Three ways to read, one callback for all of them ([`SubBuf`]):
+//! - **mmap** through the relay ioctl ABI (`include/uapi/linux/relay.h`, from
+//!   the kernel series or the `relay_app` sample helper on stock kernels):
+//!   zero-copy, padding known from the kernel, overwrite laps detected;
+//! - **read(2)** on any relay file: the kernel strips padding and consumes.
+//!
+//! ```no_run
+//! use relay_reader::{Mode, Reader};
+//! use std::time::Duration;
+//!
+//! let mut reader = Reader::open("/sys/kernel/debug/relay_klog/cpu", Mode::Auto)?;
+//! reader.poll(Duration::from_millis(100), &mut |sb| {
+//!     println!("cpu {} sub-buffer {}: {} bytes", sb.cpu, sb.seq, sb.data.len());
+//!     Ok(())
+//! })?;
+//! # Ok::<(), relay_reader::Error>(())
+//! ```
+//!
+//! The reading logic is tested without a kernel against [`model`], a faithful
+//! model of relay's buffer logic.
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod abi;
+pub mod channel;
+mod error;
+pub mod kernel;
+pub mod model;
+mod reader;
+pub mod sink;
+pub mod source;
+mod subbuf;
+mod wait;
+
+pub use error::{Error, Result};
+pub use reader::Reader;
+pub use source::Mode;
+pub use subbuf::{BufStats, KernelCounters, SubBuf};
+pub use wait::Waiter;

@@ -1,0 +1,152 @@
+//! [`Reader`]: every buffer of a channel behind one `poll(timeout)`, in the
+//! spirit of libbpf-rs `RingBuffer`: callbacks get zero-copy sub-buffer data,
+//! and sub-buffers go back to the kernel when the callback returns.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::channel::buffer_files;
+use crate::source::{Mode, Source};
+use crate::subbuf::{BufStats, SubBuf};
+use crate::wait::Waiter;
+use crate::{Error, Result};
+
+/// All buffers of one relay channel.
+///
+/// ```no_run
+/// use relay_reader::{Mode, Reader};
+/// use std::time::Duration;
+///
+/// let mut reader = Reader::open("/sys/kernel/debug/relay_klog/cpu", Mode::Auto)?;
+/// let mut bytes = 0;
+/// for _ in 0..10 {
+///     reader.poll(Duration::from_millis(100), &mut |sb| {
+///         bytes += sb.data.len();
+///         Ok(())
+///     })?;
+/// }
+/// // Stopping: take the partly filled sub-buffers too.
+/// reader.flush_and_drain(&mut |sb| {
+///     bytes += sb.data.len();
+///     Ok(())
+/// })?;
+/// println!("{bytes} bytes");
+/// # Ok::<(), relay_reader::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Reader {
+    base: PathBuf,
+    sources: Vec<Source>,
+    waiter: Waiter,
+}
+
+impl Reader {
+    /// Opens every buffer of the channel at `base` (see [`buffer_files`]).
+    pub fn open(base: impl AsRef<Path>, mode: Mode) -> Result<Reader> {
+        let base = base.as_ref();
+        let mut sources = Vec::new();
+        for file in buffer_files(base)? {
+            sources.push(Source::open(&file.path, file.cpu, mode)?);
+        }
+        let waiter = Waiter::new().map_err(|e| Error::io(base, "create poller", e))?;
+        for (key, source) in sources.iter().enumerate() {
+            waiter
+                .add(source.as_fd(), key)
+                .map_err(|e| Error::io(source.path(), "poll registration", e))?;
+        }
+        Ok(Reader {
+            base: base.into(),
+            sources,
+            waiter,
+        })
+    }
+
+    /// The channel's base path.
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
+    /// The mode of the first buffer (all buffers of a channel agree).
+    pub fn mode(&self) -> Mode {
+        self.sources.first().map_or(Mode::Read, Source::mode)
+    }
+
+    /// Waits up to `timeout` for ready sub-buffers, then delivers them.
+    /// In read mode every buffer is drained after the wait, since read(2)
+    /// also returns data of the partly filled sub-buffer, which poll does
+    /// not announce. Returns how many sub-buffers (or chunks) were delivered.
+    pub fn poll(&mut self, timeout: Duration, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
+        let fds: Vec<BorrowedFd<'_>> = self.sources.iter().map(|s| s.as_fd()).collect();
+        let ready = self
+            .waiter
+            .wait(&fds, timeout)
+            .map_err(|e| Error::io(&self.base, "poll", e))?;
+        drop(fds);
+        if self.mode() == Mode::Read {
+            return self.consume(f);
+        }
+        let mut delivered = 0;
+        for key in ready {
+            if let Some(source) = self.sources.get_mut(key) {
+                delivered += source.drain(f)?;
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// Delivers what every buffer has ready now, without waiting.
+    pub fn consume(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
+        let mut delivered = 0;
+        for source in &mut self.sources {
+            delivered += source.drain(f)?;
+        }
+        Ok(delivered)
+    }
+
+    /// For stopping without losing the tail: makes every partly filled
+    /// sub-buffer ready and delivers everything.
+    pub fn flush_and_drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
+        let mut delivered = 0;
+        for source in &mut self.sources {
+            delivered += source.flush_and_drain(f)?;
+        }
+        Ok(delivered)
+    }
+
+    /// True when every buffer was finalized by the kernel and fully read.
+    pub fn finished(&self) -> bool {
+        !self.sources.is_empty() && self.sources.iter().all(Source::finished)
+    }
+
+    /// Counters of every buffer, in CPU order.
+    pub fn stats(&self) -> Vec<BufStats> {
+        self.sources.iter().map(|s| *s.stats()).collect()
+    }
+
+    /// The buffers.
+    pub fn sources(&self) -> &[Source] {
+        &self.sources
+    }
+
+    /// Wakes a thread blocked in [`Reader::poll`] (from a signal thread, say).
+    pub fn waker(&self) -> &Waiter {
+        &self.waiter
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        for source in &self.sources {
+            let _ = self.waiter.remove(source.as_fd());
+        }
+    }
+}
+
+/// The poller's fd: readable when a buffer has data, for tokio's `AsyncFd`,
+/// mio or a hand-written epoll loop; then call [`Reader::consume`].
+impl AsFd for Reader {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.waiter.as_fd()
+    }
+}

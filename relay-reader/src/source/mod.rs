@@ -1,0 +1,120 @@
+//! The ways to get sub-buffers out of a relay file. Only this module knows
+//! which one is running; everything above sees [`SubBuf`]s and [`BufStats`].
+
+mod abi;
+mod read;
+
+pub use abi::AbiSource;
+pub use read::{ReadSource, READ_CHUNK};
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+
+use crate::kernel::{query_info, KernelBuffer};
+use crate::subbuf::{BufStats, SubBuf};
+use crate::{Error, Result};
+
+/// How to read a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// mmap through the ioctl ABI when the file offers it, read(2) otherwise.
+    #[default]
+    Auto,
+    /// mmap through the ioctl ABI; an error if the file lacks it.
+    Mmap,
+    /// read(2).
+    Read,
+}
+
+/// One buffer of a channel, read one way or another.
+#[derive(Debug)]
+pub enum Source {
+    /// mmap + ioctl ABI.
+    Mmap(AbiSource<KernelBuffer>),
+    /// read(2).
+    Read(ReadSource),
+}
+
+impl Source {
+    /// Opens the relay file `path` (the buffer of `cpu`) in `mode`.
+    pub fn open(path: &Path, cpu: u32, mode: Mode) -> Result<Source> {
+        let file = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+        let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
+        if !meta.is_file() {
+            return Err(Error::NotRelayFile {
+                path: path.into(),
+                why: "not a regular file".into(),
+            });
+        }
+        if mode == Mode::Read {
+            return Ok(Source::Read(ReadSource::new(path.into(), file, cpu)));
+        }
+        match query_info(&file, path)? {
+            Some(info) => {
+                let buffer = KernelBuffer::new(path.into(), file, info)?;
+                Ok(Source::Mmap(AbiSource::new(buffer)?))
+            }
+            None if mode == Mode::Mmap => Err(Error::NoAbi { path: path.into() }),
+            None => Ok(Source::Read(ReadSource::new(path.into(), file, cpu))),
+        }
+    }
+
+    /// The mode this buffer is read in (never [`Mode::Auto`]).
+    pub fn mode(&self) -> Mode {
+        match self {
+            Source::Mmap(_) => Mode::Mmap,
+            Source::Read(_) => Mode::Read,
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        match self {
+            Source::Mmap(s) => s.buffer().path(),
+            Source::Read(s) => s.path(),
+        }
+    }
+
+    /// Delivers what is ready.
+    pub fn drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
+        match self {
+            Source::Mmap(s) => s.drain(f),
+            Source::Read(s) => s.drain(f),
+        }
+    }
+
+    /// Takes the partly filled sub-buffer too, then delivers everything.
+    /// read(2) already returns partly filled sub-buffers.
+    pub fn flush_and_drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
+        match self {
+            Source::Mmap(s) => s.flush_and_drain(f),
+            Source::Read(s) => s.drain(f),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &BufStats {
+        match self {
+            Source::Mmap(s) => s.stats(),
+            Source::Read(s) => s.stats(),
+        }
+    }
+
+    /// The channel was closed and everything was read.
+    pub fn finished(&self) -> bool {
+        match self {
+            Source::Mmap(s) => s.finished(),
+            Source::Read(_) => false,
+        }
+    }
+}
+
+impl AsFd for Source {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Source::Mmap(s) => s.buffer().as_fd(),
+            Source::Read(s) => s.file().as_fd(),
+        }
+    }
+}

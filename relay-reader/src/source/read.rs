@@ -1,0 +1,75 @@
+//! Reading any relay file with read(2): the kernel strips padding and
+//! consumes what it returns. Works for every channel, mappable or not.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read};
+use std::path::PathBuf;
+
+use crate::subbuf::{BufStats, SubBuf};
+use crate::{Error, Result};
+
+/// Bytes asked for per read(2); relay returns at most one sub-buffer's worth
+/// of contiguous data per step and loops inside the call while room is left.
+pub const READ_CHUNK: usize = 256 * 1024;
+
+/// Drains one relay file with read(2).
+#[derive(Debug)]
+pub struct ReadSource {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+    stats: BufStats,
+}
+
+impl ReadSource {
+    /// Reads `file` (the buffer of `cpu`).
+    pub fn new(path: PathBuf, file: File, cpu: u32) -> Self {
+        ReadSource {
+            path,
+            file,
+            buf: vec![0; READ_CHUNK],
+            stats: BufStats {
+                cpu,
+                ..BufStats::default()
+            },
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Counters so far (no loss counts: read(2) cannot see them).
+    pub fn stats(&self) -> &BufStats {
+        &self.stats
+    }
+
+    /// Reads until the kernel has nothing more (relay's read never blocks),
+    /// delivering each chunk.
+    pub fn drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
+        let mut delivered = 0;
+        loop {
+            let n = match self.file.read(&mut self.buf) {
+                Ok(0) => return Ok(delivered),
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(&self.path, "read", e)),
+            };
+            let seq = self.stats.subbufs;
+            self.stats.subbufs += 1;
+            self.stats.bytes += n as u64;
+            delivered += 1;
+            f(SubBuf {
+                cpu: self.stats.cpu,
+                seq,
+                data: &self.buf[..n],
+            })?;
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! What the reader hands to callbacks, and what it counts.
+
+/// The data of one sub-buffer (mmap modes) or one read(2) chunk (read mode),
+/// borrowed from the mapping or the read buffer: copy what you keep.
+#[derive(Debug, Clone, Copy)]
+pub struct SubBuf<'a> {
+    /// CPU of the buffer it came from (0 for a global buffer).
+    pub cpu: u32,
+    /// Sequence number: the kernel's produced count when the sub-buffer was
+    /// started (mmap modes), or the chunk number (read mode).
+    pub seq: u64,
+    /// The data, without padding or client header.
+    pub data: &'a [u8],
+}
+
+/// Per-buffer counters, so that `received + lost == produced` can be checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BufStats {
+    /// CPU of the buffer.
+    pub cpu: u32,
+    /// Sub-buffers (or read chunks) delivered to the callback.
+    pub subbufs: u64,
+    /// Bytes delivered to the callback.
+    pub bytes: u64,
+    /// Sub-buffers the writer overwrote before they could be delivered
+    /// (overwrite mode): skipped, or lapped while being copied.
+    pub lost_subbufs: u64,
+    /// Largest number of ready sub-buffers seen waiting at once.
+    pub max_backlog: u64,
+    /// Kernel counters, where the kernel ABI gives them.
+    pub kernel: Option<KernelCounters>,
+}
+
+/// Loss counters kept by the kernel side (`struct relay_buf_state`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Sub-buffers produced.
+    pub produced: u64,
+    /// Writes dropped because the buffer was full (no-overwrite mode).
+    pub lost_full: u64,
+    /// Writes dropped because they exceeded a sub-buffer.
+    pub lost_toobig: u64,
+    /// Sub-buffers overwritten before they were consumed (overwrite mode).
+    pub lost_overwritten: u64,
+}
+
+impl BufStats {
+    /// Sub-buffers accounted for: received plus lost. Equals the kernel's
+    /// produced count once a buffer is flushed and drained.
+    pub fn accounted(&self) -> u64 {
+        self.subbufs + self.lost_subbufs
+    }
+}

@@ -1,0 +1,74 @@
+//! Waiting for any buffer of a channel with `polling`.
+//!
+//! # Safety
+//!
+//! `polling` asks callers to promise that a registered fd is deregistered
+//! before it is closed; this module keeps that promise by owning the
+//! registration: [`Waiter::add`] is paired with [`Waiter::remove`], which the
+//! reader calls before dropping a source.
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::time::Duration;
+
+use polling::{Event, Events, Poller};
+
+/// A poller over the fds of a channel's buffers, keyed by buffer index.
+#[derive(Debug)]
+pub struct Waiter {
+    poller: Poller,
+    events: Events,
+}
+
+impl Waiter {
+    /// A new, empty poller.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Waiter {
+            poller: Poller::new()?,
+            events: Events::new(),
+        })
+    }
+
+    /// Watches `fd` for readability (relay: a sub-buffer is ready) under `key`.
+    pub fn add(&self, fd: BorrowedFd<'_>, key: usize) -> std::io::Result<()> {
+        // SAFETY: the reader removes the fd (`remove`) before the source that
+        // owns it is dropped, so the poller never holds a closed fd.
+        unsafe { self.poller.add(&fd, Event::readable(key)) }
+    }
+
+    /// Stops watching `fd`.
+    pub fn remove(&self, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+        self.poller.delete(fd)
+    }
+
+    /// Waits up to `timeout` and returns the keys that became ready, each
+    /// re-armed for the next wait (polling registers in oneshot mode).
+    pub fn wait(&mut self, fds: &[BorrowedFd<'_>], timeout: Duration) -> std::io::Result<Vec<usize>> {
+        self.events.clear();
+        self.poller.wait(&mut self.events, Some(timeout))?;
+        let keys: Vec<usize> = self.events.iter().map(|e| e.key).collect();
+        for &key in &keys {
+            if let Some(fd) = fds.get(key) {
+                self.poller.modify(fd, Event::readable(key))?;
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Wakes a thread blocked in [`Waiter::wait`].
+    pub fn notify(&self) -> std::io::Result<()> {
+        self.poller.notify()
+    }
+}
+
+impl AsRawFd for Waiter {
+    fn as_raw_fd(&self) -> RawFd {
+        self.poller.as_raw_fd()
+    }
+}
+
+impl AsFd for Waiter {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.poller.as_fd()
+    }
+}

@@ -1,0 +1,183 @@
+//! The reading logic against the kernel-free relay model: sub-buffer switch,
+//! padding, produced/consumed, no-overwrite and overwrite modes, laps.
+
+use relay_reader::abi::RelayAbi;
+use relay_reader::model::ModelBuffer;
+use relay_reader::source::AbiSource;
+use relay_reader::SubBuf;
+
+/// A record of varying length, so sub-buffers end with varying padding.
+fn record(seq: u64) -> Vec<u8> {
+    let pad = "x".repeat((seq % 23) as usize);
+    format!("seq={seq} {pad}\n").into_bytes()
+}
+
+/// Splits received data into records and returns their sequence numbers,
+/// failing on anything that is not a well-formed record (stale bytes, torn
+/// or padded data).
+fn parse(data: &[u8]) -> Vec<u64> {
+    let text = std::str::from_utf8(data).expect("received data is not the records written");
+    text.lines()
+        .map(|line| {
+            let (head, pad) = line.split_once(' ').unwrap_or((line, ""));
+            let seq: u64 = head
+                .strip_prefix("seq=")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("malformed record {line:?}"));
+            assert_eq!(pad, "x".repeat((seq % 23) as usize), "torn record {line:?}");
+            seq
+        })
+        .collect()
+}
+
+/// Drains `src`, checking that each sub-buffer holds whole records.
+fn drain(src: &mut AbiSource<ModelBuffer>, flush: bool) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    let mut f = |sb: SubBuf<'_>| {
+        assert!(sb.data.ends_with(b"\n") || sb.data.is_empty(), "sub-buffer ends inside a record");
+        seqs.extend(parse(sb.data));
+        Ok(())
+    };
+    if flush {
+        src.flush_and_drain(&mut f).unwrap();
+    } else {
+        src.drain(&mut f).unwrap();
+    }
+    seqs
+}
+
+#[test]
+fn no_overwrite_reader_keeping_up_gets_everything_in_order() {
+    let mut src = AbiSource::new(ModelBuffer::new(512, 4, false)).unwrap();
+    let mut got = Vec::new();
+    for seq in 0..5000 {
+        assert!(src.buffer_mut().write(&record(seq)));
+        if seq % 20 == 0 {
+            got.extend(drain(&mut src, false));
+        }
+    }
+    got.extend(drain(&mut src, true));
+    assert_eq!(got, (0..5000).collect::<Vec<_>>());
+    let stats = *src.stats();
+    let kernel = stats.kernel.unwrap();
+    assert_eq!(stats.accounted(), kernel.produced);
+    assert_eq!(stats.lost_subbufs, 0);
+    assert_eq!(kernel.lost_full, 0);
+    assert!(stats.max_backlog >= 1);
+}
+
+#[test]
+fn no_overwrite_full_buffer_drops_new_writes_and_counts_them() {
+    let mut src = AbiSource::new(ModelBuffer::new(256, 4, false)).unwrap();
+    let mut written = 0u64;
+    for seq in 0..1000 {
+        if src.buffer_mut().write(&record(seq)) {
+            written += 1;
+        }
+    }
+    let got = drain(&mut src, true);
+    let kernel = src.stats().kernel.unwrap();
+    // The oldest data survives; what did not fit was dropped, not mixed in.
+    assert_eq!(got, (0..written).collect::<Vec<_>>());
+    assert_eq!(written + kernel.lost_full, 1000);
+    assert!(kernel.lost_full > 0);
+    assert_eq!(src.stats().accounted(), kernel.produced);
+    // After draining, the writer resumes.
+    assert!(src.buffer_mut().write(&record(written)));
+}
+
+#[test]
+fn overwrite_reader_lapped_counts_lost_subbufs_and_keeps_newest() {
+    let mut src = AbiSource::new(ModelBuffer::new(256, 4, true)).unwrap();
+    for seq in 0..1000 {
+        assert!(src.buffer_mut().write(&record(seq)));
+    }
+    let got = drain(&mut src, true);
+    let stats = *src.stats();
+    let kernel = stats.kernel.unwrap();
+    assert_eq!(kernel.lost_full, 0);
+    assert!(stats.lost_subbufs > 0);
+    assert_eq!(stats.accounted(), kernel.produced);
+    // What is left is the newest data, contiguous up to the last record.
+    assert_eq!(*got.last().unwrap(), 999);
+    assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "gap inside the kept data");
+    // The kernel counted at least the sub-buffers the reader lost.
+    assert!(kernel.lost_overwritten >= stats.lost_subbufs - 1);
+}
+
+#[test]
+fn overwrite_lap_during_copy_discards_the_torn_subbuf() {
+    let mut src = AbiSource::new(ModelBuffer::new(256, 4, true)).unwrap();
+    let mut seq = 0;
+    while src.buffer().produced() < 2 {
+        src.buffer_mut().write(&record(seq));
+        seq += 1;
+    }
+    // While the reader copies the oldest sub-buffer, the writer laps it.
+    let racing: Vec<Vec<u8>> = (1000..1200).map(record).collect();
+    src.buffer_mut().race_before_consume(racing);
+    let got = drain(&mut src, false);
+    let stats = *src.stats();
+    assert!(stats.lost_subbufs >= 1, "the lapped sub-buffer was not counted");
+    assert!(!got.contains(&0), "data of a lapped sub-buffer was delivered");
+    let produced = src.buffer_mut().state().unwrap().produced;
+    let _ = drain(&mut src, true);
+    assert_eq!(src.stats().accounted(), src.buffer_mut().state().unwrap().produced);
+    assert!(produced > 4);
+}
+
+#[test]
+fn padding_and_header_never_reach_the_callback() {
+    let mut src = AbiSource::new(ModelBuffer::new(64, 8, false)).unwrap();
+    // 40-byte records: one per 64-byte sub-buffer (4-byte header), 20 bytes of padding each.
+    for seq in 0..6u64 {
+        let mut rec = format!("seq={seq} ").into_bytes();
+        rec.resize(39, b'x');
+        rec.push(b'\n');
+        assert!(src.buffer_mut().write(&rec));
+    }
+    let mut lens = Vec::new();
+    src.flush_and_drain(&mut |sb| {
+        assert!(!sb.data.contains(&0xa5), "stale buffer bytes delivered");
+        lens.push(sb.data.len());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(lens, vec![40; 6]);
+}
+
+#[test]
+fn flush_of_an_empty_subbuf_produces_nothing() {
+    let mut src = AbiSource::new(ModelBuffer::new(256, 4, false)).unwrap();
+    assert!(drain(&mut src, true).is_empty());
+    assert_eq!(src.buffer_mut().state().unwrap().produced, 0);
+    src.buffer_mut().write(&record(0));
+    assert_eq!(drain(&mut src, false), Vec::<u64>::new(), "partial sub-buffer delivered before flush");
+    assert_eq!(drain(&mut src, true), vec![0]);
+}
+
+#[test]
+fn callback_error_keeps_the_subbuf_for_the_next_drain() {
+    let mut src = AbiSource::new(ModelBuffer::new(256, 4, false)).unwrap();
+    for seq in 0..50 {
+        src.buffer_mut().write(&record(seq));
+    }
+    src.buffer_mut().flush_writer();
+    let err = src.drain(&mut |_| {
+        Err(relay_reader::Error::Sink {
+            target: "test".into(),
+            source: std::io::Error::other("disk full"),
+        })
+    });
+    assert!(err.is_err());
+    assert_eq!(src.stats().subbufs, 0);
+    assert_eq!(drain(&mut src, false), (0..50).collect::<Vec<_>>());
+}
+
+#[test]
+fn too_big_writes_are_counted() {
+    let mut src = AbiSource::new(ModelBuffer::new(64, 4, false)).unwrap();
+    assert!(!src.buffer_mut().write(&[b'y'; 65]));
+    let _ = drain(&mut src, true);
+    assert_eq!(src.stats().kernel.unwrap().lost_toobig, 1);
+}

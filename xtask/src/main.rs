@@ -1,0 +1,134 @@
+//! `cargo xtask`: the one entry point for setting up the machine, building the
+//! kernel modules, booting VMs, running the full test suite and the demo.
+//!
+//! Every subcommand first checks (and, as root, installs) what it needs; see
+//! [`setup`]. Build outputs go under `target/`, the virtme-ng venv under
+//! `.cache/`.
+
+mod codegen;
+mod demo;
+mod modules;
+mod setup;
+mod test;
+mod util;
+mod vm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+/// Build, test and demo driver for the relay workspace.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what is missing (apt packages, virtme-ng venv); needs root.
+    Setup,
+    /// Build the out-of-tree kernel modules into target/modules/<release>/.
+    Modules {
+        /// Kernel build tree or headers (default: the stock Debian 6.12 headers).
+        #[arg(long)]
+        kdir: Option<PathBuf>,
+    },
+    /// Boot a kernel in a VM and run a command in it as root.
+    Vm {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// The command to run in the guest: one argument is taken as a shell
+        /// snippet, several are quoted and joined.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// The full test suite: fmt, clippy, codegen drift, host tests, module
+    /// build, in-VM integration tests.
+    Test {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Kernel build tree to build the modules against (default: derived
+        /// from --kernel when that is a build tree, else the stock headers).
+        #[arg(long)]
+        kdir: Option<PathBuf>,
+    },
+    /// Build everything, boot a VM and record klog_gen output with relay-reader.
+    Demo {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Kernel build tree to build the modules against (default: derived
+        /// from --kernel when that is a build tree, else the stock headers).
+        #[arg(long)]
+        kdir: Option<PathBuf>,
+        /// How many records klog_gen writes.
+        #[arg(long, default_value_t = 5000)]
+        count: u64,
+    },
+    /// Regenerate relay-sys bindings (runs the relay-sys-gen crate).
+    Codegen {
+        /// Fail if the committed bindings differ from freshly generated ones.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+/// Options shared by every subcommand that boots a VM.
+#[derive(Args, Clone)]
+pub struct VmArgs {
+    /// Kernel to boot: a bzImage/vmlinuz or a kernel build directory
+    /// (default: the stock /boot/vmlinuz-6.12*-amd64).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Hard limit for the whole VM run, in seconds; the guest is killed after it.
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Guest memory (qemu syntax).
+    #[arg(long, default_value = "2G")]
+    memory: String,
+    /// Guest vCPUs.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Show kernel console messages (vng --verbose).
+    #[arg(long)]
+    verbose: bool,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let root = util::repo_root()?;
+    let tools = setup::ensure(&root, matches!(cli.command, Command::Setup))?;
+    match cli.command {
+        Command::Setup => Ok(()),
+        Command::Modules { kdir } => {
+            let kdir = match kdir {
+                Some(kdir) => kdir,
+                None => modules::stock_kdir()?,
+            };
+            let out = modules::build(&root, &kdir)?;
+            println!("modules built in {}", out.display());
+            Ok(())
+        }
+        Command::Vm { vm, command } => {
+            let opts = vm::VmOptions::from_args(&vm, vm::DEFAULT_TIMEOUT)?;
+            let command = vm::shell_command(&command);
+            let outcome = vm::run(&tools, &root, &opts, &command)?;
+            outcome.check(&command)
+        }
+        Command::Test { vm, kdir } => test::run(&tools, &root, &vm, kdir),
+        Command::Demo { vm, kdir, count } => demo::run(&tools, &root, &vm, kdir, count),
+        Command::Codegen { check } => codegen::run(&root, check),
+    }
+}
