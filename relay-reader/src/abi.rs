@@ -51,7 +51,8 @@ impl BufState {
     /// no-overwrite mode it stops instead, so every unconsumed one is intact.
     pub fn oldest_intact(&self, n_subbufs: u64, overwrite: bool) -> u64 {
         if overwrite {
-            self.consumed.max((self.produced + 1).saturating_sub(n_subbufs))
+            self.consumed
+                .max((self.produced + 1).saturating_sub(n_subbufs))
         } else {
             self.consumed
         }

@@ -30,12 +30,17 @@ pub fn parse_cpu_list(list: &str) -> Vec<u32> {
 pub fn possible_cpus() -> Vec<u32> {
     std::fs::read_to_string("/sys/devices/system/cpu/possible")
         .map(|s| parse_cpu_list(&s))
-        .unwrap_or_else(|_| (0..std::thread::available_parallelism().map_or(1, |n| n.get() as u32)).collect())
+        .unwrap_or_else(|_| {
+            (0..std::thread::available_parallelism().map_or(1, |n| n.get() as u32)).collect()
+        })
 }
 
 fn debugfs_mounted() -> bool {
     std::fs::read_to_string("/proc/self/mounts")
-        .map(|m| m.lines().any(|l| l.split_whitespace().nth(2) == Some("debugfs")))
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split_whitespace().nth(2) == Some("debugfs"))
+        })
         .unwrap_or(true)
 }
 
@@ -95,7 +100,13 @@ mod tests {
         assert!(matches!(err, Error::ChannelNotFound { .. }), "{err}");
         std::fs::write(dir.join("cpu0"), b"x").unwrap();
         let files = buffer_files(&dir.join("cpu")).unwrap();
-        assert_eq!(files, vec![BufferFile { cpu: 0, path: dir.join("cpu0") }]);
+        assert_eq!(
+            files,
+            vec![BufferFile {
+                cpu: 0,
+                path: dir.join("cpu0")
+            }]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

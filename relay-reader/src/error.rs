@@ -8,7 +8,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// debugfs is not mounted where the channel was looked for.
-    #[error("{path}: debugfs is not mounted; mount it with `mount -t debugfs none /sys/kernel/debug`")]
+    #[error(
+        "{path}: debugfs is not mounted; mount it with `mount -t debugfs none /sys/kernel/debug`"
+    )]
     DebugfsNotMounted {
         /// The path that was asked for.
         path: PathBuf,
@@ -28,7 +30,9 @@ pub enum Error {
         why: String,
     },
     /// Opening or mapping needs privileges the process lacks.
-    #[error("{path}: permission denied; relay files in debugfs are readable by root only, run as root")]
+    #[error(
+        "{path}: permission denied; relay files in debugfs are readable by root only, run as root"
+    )]
     PermissionDenied {
         /// The file.
         path: PathBuf,

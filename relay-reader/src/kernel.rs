@@ -26,10 +26,30 @@ mod ioc {
     #![allow(missing_docs)]
     use relay_sys as sys;
 
-    nix::ioctl_read!(get_info, sys::RELAY_IOC_MAGIC, sys::nr::GET_INFO, sys::relay_buf_info);
-    nix::ioctl_read!(get_state, sys::RELAY_IOC_MAGIC, sys::nr::GET_STATE, sys::relay_buf_state);
-    nix::ioctl_readwrite!(get_subbuf, sys::RELAY_IOC_MAGIC, sys::nr::GET_SUBBUF, sys::relay_subbuf);
-    nix::ioctl_readwrite!(consume, sys::RELAY_IOC_MAGIC, sys::nr::CONSUME, sys::relay_consume);
+    nix::ioctl_read!(
+        get_info,
+        sys::RELAY_IOC_MAGIC,
+        sys::nr::GET_INFO,
+        sys::relay_buf_info
+    );
+    nix::ioctl_read!(
+        get_state,
+        sys::RELAY_IOC_MAGIC,
+        sys::nr::GET_STATE,
+        sys::relay_buf_state
+    );
+    nix::ioctl_readwrite!(
+        get_subbuf,
+        sys::RELAY_IOC_MAGIC,
+        sys::nr::GET_SUBBUF,
+        sys::relay_subbuf
+    );
+    nix::ioctl_readwrite!(
+        consume,
+        sys::RELAY_IOC_MAGIC,
+        sys::nr::CONSUME,
+        sys::relay_consume
+    );
     nix::ioctl_none!(flush, sys::RELAY_IOC_MAGIC, sys::nr::FLUSH);
 }
 
@@ -79,11 +99,12 @@ impl KernelBuffer {
         // length relay's mmap accepts. The kernel keeps the pages alive while
         // the mapping exists (relay_file_mmap takes a buffer reference), and
         // the map is dropped with `self`, so no slice outlives it.
-        let map = unsafe { MmapOptions::new().len(info.mmap_len as usize).map(&file) }
-            .map_err(|source| Error::Map {
+        let map = unsafe { MmapOptions::new().len(info.mmap_len as usize).map(&file) }.map_err(
+            |source| Error::Map {
                 path: path.clone(),
                 source,
-            })?;
+            },
+        )?;
         Ok(KernelBuffer {
             path,
             file,
@@ -145,10 +166,14 @@ impl RelayAbi for KernelBuffer {
             Err(e) => return Err(Error::io(&self.path, "RELAY_IOC_GET_SUBBUF", e.into())),
         }
         let end = raw.data_offset.checked_add(raw.data_len);
-        if end.is_none_or(|end| end > self.map.len() as u64) || raw.data_len > self.info.subbuf_size {
+        if end.is_none_or(|end| end > self.map.len() as u64) || raw.data_len > self.info.subbuf_size
+        {
             return Err(Error::Corrupt {
                 path: self.path.clone(),
-                what: format!("sub-buffer {seq} at {}+{} outside the mapping", raw.data_offset, raw.data_len),
+                what: format!(
+                    "sub-buffer {seq} at {}+{} outside the mapping",
+                    raw.data_offset, raw.data_len
+                ),
             });
         }
         Ok(SubbufLookup::Ready(SubbufLoc {

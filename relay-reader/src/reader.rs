@@ -76,7 +76,11 @@ impl Reader {
     /// In read mode every buffer is drained after the wait, since read(2)
     /// also returns data of the partly filled sub-buffer, which poll does
     /// not announce. Returns how many sub-buffers (or chunks) were delivered.
-    pub fn poll(&mut self, timeout: Duration, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
+    pub fn poll(
+        &mut self,
+        timeout: Duration,
+        f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,
+    ) -> Result<u64> {
         let fds: Vec<BorrowedFd<'_>> = self.sources.iter().map(|s| s.as_fd()).collect();
         let ready = self
             .waiter
@@ -127,6 +131,11 @@ impl Reader {
     /// The buffers.
     pub fn sources(&self) -> &[Source] {
         &self.sources
+    }
+
+    /// The buffers, mutably (for [`Source::kernel_state`]).
+    pub fn sources_mut(&mut self) -> &mut [Source] {
+        &mut self.sources
     }
 
     /// Wakes a thread blocked in [`Reader::poll`] (from a signal thread, say).

@@ -43,7 +43,11 @@ impl Waiter {
 
     /// Waits up to `timeout` and returns the keys that became ready, each
     /// re-armed for the next wait (polling registers in oneshot mode).
-    pub fn wait(&mut self, fds: &[BorrowedFd<'_>], timeout: Duration) -> std::io::Result<Vec<usize>> {
+    pub fn wait(
+        &mut self,
+        fds: &[BorrowedFd<'_>],
+        timeout: Duration,
+    ) -> std::io::Result<Vec<usize>> {
         self.events.clear();
         self.poller.wait(&mut self.events, Some(timeout))?;
         let keys: Vec<usize> = self.events.iter().map(|e| e.key).collect();

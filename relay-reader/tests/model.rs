@@ -34,7 +34,10 @@ fn parse(data: &[u8]) -> Vec<u64> {
 fn drain(src: &mut AbiSource<ModelBuffer>, flush: bool) -> Vec<u64> {
     let mut seqs = Vec::new();
     let mut f = |sb: SubBuf<'_>| {
-        assert!(sb.data.ends_with(b"\n") || sb.data.is_empty(), "sub-buffer ends inside a record");
+        assert!(
+            sb.data.ends_with(b"\n") || sb.data.is_empty(),
+            "sub-buffer ends inside a record"
+        );
         seqs.extend(parse(sb.data));
         Ok(())
     };
@@ -100,7 +103,10 @@ fn overwrite_reader_lapped_counts_lost_subbufs_and_keeps_newest() {
     assert_eq!(stats.accounted(), kernel.produced);
     // What is left is the newest data, contiguous up to the last record.
     assert_eq!(*got.last().unwrap(), 999);
-    assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "gap inside the kept data");
+    assert!(
+        got.windows(2).all(|w| w[1] == w[0] + 1),
+        "gap inside the kept data"
+    );
     // The kernel counted at least the sub-buffers the reader lost.
     assert!(kernel.lost_overwritten >= stats.lost_subbufs - 1);
 }
@@ -118,11 +124,20 @@ fn overwrite_lap_during_copy_discards_the_torn_subbuf() {
     src.buffer_mut().race_before_consume(racing);
     let got = drain(&mut src, false);
     let stats = *src.stats();
-    assert!(stats.lost_subbufs >= 1, "the lapped sub-buffer was not counted");
-    assert!(!got.contains(&0), "data of a lapped sub-buffer was delivered");
+    assert!(
+        stats.lost_subbufs >= 1,
+        "the lapped sub-buffer was not counted"
+    );
+    assert!(
+        !got.contains(&0),
+        "data of a lapped sub-buffer was delivered"
+    );
     let produced = src.buffer_mut().state().unwrap().produced;
     let _ = drain(&mut src, true);
-    assert_eq!(src.stats().accounted(), src.buffer_mut().state().unwrap().produced);
+    assert_eq!(
+        src.stats().accounted(),
+        src.buffer_mut().state().unwrap().produced
+    );
     assert!(produced > 4);
 }
 
@@ -152,7 +167,11 @@ fn flush_of_an_empty_subbuf_produces_nothing() {
     assert!(drain(&mut src, true).is_empty());
     assert_eq!(src.buffer_mut().state().unwrap().produced, 0);
     src.buffer_mut().write(&record(0));
-    assert_eq!(drain(&mut src, false), Vec::<u64>::new(), "partial sub-buffer delivered before flush");
+    assert_eq!(
+        drain(&mut src, false),
+        Vec::<u64>::new(),
+        "partial sub-buffer delivered before flush"
+    );
     assert_eq!(drain(&mut src, true), vec![0]);
 }
 

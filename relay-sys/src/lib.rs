@@ -48,11 +48,19 @@ pub mod nr {
 }
 
 /// `_IOR(RELAY_IOC_MAGIC, 0x00, struct relay_buf_info)`
-pub const RELAY_IOC_GET_INFO: u32 =
-    ioc(IOC_READ, RELAY_IOC_MAGIC, nr::GET_INFO, size_of::<relay_buf_info>());
+pub const RELAY_IOC_GET_INFO: u32 = ioc(
+    IOC_READ,
+    RELAY_IOC_MAGIC,
+    nr::GET_INFO,
+    size_of::<relay_buf_info>(),
+);
 /// `_IOR(RELAY_IOC_MAGIC, 0x01, struct relay_buf_state)`
-pub const RELAY_IOC_GET_STATE: u32 =
-    ioc(IOC_READ, RELAY_IOC_MAGIC, nr::GET_STATE, size_of::<relay_buf_state>());
+pub const RELAY_IOC_GET_STATE: u32 = ioc(
+    IOC_READ,
+    RELAY_IOC_MAGIC,
+    nr::GET_STATE,
+    size_of::<relay_buf_state>(),
+);
 /// `_IOWR(RELAY_IOC_MAGIC, 0x02, struct relay_subbuf)`
 pub const RELAY_IOC_GET_SUBBUF: u32 = ioc(
     IOC_READ | IOC_WRITE,

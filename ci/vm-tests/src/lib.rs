@@ -1,1 +1,159 @@
-//! VM test support.
+//! Support for the tests that run as root inside a virtme-ng guest, against
+//! the real kernel, the real modules and the real reader.
+//!
+//! `cargo xtask test` builds these test binaries on the host and runs them in
+//! the guest with `RELAY_IN_VM=1`, `RELAY_MODULES_DIR` (the out-of-tree module
+//! build) and `RELAY_BIN_DIR` (the workspace binaries). Outside a guest every
+//! test returns at once, saying so: they load modules into the running kernel.
+//! Failures panic with a message that says what broke.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// True inside the test guest. Tests start with `if !in_vm() { return; }`.
+pub fn in_vm() -> bool {
+    if std::env::var_os("RELAY_IN_VM").is_some() {
+        return true;
+    }
+    eprintln!("not in the test VM (RELAY_IN_VM unset): skipped; run `cargo xtask test`");
+    false
+}
+
+fn env_dir(name: &str) -> PathBuf {
+    let dir =
+        std::env::var_os(name).unwrap_or_else(|| panic!("{name} is not set by the VM test runner"));
+    PathBuf::from(dir)
+}
+
+/// A workspace binary built for the guest, e.g. `bin("relay-reader")`.
+pub fn bin(name: &str) -> PathBuf {
+    let path = env_dir("RELAY_BIN_DIR").join(name);
+    assert!(path.exists(), "binary {} was not built", path.display());
+    path
+}
+
+/// Modules loaded for one test, unloaded in reverse order on drop.
+#[derive(Debug)]
+pub struct Modules {
+    names: Vec<String>,
+}
+
+impl Modules {
+    /// `insmod`s each module (`name.ko` from `RELAY_MODULES_DIR`) with its
+    /// parameters, e.g. `&[("klog", ""), ("relay_klog", "n_subbufs=4")]`.
+    pub fn load(modules: &[(&str, &str)]) -> Modules {
+        let dir = env_dir("RELAY_MODULES_DIR");
+        let mut loaded = Modules { names: Vec::new() };
+        for (name, params) in modules {
+            let ko = dir.join(format!("{name}.ko"));
+            let mut cmd = Command::new("insmod");
+            cmd.arg(&ko);
+            cmd.args(params.split_whitespace());
+            let out = cmd.output().expect("running insmod");
+            assert!(
+                out.status.success(),
+                "insmod {} {params} failed: {}\n{}",
+                ko.display(),
+                String::from_utf8_lossy(&out.stderr),
+                dmesg_tail(20)
+            );
+            loaded.names.push(name.to_string());
+        }
+        loaded
+    }
+
+    /// The klog example: klog core, helper, handler and load generator.
+    pub fn klog(handler_params: &str) -> Modules {
+        Modules::load(&[
+            ("klog", ""),
+            ("relay_app", ""),
+            ("relay_klog", handler_params),
+            ("klog_gen", ""),
+        ])
+    }
+}
+
+impl Drop for Modules {
+    fn drop(&mut self) {
+        for name in self.names.iter().rev() {
+            let out = Command::new("rmmod")
+                .arg(name)
+                .output()
+                .expect("running rmmod");
+            if !out.status.success() && !std::thread::panicking() {
+                panic!(
+                    "rmmod {name} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        if !std::thread::panicking() {
+            let log = dmesg_tail(200);
+            for bad in ["BUG:", "WARNING:", "Oops", "general protection", "KASAN"] {
+                assert!(!log.contains(bad), "kernel log shows {bad:?}:\n{log}");
+            }
+        }
+    }
+}
+
+/// The last `n` lines of the kernel log, for failure messages.
+pub fn dmesg_tail(n: usize) -> String {
+    let out = Command::new("dmesg")
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Writes `value` to a control file, panicking with the path on failure.
+pub fn write_control(path: impl AsRef<Path>, value: &str) {
+    let path = path.as_ref();
+    std::fs::write(path, value)
+        .unwrap_or_else(|e| panic!("writing {value:?} to {}: {e}", path.display()));
+}
+
+/// Makes every online CPU log `n` records `klog_gen cpu=C seq=S` through klog.
+pub fn generate_klog(n: u64) {
+    write_control("/sys/kernel/debug/klog_gen/run", &n.to_string());
+}
+
+/// Online CPUs of the guest.
+pub fn online_cpus() -> Vec<u32> {
+    let list =
+        std::fs::read_to_string("/sys/devices/system/cpu/online").expect("reading online CPUs");
+    relay_reader::channel::parse_cpu_list(&list)
+}
+
+/// Parses klog_gen records and checks them: per CPU, the sequence numbers
+/// received, in order. Panics on a malformed or misplaced record.
+pub fn klog_gen_records(per_cpu: &BTreeMap<u32, Vec<u8>>) -> BTreeMap<u32, Vec<u64>> {
+    let mut out = BTreeMap::new();
+    for (&cpu, data) in per_cpu {
+        let text = std::str::from_utf8(data).unwrap_or_else(|e| {
+            panic!("cpu{cpu}: recording is not text (padding or stale bytes leaked?): {e}")
+        });
+        let seqs: Vec<u64> = text
+            .lines()
+            .map(|line| {
+                let rest = line
+                    .strip_prefix("klog_gen cpu=")
+                    .unwrap_or_else(|| panic!("cpu{cpu}: unexpected record {line:?}"));
+                let (c, s) = rest
+                    .split_once(" seq=")
+                    .unwrap_or_else(|| panic!("cpu{cpu}: malformed record {line:?}"));
+                assert_eq!(
+                    c,
+                    cpu.to_string(),
+                    "record of cpu {c} in the buffer of cpu {cpu}"
+                );
+                s.parse()
+                    .unwrap_or_else(|_| panic!("cpu{cpu}: bad seq in {line:?}"))
+            })
+            .collect();
+        out.insert(cpu, seqs);
+    }
+    out
+}

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
+use crate::abi::{BufInfo, BufState, RelayAbi};
 use crate::kernel::{query_info, KernelBuffer};
 use crate::subbuf::{BufStats, SubBuf};
 use crate::{Error, Result};
@@ -98,6 +99,18 @@ impl Source {
         match self {
             Source::Mmap(s) => s.stats(),
             Source::Read(s) => s.stats(),
+        }
+    }
+
+    /// Geometry and counters from the kernel ABI; `None` in read mode,
+    /// where the kernel offers neither.
+    pub fn kernel_state(&mut self) -> Result<Option<(BufInfo, BufState)>> {
+        match self {
+            Source::Mmap(s) => {
+                let info = *s.buffer().info();
+                Ok(Some((info, s.buffer_mut().state()?)))
+            }
+            Source::Read(_) => Ok(None),
         }
     }
 

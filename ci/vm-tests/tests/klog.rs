@@ -1,0 +1,206 @@
+//! The klog example end to end: klog_printk() on every CPU -> relay_klog
+//! handler -> relay_app channel -> relay-reader in mmap mode.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use relay_reader::{Error, Mode, Reader};
+use relay_vm_tests::{
+    bin, generate_klog, in_vm, klog_gen_records, online_cpus, write_control, Modules,
+};
+
+const CHANNEL: &str = "/sys/kernel/debug/relay_klog/cpu";
+
+fn record_all(reader: &mut Reader, per_cpu: &mut BTreeMap<u32, Vec<u8>>) {
+    let mut keep = |sb: relay_reader::SubBuf<'_>| {
+        per_cpu
+            .entry(sb.cpu)
+            .or_default()
+            .extend_from_slice(sb.data);
+        Ok(())
+    };
+    reader.consume(&mut keep).expect("draining the channel");
+    reader
+        .flush_and_drain(&mut keep)
+        .expect("flushing and draining the channel");
+}
+
+#[test]
+fn mmap_reader_gets_every_klog_record_from_every_cpu() {
+    if !in_vm() {
+        return;
+    }
+    let _modules = Modules::klog("");
+    let mut reader =
+        Reader::open(CHANNEL, Mode::Mmap).expect("opening the relay_klog channel in mmap mode");
+    assert_eq!(reader.mode(), Mode::Mmap);
+    let cpus = online_cpus();
+    assert_eq!(
+        reader.sources().len(),
+        cpus.len(),
+        "one buffer per online CPU"
+    );
+
+    const N: u64 = 3000;
+    let mut per_cpu = BTreeMap::new();
+    generate_klog(N);
+    record_all(&mut reader, &mut per_cpu);
+
+    let records = klog_gen_records(&per_cpu);
+    for &cpu in &cpus {
+        let seqs = records
+            .get(&cpu)
+            .unwrap_or_else(|| panic!("no records from cpu {cpu}"));
+        assert_eq!(
+            seqs.len() as u64,
+            N,
+            "cpu {cpu}: {} of {N} records",
+            seqs.len()
+        );
+        assert!(
+            seqs.iter().copied().eq(0..N),
+            "cpu {cpu}: records missing or out of order"
+        );
+    }
+    for stats in reader.stats() {
+        let kernel = stats.kernel.expect("mmap mode reads the kernel counters");
+        assert_eq!(
+            stats.accounted(),
+            kernel.produced,
+            "cpu {}: received + lost != produced",
+            stats.cpu
+        );
+        assert_eq!(kernel.lost_full, 0, "cpu {}: writes dropped", stats.cpu);
+    }
+}
+
+#[test]
+fn full_buffer_drops_are_counted_not_hidden() {
+    if !in_vm() {
+        return;
+    }
+    // 2 x 4 KiB per CPU cannot hold 5000 records of ~25 bytes.
+    let _modules = Modules::klog("subbuf_size=4096 n_subbufs=2");
+    let mut reader = Reader::open(CHANNEL, Mode::Mmap).expect("opening the channel");
+    const N: u64 = 5000;
+    generate_klog(N);
+    let mut per_cpu = BTreeMap::new();
+    record_all(&mut reader, &mut per_cpu);
+    let records = klog_gen_records(&per_cpu);
+    for stats in reader.stats() {
+        let kernel = stats.kernel.expect("kernel counters");
+        let got = records.get(&stats.cpu).map_or(0, Vec::len) as u64;
+        assert!(
+            kernel.lost_full > 0,
+            "cpu {}: nothing dropped, the test did not fill the buffer",
+            stats.cpu
+        );
+        assert_eq!(
+            got + kernel.lost_full,
+            N,
+            "cpu {}: received + dropped != written",
+            stats.cpu
+        );
+        // No-overwrite keeps the oldest records.
+        let seqs = &records[&stats.cpu];
+        assert!(
+            seqs.iter().copied().eq(0..got),
+            "cpu {}: kept records are not the first ones",
+            stats.cpu
+        );
+    }
+}
+
+#[test]
+fn missing_channel_names_the_module() {
+    if !in_vm() {
+        return;
+    }
+    let err =
+        Reader::open(CHANNEL, Mode::Mmap).expect_err("no module loaded, yet the channel opened");
+    assert!(
+        matches!(err, Error::ChannelNotFound { .. }),
+        "unexpected error: {err}"
+    );
+    assert!(
+        err.to_string().contains("module"),
+        "error does not hint at the module: {err}"
+    );
+}
+
+#[test]
+fn relay_reader_record_saves_everything_on_sigint() {
+    if !in_vm() {
+        return;
+    }
+    let _modules = Modules::klog("");
+    let out = std::env::temp_dir().join("relay-reader-record-test");
+    let _ = std::fs::remove_dir_all(&out);
+    let child = Command::new(bin("relay-reader"))
+        .args(["record", "--mode", "mmap", "--json", "-o"])
+        .arg(&out)
+        .arg(CHANNEL)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting relay-reader");
+    // Give it time to open the channel; the data would wait in the buffers anyway.
+    std::thread::sleep(Duration::from_millis(500));
+    const N: u64 = 2000;
+    generate_klog(N);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGINT,
+    )
+    .expect("sending SIGINT");
+    let output = child.wait_with_output().expect("waiting for relay-reader");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "relay-reader failed after SIGINT: {stderr}"
+    );
+    let mut per_cpu = BTreeMap::new();
+    for cpu in online_cpus() {
+        let path = out.join(format!("cpu{cpu}"));
+        let data = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; stderr: {stderr}", path.display()));
+        per_cpu.insert(cpu, data);
+    }
+    for (cpu, seqs) in klog_gen_records(&per_cpu) {
+        assert!(
+            seqs.iter().copied().eq(0..N),
+            "cpu {cpu}: {} records, expected 0..{N}",
+            seqs.len()
+        );
+    }
+    assert!(
+        stderr.contains("\"lost_subbufs\": 0"),
+        "summary missing or shows loss: {stderr}"
+    );
+}
+
+#[test]
+fn disabled_channel_logs_nothing() {
+    if !in_vm() {
+        return;
+    }
+    let _modules = Modules::klog("");
+    let mut reader = Reader::open(CHANNEL, Mode::Mmap).expect("opening the channel");
+    write_control("/sys/kernel/debug/relay_klog/enabled", "0");
+    generate_klog(100);
+    let mut per_cpu = BTreeMap::new();
+    record_all(&mut reader, &mut per_cpu);
+    assert!(
+        per_cpu.values().all(Vec::is_empty),
+        "records arrived while disabled"
+    );
+    write_control("/sys/kernel/debug/relay_klog/enabled", "1");
+    generate_klog(100);
+    record_all(&mut reader, &mut per_cpu);
+    for (cpu, seqs) in klog_gen_records(&per_cpu) {
+        assert!(
+            seqs.iter().copied().eq(0..100),
+            "cpu {cpu}: after re-enabling got {seqs:?}"
+        );
+    }
+}
