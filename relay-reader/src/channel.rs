@@ -74,8 +74,12 @@ pub fn buffer_files(base: &Path) -> Result<Vec<BufferFile>> {
         return Err(Error::DebugfsNotMounted { path: base.into() });
     }
     if let Some(parent) = base.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if let Err(e) = std::fs::read_dir(parent) {
-            return Err(Error::io(parent, "list directory", e));
+        match std::fs::read_dir(parent) {
+            // A missing directory is a channel that was never created.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(parent, "list directory", e));
+            }
+            _ => {}
         }
     }
     Err(Error::ChannelNotFound { path: base.into() })
@@ -97,6 +101,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("relay-chan-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let err = buffer_files(&dir.join("cpu")).unwrap_err();
+        assert!(matches!(err, Error::ChannelNotFound { .. }), "{err}");
+        let err = buffer_files(&dir.join("no-such-dir/cpu")).unwrap_err();
         assert!(matches!(err, Error::ChannelNotFound { .. }), "{err}");
         std::fs::write(dir.join("cpu0"), b"x").unwrap();
         let files = buffer_files(&dir.join("cpu")).unwrap();

@@ -73,12 +73,74 @@ pub fn query_info(file: &File, path: &Path) -> Result<Option<BufInfo>> {
     }
 }
 
+/// A read-only shared mapping of a whole relay buffer.
+#[derive(Debug)]
+pub struct Mapping {
+    map: Mmap,
+}
+
+impl Mapping {
+    /// Maps `len` bytes of the relay file `file` (relay accepts only the
+    /// whole buffer, `PAGE_ALIGN(subbuf_size * n_subbufs)`).
+    pub fn new(file: &File, len: u64, path: &Path) -> Result<Mapping> {
+        // SAFETY: a read-only shared mapping of the whole buffer. The kernel
+        // keeps the pages alive while the mapping exists (relay_file_mmap
+        // takes a buffer reference) and the map is dropped with `self`, so
+        // no slice handed out by `bytes` outlives it.
+        let map = unsafe { MmapOptions::new().len(len as usize).map(file) }.map_err(|source| {
+            Error::Map {
+                path: path.into(),
+                source,
+            }
+        })?;
+        Ok(Mapping { map })
+    }
+
+    /// Length of the mapping.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True for an empty mapping (never, for a relay buffer).
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The mapped bytes `offset..offset + len`; `None` when out of range.
+    /// Stable only where the writer does not write (see [`RelayAbi::data`]).
+    pub fn bytes(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        let end = offset.checked_add(len)?;
+        self.map
+            .get(usize::try_from(offset).ok()?..usize::try_from(end).ok()?)
+    }
+
+    /// Copies `offset..offset + len` into `out` while the writer may be
+    /// writing there (overwrite mode). Panics when out of range.
+    pub fn copy_racy(&self, offset: u64, len: u64, out: &mut Vec<u8>) {
+        let src = self
+            .bytes(offset, len)
+            .expect("copy within the mapping")
+            .as_ptr();
+        let len = len as usize;
+        out.clear();
+        out.reserve(len);
+        // SAFETY: `src..src+len` lies in the mapping (checked above) and
+        // `out` has room for `len` bytes. The kernel may write the same bytes
+        // meanwhile: the copy is kept only when CONSUME then reports that the
+        // writer did not reach this sub-buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), len);
+            out.set_len(len);
+        }
+    }
+}
+
 /// A relay buffer file opened for the ioctl ABI, with its buffer mapped.
 #[derive(Debug)]
 pub struct KernelBuffer {
     path: PathBuf,
     file: File,
-    map: Mmap,
+    map: Mapping,
     info: BufInfo,
 }
 
@@ -95,16 +157,7 @@ impl KernelBuffer {
                 what: format!("geometry {info:?}"),
             });
         }
-        // SAFETY: a read-only shared mapping of the whole buffer, the only
-        // length relay's mmap accepts. The kernel keeps the pages alive while
-        // the mapping exists (relay_file_mmap takes a buffer reference), and
-        // the map is dropped with `self`, so no slice outlives it.
-        let map = unsafe { MmapOptions::new().len(info.mmap_len as usize).map(&file) }.map_err(
-            |source| Error::Map {
-                path: path.clone(),
-                source,
-            },
-        )?;
+        let map = Mapping::new(&file, info.mmap_len, &path)?;
         Ok(KernelBuffer {
             path,
             file,
@@ -208,22 +261,12 @@ impl RelayAbi for KernelBuffer {
 
     fn data(&self, loc: &SubbufLoc) -> &[u8] {
         // Bounds were checked against the mapping in `subbuf`.
-        &self.map[loc.data_offset as usize..(loc.data_offset + loc.data_len) as usize]
+        self.map
+            .bytes(loc.data_offset, loc.data_len)
+            .unwrap_or_default()
     }
 
     fn copy_data(&self, loc: &SubbufLoc, out: &mut Vec<u8>) {
-        let len = loc.data_len as usize;
-        out.clear();
-        out.reserve(len);
-        let src = self.map[loc.data_offset as usize..].as_ptr();
-        // SAFETY: `src..src+len` lies in the mapping (checked in `subbuf`) and
-        // `out` has room for `len` bytes. The kernel may be writing the same
-        // bytes (overwrite mode): a volatile-free byte copy of memory shared
-        // with another agent, whose result is only kept when CONSUME reports
-        // that the writer did not reach this sub-buffer.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), len);
-            out.set_len(len);
-        }
+        self.map.copy_racy(loc.data_offset, loc.data_len, out);
     }
 }

@@ -55,6 +55,9 @@ enum Command {
         /// from --kernel when that is a build tree, else the stock headers).
         #[arg(long)]
         kdir: Option<PathBuf>,
+        /// Run the remaining steps after a failure (still fails at the end).
+        #[arg(long)]
+        keep_going: bool,
     },
     /// Build everything, boot a VM and record klog_gen output with relay-reader.
     Demo {
@@ -82,24 +85,29 @@ pub struct VmArgs {
     /// Kernel to boot: a bzImage/vmlinuz or a kernel build directory
     /// (default: the stock /boot/vmlinuz-6.12*-amd64).
     #[arg(long)]
-    kernel: Option<PathBuf>,
-    /// Hard limit for the whole VM run, in seconds; the guest is killed after it.
+    pub kernel: Option<PathBuf>,
+    /// Hard limit for the whole VM run, in seconds; the guest is killed after
+    /// it (default: 600, or 1800 for `test`).
     #[arg(long)]
-    timeout: Option<u64>,
+    pub timeout: Option<u64>,
     /// Guest memory (qemu syntax).
     #[arg(long, default_value = "2G")]
-    memory: String,
+    pub memory: String,
     /// Guest vCPUs.
     #[arg(long, default_value_t = 2)]
-    cpus: u32,
+    pub cpus: u32,
     /// Show kernel console messages (vng --verbose).
     #[arg(long)]
-    verbose: bool,
+    pub verbose: bool,
+    /// A host directory the guest may write (same path in the guest; created
+    /// if missing). Repeatable. The rest of the host is read-only in the guest.
+    #[arg(long, value_name = "DIR")]
+    pub rwdir: Vec<PathBuf>,
 }
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
@@ -107,11 +115,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Runs the subcommand; `vm` exits with the guest command's status.
+fn run(cli: Cli) -> Result<ExitCode> {
     let root = util::repo_root()?;
     let tools = setup::ensure(&root, matches!(cli.command, Command::Setup))?;
     match cli.command {
-        Command::Setup => Ok(()),
+        Command::Setup => {}
         Command::Modules { kdir } => {
             let kdir = match kdir {
                 Some(kdir) => kdir,
@@ -119,16 +128,25 @@ fn run(cli: Cli) -> Result<()> {
             };
             let out = modules::build(&root, &kdir)?;
             println!("modules built in {}", out.display());
-            Ok(())
         }
         Command::Vm { vm, command } => {
             let opts = vm::VmOptions::from_args(&vm, vm::DEFAULT_TIMEOUT)?;
             let command = vm::shell_command(&command);
             let outcome = vm::run(&tools, &root, &opts, &command)?;
-            outcome.check(&command)
+            if let Err(err) = outcome.check(&command) {
+                eprintln!("error: {err:#}");
+                // The guest's own status when it has one (a signal has none).
+                let code = outcome.status.code().and_then(|c| u8::try_from(c).ok());
+                return Ok(ExitCode::from(code.filter(|c| *c != 0).unwrap_or(1)));
+            }
         }
-        Command::Test { vm, kdir } => test::run(&tools, &root, &vm, kdir),
-        Command::Demo { vm, kdir, count } => demo::run(&tools, &root, &vm, kdir, count),
-        Command::Codegen { check } => codegen::run(&root, check),
+        Command::Test {
+            vm,
+            kdir,
+            keep_going,
+        } => test::run(&tools, &root, &vm, kdir, keep_going)?,
+        Command::Demo { vm, kdir, count } => demo::run(&tools, &root, &vm, kdir, count)?,
+        Command::Codegen { check } => codegen::run(&root, check)?,
     }
+    Ok(ExitCode::SUCCESS)
 }

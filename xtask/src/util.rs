@@ -91,11 +91,12 @@ pub struct Metadata {
 
 /// Reads `cargo metadata --no-deps` for the workspace at `root`.
 pub fn metadata(root: &Path) -> Result<Metadata> {
-    let json = output(
-        Command::new(cargo())
-            .current_dir(root)
-            .args(["metadata", "--no-deps", "--format-version", "1"]),
-    )?;
+    let json = output(Command::new(cargo()).current_dir(root).args([
+        "metadata",
+        "--no-deps",
+        "--format-version",
+        "1",
+    ]))?;
     let value: serde_json::Value =
         serde_json::from_str(&json).context("parsing `cargo metadata` output")?;
     let target_dir = value["target_directory"]

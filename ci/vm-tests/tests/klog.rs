@@ -2,8 +2,8 @@
 //! handler -> relay_app channel -> relay-reader in mmap mode.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use relay_reader::{Error, Mode, Reader};
 use relay_vm_tests::{
@@ -28,13 +28,22 @@ fn record_all(reader: &mut Reader, per_cpu: &mut BTreeMap<u32, Vec<u8>>) {
 
 #[test]
 fn mmap_reader_gets_every_klog_record_from_every_cpu() {
+    every_record_from_every_cpu(Mode::Mmap);
+}
+
+#[test]
+fn relay_app_reader_gets_every_klog_record_from_every_cpu() {
+    every_record_from_every_cpu(Mode::RelayApp);
+}
+
+fn every_record_from_every_cpu(mode: Mode) {
     if !in_vm() {
         return;
     }
     let _modules = Modules::klog("");
-    let mut reader =
-        Reader::open(CHANNEL, Mode::Mmap).expect("opening the relay_klog channel in mmap mode");
-    assert_eq!(reader.mode(), Mode::Mmap);
+    let mut reader = Reader::open(CHANNEL, mode)
+        .unwrap_or_else(|e| panic!("opening the relay_klog channel in {mode:?} mode: {e}"));
+    assert_eq!(reader.mode(), mode);
     let cpus = online_cpus();
     assert_eq!(
         reader.sources().len(),
@@ -64,7 +73,9 @@ fn mmap_reader_gets_every_klog_record_from_every_cpu() {
         );
     }
     for stats in reader.stats() {
-        let kernel = stats.kernel.expect("mmap mode reads the kernel counters");
+        let kernel = stats
+            .kernel
+            .expect("both mmap modes read the produced count");
         assert_eq!(
             stats.accounted(),
             kernel.produced,
@@ -137,15 +148,24 @@ fn relay_reader_record_saves_everything_on_sigint() {
     let _modules = Modules::klog("");
     let out = std::env::temp_dir().join("relay-reader-record-test");
     let _ = std::fs::remove_dir_all(&out);
-    let child = Command::new(bin("relay-reader"))
+    let mut child = Command::new(bin("relay-reader"))
         .args(["record", "--mode", "mmap", "--json", "-o"])
         .arg(&out)
         .arg(CHANNEL)
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting relay-reader");
-    // Give it time to open the channel; the data would wait in the buffers anyway.
-    std::thread::sleep(Duration::from_millis(500));
+    // Wait until it has opened the channel (it says so on stderr); under
+    // TCG start-up alone can take a while.
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+    let mut first = String::new();
+    stderr
+        .read_line(&mut first)
+        .expect("reading relay-reader's stderr");
+    assert!(
+        first.contains("recording"),
+        "relay-reader did not start recording: {first}"
+    );
     const N: u64 = 2000;
     generate_klog(N);
     nix::sys::signal::kill(
@@ -153,11 +173,15 @@ fn relay_reader_record_saves_everything_on_sigint() {
         nix::sys::signal::SIGINT,
     )
     .expect("sending SIGINT");
-    let output = child.wait_with_output().expect("waiting for relay-reader");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let status = child.wait().expect("waiting for relay-reader");
+    let mut rest = String::new();
+    stderr
+        .read_to_string(&mut rest)
+        .expect("reading relay-reader's stderr");
+    let stderr = first + &rest;
     assert!(
-        output.status.success(),
-        "relay-reader failed after SIGINT: {stderr}"
+        status.success(),
+        "relay-reader failed after SIGINT ({status}): {stderr}"
     );
     let mut per_cpu = BTreeMap::new();
     for cpu in online_cpus() {

@@ -72,8 +72,13 @@ struct RecordArgs {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ModeArg {
+    /// mmap with the relay ABI, else relay-app, else read(2).
     Auto,
+    /// mmap with the relay ioctl ABI (zero-copy, kernel loss counters).
     Mmap,
+    /// mmap with the relay-apps 0.9x control files and padding words.
+    RelayApp,
+    /// read(2): any relay file.
     Read,
 }
 
@@ -82,6 +87,7 @@ impl From<ModeArg> for Mode {
         match m {
             ModeArg::Auto => Mode::Auto,
             ModeArg::Mmap => Mode::Mmap,
+            ModeArg::RelayApp => Mode::RelayApp,
             ModeArg::Read => Mode::Read,
         }
     }
@@ -91,6 +97,7 @@ fn mode_name(mode: Mode) -> &'static str {
     match mode {
         Mode::Auto => "auto",
         Mode::Mmap => "mmap",
+        Mode::RelayApp => "relay-app",
         Mode::Read => "read",
     }
 }

@@ -3,9 +3,11 @@
 
 mod abi;
 mod read;
+mod relay_app;
 
 pub use abi::AbiSource;
 pub use read::{ReadSource, READ_CHUNK};
+pub use relay_app::{has_control_files, RelayAppBuffer};
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -24,6 +26,8 @@ pub enum Mode {
     Auto,
     /// mmap through the ioctl ABI; an error if the file lacks it.
     Mmap,
+    /// mmap with the relay-apps 0.9x control files and padding words.
+    RelayApp,
     /// read(2).
     Read,
 }
@@ -33,6 +37,8 @@ pub enum Mode {
 pub enum Source {
     /// mmap + ioctl ABI.
     Mmap(AbiSource<KernelBuffer>),
+    /// mmap + relay-apps control files.
+    RelayApp(AbiSource<RelayAppBuffer>),
     /// read(2).
     Read(ReadSource),
 }
@@ -48,8 +54,13 @@ impl Source {
                 why: "not a regular file".into(),
             });
         }
-        if mode == Mode::Read {
-            return Ok(Source::Read(ReadSource::new(path.into(), file, cpu)));
+        match mode {
+            Mode::Read => return Ok(Source::Read(ReadSource::new(path.into(), file, cpu))),
+            Mode::RelayApp => {
+                let buffer = RelayAppBuffer::open(path, file, cpu)?;
+                return Ok(Source::RelayApp(AbiSource::new(buffer)?));
+            }
+            Mode::Auto | Mode::Mmap => {}
         }
         match query_info(&file, path)? {
             Some(info) => {
@@ -57,6 +68,10 @@ impl Source {
                 Ok(Source::Mmap(AbiSource::new(buffer)?))
             }
             None if mode == Mode::Mmap => Err(Error::NoAbi { path: path.into() }),
+            None if has_control_files(path) => {
+                let buffer = RelayAppBuffer::open(path, file, cpu)?;
+                Ok(Source::RelayApp(AbiSource::new(buffer)?))
+            }
             None => Ok(Source::Read(ReadSource::new(path.into(), file, cpu))),
         }
     }
@@ -65,6 +80,7 @@ impl Source {
     pub fn mode(&self) -> Mode {
         match self {
             Source::Mmap(_) => Mode::Mmap,
+            Source::RelayApp(_) => Mode::RelayApp,
             Source::Read(_) => Mode::Read,
         }
     }
@@ -73,6 +89,7 @@ impl Source {
     pub fn path(&self) -> &Path {
         match self {
             Source::Mmap(s) => s.buffer().path(),
+            Source::RelayApp(s) => s.buffer().path(),
             Source::Read(s) => s.path(),
         }
     }
@@ -81,6 +98,7 @@ impl Source {
     pub fn drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
         match self {
             Source::Mmap(s) => s.drain(f),
+            Source::RelayApp(s) => s.drain(f),
             Source::Read(s) => s.drain(f),
         }
     }
@@ -90,6 +108,7 @@ impl Source {
     pub fn flush_and_drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
         match self {
             Source::Mmap(s) => s.flush_and_drain(f),
+            Source::RelayApp(s) => s.flush_and_drain(f),
             Source::Read(s) => s.drain(f),
         }
     }
@@ -98,6 +117,7 @@ impl Source {
     pub fn stats(&self) -> &BufStats {
         match self {
             Source::Mmap(s) => s.stats(),
+            Source::RelayApp(s) => s.stats(),
             Source::Read(s) => s.stats(),
         }
     }
@@ -110,7 +130,7 @@ impl Source {
                 let info = *s.buffer().info();
                 Ok(Some((info, s.buffer_mut().state()?)))
             }
-            Source::Read(_) => Ok(None),
+            Source::RelayApp(_) | Source::Read(_) => Ok(None),
         }
     }
 
@@ -118,6 +138,7 @@ impl Source {
     pub fn finished(&self) -> bool {
         match self {
             Source::Mmap(s) => s.finished(),
+            Source::RelayApp(s) => s.finished(),
             Source::Read(_) => false,
         }
     }
@@ -127,6 +148,7 @@ impl AsFd for Source {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
             Source::Mmap(s) => s.buffer().as_fd(),
+            Source::RelayApp(s) => s.buffer().as_fd(),
             Source::Read(s) => s.file().as_fd(),
         }
     }

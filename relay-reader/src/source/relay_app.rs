@@ -1,0 +1,200 @@
+//! The relay-apps 0.9x protocol, for channels without the ioctl ABI: mmap,
+//! `cpuN.produced` (binary `size_t`, read), `cpuN.consumed` (binary `size_t`,
+//! written as a delta), and the 4-byte padding word at the head of each
+//! sub-buffer. Only the geometry comes from the `subbuf_size` and
+//! `n_subbufs` files; flushing writes `0` to `enabled`, which stops the
+//! writers: it is for the end of a recording.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use relay_sys::relay_app as conv;
+
+use crate::abi::{BufInfo, BufState, Consumed, RelayAbi, SubbufLoc, SubbufLookup};
+use crate::kernel::Mapping;
+use crate::{Error, Result};
+
+const WORD: usize = std::mem::size_of::<usize>();
+
+/// A relay-apps channel buffer: mapped, with its control files open.
+#[derive(Debug)]
+pub struct RelayAppBuffer {
+    path: PathBuf,
+    file: File,
+    produced: File,
+    consumed: File,
+    enabled: PathBuf,
+    map: Mapping,
+    info: BufInfo,
+}
+
+fn sibling(path: &Path, name: &str) -> PathBuf {
+    path.with_file_name(name)
+}
+
+fn read_number(path: &Path) -> Result<u64> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))?;
+    text.trim().parse().map_err(|_| Error::NotRelayFile {
+        path: path.into(),
+        why: format!("{text:?} is not a number"),
+    })
+}
+
+/// True when `path` (a buffer file `<dir>/cpuN`) has relay-apps control files.
+pub fn has_control_files(path: &Path) -> bool {
+    let produced = format!("{}{}", path.display(), conv::PRODUCED_SUFFIX);
+    Path::new(&produced).exists()
+}
+
+impl RelayAppBuffer {
+    /// Opens the relay-apps buffer `path` (`<dir>/cpuN`), already open as `file`.
+    pub fn open(path: &Path, file: File, cpu: u32) -> Result<Self> {
+        let control = |suffix: &str| PathBuf::from(format!("{}{suffix}", path.display()));
+        let produced_path = control(conv::PRODUCED_SUFFIX);
+        let consumed_path = control(conv::CONSUMED_SUFFIX);
+        let produced =
+            File::open(&produced_path).map_err(|e| Error::io(&produced_path, "open", e))?;
+        let consumed = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&consumed_path)
+            .map_err(|e| Error::io(&consumed_path, "open", e))?;
+        let subbuf_size = read_number(&sibling(path, conv::SUBBUF_SIZE_FILE))?;
+        let n_subbufs = read_number(&sibling(path, conv::N_SUBBUFS_FILE))?;
+        if subbuf_size <= conv::PADDING_HEADER_SIZE as u64 || n_subbufs < 2 {
+            return Err(Error::Corrupt {
+                path: path.into(),
+                what: format!("geometry {n_subbufs} x {subbuf_size} bytes"),
+            });
+        }
+        let mmap_len = (subbuf_size * n_subbufs).next_multiple_of(page_size());
+        let map = Mapping::new(&file, mmap_len, path)?;
+        Ok(RelayAppBuffer {
+            path: path.into(),
+            file,
+            produced,
+            consumed,
+            enabled: sibling(path, conv::ENABLED_FILE),
+            map,
+            info: BufInfo {
+                subbuf_size,
+                n_subbufs,
+                mmap_len,
+                cpu,
+                global: false,
+                overwrite: false,
+            },
+        })
+    }
+
+    /// The buffer file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read_word(file: &File, path: &Path) -> Result<u64> {
+        let mut word = [0u8; WORD];
+        let n = file
+            .read_at(&mut word, 0)
+            .map_err(|e| Error::io(path, "read", e))?;
+        if n != WORD {
+            return Err(Error::Corrupt {
+                path: path.into(),
+                what: format!("{n} bytes where a size_t was expected"),
+            });
+        }
+        Ok(usize::from_ne_bytes(word) as u64)
+    }
+
+    fn control_path(&self, suffix: &str) -> PathBuf {
+        PathBuf::from(format!("{}{suffix}", self.path.display()))
+    }
+}
+
+fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |p| p as u64)
+}
+
+impl AsFd for RelayAppBuffer {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+impl RelayAbi for RelayAppBuffer {
+    fn info(&self) -> &BufInfo {
+        &self.info
+    }
+
+    fn state(&mut self) -> Result<BufState> {
+        let produced = Self::read_word(&self.produced, &self.control_path(conv::PRODUCED_SUFFIX))?;
+        let consumed = Self::read_word(&self.consumed, &self.control_path(conv::CONSUMED_SUFFIX))?;
+        if consumed > produced {
+            return Err(Error::Corrupt {
+                path: self.path.clone(),
+                what: format!("consumed {consumed} > produced {produced}"),
+            });
+        }
+        Ok(BufState {
+            produced,
+            consumed,
+            ..BufState::default()
+        })
+    }
+
+    fn subbuf(&mut self, seq: u64) -> Result<SubbufLookup> {
+        let idx = seq % self.info.n_subbufs;
+        let start = idx * self.info.subbuf_size;
+        let header = conv::PADDING_HEADER_SIZE as u64;
+        let word = self
+            .map
+            .bytes(start, header)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes)
+            .ok_or_else(|| Error::Corrupt {
+                path: self.path.clone(),
+                what: format!("sub-buffer {seq} outside the mapping"),
+            })?;
+        let padding = u64::from(word);
+        if padding > self.info.subbuf_size - header {
+            return Err(Error::Corrupt {
+                path: self.path.clone(),
+                what: format!(
+                    "padding word {padding} of sub-buffer {seq} exceeds the sub-buffer size {}",
+                    self.info.subbuf_size
+                ),
+            });
+        }
+        Ok(SubbufLookup::Ready(SubbufLoc {
+            seq,
+            data_offset: start + header,
+            data_len: self.info.subbuf_size - header - padding,
+            padding,
+        }))
+    }
+
+    fn consume(&mut self, _seq: u64, count: u64) -> Result<Consumed> {
+        let delta = (count as usize).to_ne_bytes();
+        let path = self.control_path(conv::CONSUMED_SUFFIX);
+        self.consumed
+            .write_at(&delta, 0)
+            .map_err(|e| Error::io(&path, "write", e))?;
+        let consumed = Self::read_word(&self.consumed, &path)?;
+        Ok(Consumed { lost: 0, consumed })
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        std::fs::write(&self.enabled, "0").map_err(|e| Error::io(&self.enabled, "write", e))
+    }
+
+    fn data(&self, loc: &SubbufLoc) -> &[u8] {
+        self.map
+            .bytes(loc.data_offset, loc.data_len)
+            .unwrap_or_default()
+    }
+}

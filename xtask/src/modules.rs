@@ -1,0 +1,128 @@
+//! Building the out-of-tree kernel modules of `kernel-patches/` against a
+//! kernel tree (by default the stock Debian 6.12 headers) into
+//! `target/modules/<kernel release>/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::util;
+use crate::vm;
+use crate::VmArgs;
+
+/// The modules the build must produce, in load order.
+pub const MODULES: &[&str] = &["klog", "relay_app", "relay_klog", "klog_gen"];
+
+/// Headers of the stock kernel that `cargo xtask vm` boots by default.
+pub fn stock_kdir() -> Result<PathBuf> {
+    let release = vm::stock_release(&vm::stock_kernel()?)?;
+    release_kdir(&release)
+}
+
+/// The build/headers tree of an installed kernel release.
+fn release_kdir(release: &str) -> Result<PathBuf> {
+    [
+        PathBuf::from(format!("/lib/modules/{release}/build")),
+        PathBuf::from(format!("/usr/src/linux-headers-{release}")),
+    ]
+    .into_iter()
+    .find(|dir| dir.join("Makefile").is_file())
+    .with_context(|| {
+        format!(
+            "no headers for kernel {release} (looked in /lib/modules/{release}/build and \
+             /usr/src/linux-headers-{release}): run `cargo xtask setup` as root, or pass --kdir"
+        )
+    })
+}
+
+/// The tree to build modules against for a VM run: `--kdir` if given, else
+/// the tree `--kernel` comes from, else the stock headers.
+pub fn kdir_for(vm: &VmArgs, kdir: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(kdir) = kdir {
+        return Ok(kdir);
+    }
+    let Some(kernel) = &vm.kernel else {
+        return stock_kdir();
+    };
+    if kernel.is_dir() {
+        return Ok(kernel.clone());
+    }
+    // A stock image: /boot/vmlinuz-<release>.
+    if let Ok(release) = vm::stock_release(kernel) {
+        if let Ok(kdir) = release_kdir(&release) {
+            return Ok(kdir);
+        }
+    }
+    // A built tree's <tree>/arch/<arch>/boot/bzImage.
+    let canonical = std::fs::canonicalize(kernel)
+        .with_context(|| format!("--kernel {}: no such file", kernel.display()))?;
+    if let Some(tree) = canonical.ancestors().nth(4) {
+        if tree.join("include/config/kernel.release").is_file() {
+            return Ok(tree.to_path_buf());
+        }
+    }
+    bail!(
+        "cannot tell which kernel tree {} was built from: pass --kdir <kernel build dir>",
+        kernel.display()
+    )
+}
+
+/// The release string of the kernel tree `kdir` (`include/config/kernel.release`).
+pub fn kernel_release(kdir: &Path) -> Result<String> {
+    let file = kdir.join("include/config/kernel.release");
+    let release = std::fs::read_to_string(&file).with_context(|| {
+        format!(
+            "reading {}: is {} a configured kernel build tree or headers package?",
+            file.display(),
+            kdir.display()
+        )
+    })?;
+    Ok(release.trim().to_string())
+}
+
+/// Builds the modules against `kdir` and returns the directory holding the `.ko` files.
+pub fn build(root: &Path, kdir: &Path) -> Result<PathBuf> {
+    let kdir = std::fs::canonicalize(kdir)
+        .with_context(|| format!("--kdir {}: no such directory", kdir.display()))?;
+    let release = kernel_release(&kdir)?;
+    let makefile = root.join("kernel-patches/Makefile");
+    if !makefile.is_file() {
+        bail!(
+            "{} does not exist yet: the kernel module build is not in this tree \
+             (expected `make -C kernel-patches KDIR=<dir> O_DIR=<dir>`)",
+            makefile.display()
+        );
+    }
+    let target = util::metadata(root)?.target_dir;
+    let out = target.join("modules").join(&release);
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    println!("modules: building against {} ({release})", kdir.display());
+    util::run(
+        Command::new("make")
+            .current_dir(root)
+            .arg(format!("-j{jobs}"))
+            .args(["-C", "kernel-patches"])
+            .arg(format!("KDIR={}", kdir.display()))
+            .arg(format!("O_DIR={}", out.display())),
+    )
+    .context("the module build failed: see the compiler output above")?;
+    let missing: Vec<&str> = MODULES
+        .iter()
+        .copied()
+        .filter(|m| !out.join(format!("{m}.ko")).is_file())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the module build succeeded but did not produce {} in {}: check kernel-patches/Makefile",
+            missing
+                .iter()
+                .map(|m| format!("{m}.ko"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            out.display()
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,320 @@
+//! Booting a kernel under virtme-ng (TCG, no KVM) and running a command in it.
+//!
+//! The guest sees the host filesystem read-only, with the repository as its
+//! working directory, and runs the command as root with debugfs mounted.
+//! Directories passed as `rwdirs` are writable from the guest, so results can
+//! be read back on the host. Output is streamed as it comes; a hard timeout
+//! kills the whole process group (vng, qemu and helpers) of a hung guest.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::setup::Tools;
+use crate::util;
+use crate::VmArgs;
+
+/// Default hard timeout of `cargo xtask vm`, in seconds.
+pub const DEFAULT_TIMEOUT: u64 = 600;
+
+/// How many lines of guest output to keep for error messages.
+const TAIL_LINES: usize = 60;
+
+/// Everything needed to boot a VM.
+pub struct VmOptions {
+    /// Kernel image or kernel build directory, absolute (vng -r takes either).
+    pub kernel: PathBuf,
+    /// Hard limit for the whole run.
+    pub timeout: Duration,
+    /// Guest memory, qemu syntax.
+    pub memory: String,
+    /// Guest vCPUs.
+    pub cpus: u32,
+    /// Pass `--verbose` to vng (kernel console messages).
+    pub verbose: bool,
+    /// Host directories the guest may write (same path in the guest).
+    pub rwdirs: Vec<PathBuf>,
+}
+
+impl VmOptions {
+    /// Options from the command line, with `default_timeout` seconds unless
+    /// `--timeout` was given and the stock kernel unless `--kernel` was.
+    pub fn from_args(args: &VmArgs, default_timeout: u64) -> Result<Self> {
+        let kernel = match &args.kernel {
+            Some(kernel) => std::fs::canonicalize(kernel).with_context(|| {
+                format!(
+                    "--kernel {}: no such file or directory (give a bzImage/vmlinuz or a \
+                     kernel build directory)",
+                    kernel.display()
+                )
+            })?,
+            None => stock_kernel()?,
+        };
+        let rwdirs = args
+            .rwdir
+            .iter()
+            .map(|dir| {
+                std::fs::create_dir_all(dir)
+                    .and_then(|()| std::fs::canonicalize(dir))
+                    .with_context(|| format!("--rwdir {}: cannot create it", dir.display()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            kernel,
+            timeout: Duration::from_secs(args.timeout.unwrap_or(default_timeout)),
+            memory: args.memory.clone(),
+            cpus: args.cpus,
+            verbose: args.verbose,
+            rwdirs,
+        })
+    }
+}
+
+/// The newest stock Debian 6.12 kernel, `/boot/vmlinuz-6.12*-amd64`.
+pub fn stock_kernel() -> Result<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .context("reading /boot")?
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("vmlinuz-6.12") && name.ends_with("-amd64"))
+        })
+        .collect();
+    found.sort_by_key(|path| version_key(&path.to_string_lossy()));
+    found.pop().context(
+        "no /boot/vmlinuz-6.12*-amd64: install the stock kernel with `cargo xtask setup` \
+         (as root), or pass --kernel",
+    )
+}
+
+/// The release of a stock kernel image (`/boot/vmlinuz-<release>`).
+pub fn stock_release(kernel: &Path) -> Result<String> {
+    kernel
+        .file_name()
+        .and_then(|name| name.to_str())
+        .and_then(|name| name.strip_prefix("vmlinuz-"))
+        .map(str::to_string)
+        .with_context(|| format!("{} is not named vmlinuz-<release>", kernel.display()))
+}
+
+/// The numbers in `s`, in order: sorts `6.12.9` before `6.12.117`.
+fn version_key(s: &str) -> Vec<u64> {
+    s.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|part| part.parse().ok())
+        .collect()
+}
+
+/// The guest command line for `vm -- <args>`: a single argument is used as a
+/// shell snippet as is, several are quoted and joined.
+pub fn shell_command(args: &[String]) -> String {
+    match args {
+        [single] => single.clone(),
+        _ => args
+            .iter()
+            .map(|arg| util::shell_quote(arg))
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+/// How a VM run ended.
+pub struct VmOutcome {
+    /// vng's exit status, which is the guest command's.
+    pub status: ExitStatus,
+    /// The last lines of output (stdout and stderr, interleaved).
+    pub tail: Vec<String>,
+}
+
+impl VmOutcome {
+    /// Fails unless the guest command exited 0.
+    pub fn check(&self, command: &str) -> Result<()> {
+        if self.status.success() {
+            return Ok(());
+        }
+        bail!(
+            "the guest command `{command}` failed ({}); see its output above (if nothing ran, \
+             vng could not boot the kernel: rerun with --verbose for the console)",
+            self.status
+        )
+    }
+}
+
+/// Set by SIGINT/SIGTERM so that a hung guest is killed rather than orphaned.
+static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+fn interrupted_flag() -> Result<Arc<AtomicBool>> {
+    if let Some(flag) = INTERRUPTED.get() {
+        return Ok(flag.clone());
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, flag.clone())
+            .context("installing the SIGINT/SIGTERM handler")?;
+    }
+    Ok(INTERRUPTED.get_or_init(|| flag).clone())
+}
+
+/// Boots the VM, runs `command` in the guest (as root, cwd = `root`), streams
+/// its output and returns how it ended. Fails on timeout or interruption.
+pub fn run(tools: &Tools, root: &Path, opts: &VmOptions, command: &str) -> Result<VmOutcome> {
+    let interrupted = interrupted_flag()?;
+    let mut cmd = Command::new(&tools.vng);
+    cmd.current_dir(root)
+        .env("PATH", path_with(&tools.venv_bin)?)
+        .arg("--disable-kvm")
+        .arg("-r")
+        .arg(&opts.kernel)
+        .args(["--cpus", &opts.cpus.to_string()])
+        .args(["--memory", &opts.memory]);
+    if opts.verbose {
+        cmd.arg("--verbose");
+    }
+    for dir in &opts.rwdirs {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        cmd.arg(format!("--rwdir={}", dir.display()));
+    }
+    cmd.arg("--exec").arg(command);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Own process group, so that a timeout can kill qemu and every helper.
+        .process_group(0);
+
+    println!(
+        "vm: booting {} ({} vCPUs, {}, timeout {} s): {command}",
+        opts.kernel.display(),
+        opts.cpus,
+        opts.memory,
+        opts.timeout.as_secs()
+    );
+    let started = Instant::now();
+    let mut child = cmd.spawn().with_context(|| {
+        format!(
+            "could not start {}: run `cargo xtask setup`",
+            util::display(&cmd)
+        )
+    })?;
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    let readers = [
+        stream(child.stdout.take(), std::io::stdout, tail.clone()),
+        stream(child.stderr.take(), std::io::stderr, tail.clone()),
+    ];
+
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for vng")? {
+            finish_readers(readers);
+            println!(
+                "vm: finished in {} s ({status})",
+                started.elapsed().as_secs()
+            );
+            return Ok(VmOutcome {
+                status,
+                tail: snapshot(&tail),
+            });
+        }
+        if interrupted.load(Ordering::Relaxed) {
+            kill_group(&mut child);
+            bail!("interrupted: killed the VM");
+        }
+        if started.elapsed() >= opts.timeout {
+            kill_group(&mut child);
+            // Let the readers pick up what was still in the pipes.
+            std::thread::sleep(Duration::from_millis(300));
+            let lines = snapshot(&tail);
+            bail!(
+                "VM timed out after {} s and was killed (command: `{command}`).\n\
+                 --- last {} lines of guest output ---\n{}\n--- end of guest output ---\n\
+                 If the guest hung, rerun with --verbose to see kernel messages; if the work \
+                 needs more time, raise --timeout.",
+                opts.timeout.as_secs(),
+                lines.len(),
+                lines.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `PATH` with `dir` first (vng runs `virtme-run` by name).
+fn path_with(dir: &Path) -> Result<std::ffi::OsString> {
+    let old = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&old)))
+        .context("building PATH for vng")
+}
+
+/// Copies `pipe` to `sink` line by line, keeping the last lines in `tail`.
+fn stream<R, W>(
+    pipe: Option<R>,
+    sink: fn() -> W,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) -> Option<JoinHandle<()>>
+where
+    R: Read + Send + 'static,
+    W: Write + 'static,
+{
+    let pipe = pipe?;
+    Some(std::thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let mut out = sink();
+            // Output errors (e.g. a closed terminal) must not stop the capture.
+            let _ = out.write_all(&line);
+            let _ = out.flush();
+            let text = String::from_utf8_lossy(&line).trim_end().to_string();
+            let mut tail = tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(text);
+        }
+    }))
+}
+
+/// Waits (a bounded time: a stray helper may keep a pipe open) for the
+/// readers to copy the rest of the output.
+fn finish_readers(readers: [Option<JoinHandle<()>>; 2]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for reader in readers.into_iter().flatten() {
+        while !reader.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if reader.is_finished() {
+            // A reader only fails to join if it panicked; its output is lost then.
+            let _ = reader.join();
+        }
+    }
+}
+
+fn snapshot(tail: &Mutex<VecDeque<String>>) -> Vec<String> {
+    let tail = tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tail.iter().cloned().collect()
+}
+
+/// SIGKILLs the child's whole process group and reaps the child.
+fn kill_group(child: &mut Child) {
+    if let Ok(pgid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours;
+        // the group id is the child's pid (it was started with process_group(0)).
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
