@@ -33,9 +33,13 @@ trap cleanup EXIT
 
 echo "== kernel $(uname -r), $(nproc) CPUs"
 unload
+# 8 sub-buffers of 32 KiB per CPU: the records cross several sub-buffers,
+# each ending in padding that the reader must strip.
+declare -A params=([relay_klog]="subbuf_size=32768 n_subbufs=8")
 for m in klog relay_app relay_klog klog_gen; do
-    echo "== insmod $m.ko"
-    insmod "$modules_dir/$m.ko"
+    echo "== insmod $m.ko ${params[$m]:-}"
+    # shellcheck disable=SC2086 # parameters are words
+    insmod "$modules_dir/$m.ko" ${params[$m]:-}
 done
 ls -l "$(dirname "$channel")"
 

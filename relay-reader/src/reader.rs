@@ -4,9 +4,9 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::channel::buffer_files;
+use crate::channel::{buffer_files, BufferFile};
 use crate::source::{Mode, Source};
 use crate::subbuf::{BufStats, SubBuf};
 use crate::wait::Waiter;
@@ -37,29 +37,56 @@ use crate::{Error, Result};
 #[derive(Debug)]
 pub struct Reader {
     base: PathBuf,
+    mode: Mode,
     sources: Vec<Source>,
     waiter: Waiter,
+    last_scan: Instant,
 }
+
+/// How often `poll` looks for buffer files that appeared (CPU hotplug).
+const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Reader {
     /// Opens every buffer of the channel at `base` (see [`buffer_files`]).
     pub fn open(base: impl AsRef<Path>, mode: Mode) -> Result<Reader> {
         let base = base.as_ref();
-        let mut sources = Vec::new();
-        for file in buffer_files(base)? {
-            sources.push(Source::open(&file.path, file.cpu, mode)?);
-        }
         let waiter = Waiter::new().map_err(|e| Error::io(base, "create poller", e))?;
-        for (key, source) in sources.iter().enumerate() {
-            waiter
-                .add(source.as_fd(), key)
-                .map_err(|e| Error::io(source.path(), "poll registration", e))?;
-        }
-        Ok(Reader {
+        let mut reader = Reader {
             base: base.into(),
-            sources,
+            mode,
+            sources: Vec::new(),
             waiter,
-        })
+            last_scan: Instant::now(),
+        };
+        for file in buffer_files(base)? {
+            reader.add(&file)?;
+        }
+        // Every buffer of a channel is read the same way.
+        reader.mode = reader.sources[0].mode();
+        Ok(reader)
+    }
+
+    fn add(&mut self, file: &BufferFile) -> Result<()> {
+        let source = Source::open(&file.path, file.cpu, self.mode)?;
+        self.waiter
+            .add(source.as_fd(), self.sources.len())
+            .map_err(|e| Error::io(&file.path, "poll registration", e))?;
+        self.sources.push(source);
+        Ok(())
+    }
+
+    /// Opens buffer files that appeared since the channel was opened (a CPU
+    /// brought online creates its buffer). Returns how many were added.
+    pub fn rescan(&mut self) -> Result<usize> {
+        self.last_scan = Instant::now();
+        let mut added = 0;
+        for file in buffer_files(&self.base)? {
+            if self.sources.iter().all(|s| s.path() != file.path) {
+                self.add(&file)?;
+                added += 1;
+            }
+        }
+        Ok(added)
     }
 
     /// The channel's base path.
@@ -67,9 +94,9 @@ impl Reader {
         &self.base
     }
 
-    /// The mode of the first buffer (all buffers of a channel agree).
+    /// The mode the channel is read in (never [`Mode::Auto`] once open).
     pub fn mode(&self) -> Mode {
-        self.sources.first().map_or(Mode::Read, Source::mode)
+        self.mode
     }
 
     /// Waits up to `timeout` for ready sub-buffers, then delivers them.
@@ -81,6 +108,9 @@ impl Reader {
         timeout: Duration,
         f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,
     ) -> Result<u64> {
+        if self.last_scan.elapsed() >= RESCAN_INTERVAL {
+            self.rescan()?;
+        }
         let fds: Vec<BorrowedFd<'_>> = self.sources.iter().map(|s| s.as_fd()).collect();
         let ready = self
             .waiter

@@ -18,6 +18,26 @@ use crate::kernel::{query_info, KernelBuffer};
 use crate::subbuf::{BufStats, SubBuf};
 use crate::{Error, Result};
 
+/// `DEBUGFS_MAGIC` and `TRACEFS_MAGIC` of `include/uapi/linux/magic.h`: the
+/// file systems relay buffer files are created in.
+const RELAY_FILESYSTEMS: [(i64, &str); 2] = [(0x6462_6720, "debugfs"), (0x7472_6163, "tracefs")];
+
+/// Refuses files on other file systems: a regular file given by mistake
+/// would otherwise be "recorded" with read(2) as if it were a channel.
+fn check_filesystem(file: &File, path: &Path) -> Result<()> {
+    let fs = nix::sys::statfs::fstatfs(file).map_err(|e| Error::io(path, "statfs", e.into()))?;
+    let magic = fs.filesystem_type().0 as i64;
+    if RELAY_FILESYSTEMS.iter().any(|&(m, _)| m == magic) {
+        return Ok(());
+    }
+    Err(Error::NotRelayFile {
+        path: path.into(),
+        why: format!(
+            "it is on a file system with magic {magic:#x}; relay buffer files live in debugfs"
+        ),
+    })
+}
+
 /// How to read a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
@@ -54,6 +74,7 @@ impl Source {
                 why: "not a regular file".into(),
             });
         }
+        check_filesystem(&file, path)?;
         match mode {
             Mode::Read => return Ok(Source::Read(ReadSource::new(path.into(), file, cpu))),
             Mode::RelayApp => {
