@@ -16,12 +16,47 @@ pub trait Sink {
     fn finish(&mut self) -> Result<()>;
 }
 
-/// One file per CPU, `<dir>/<prefix><cpu>`, as relay-apps and blktrace name them.
+/// One file per CPU, `<dir>/<prefix><cpu>`, as relay-apps and blktrace name
+/// them; with rotation `<prefix><cpu>.0`, `.1`, ... each at most about
+/// `rotate_bytes` (a sub-buffer is never split across files).
 #[derive(Debug)]
 pub struct PerCpuFiles {
     dir: PathBuf,
     prefix: String,
-    files: BTreeMap<u32, BufWriter<File>>,
+    rotate_bytes: Option<u64>,
+    files: BTreeMap<u32, CpuFile>,
+}
+
+#[derive(Debug)]
+struct CpuFile {
+    path: PathBuf,
+    out: BufWriter<File>,
+    /// Bytes in the current file.
+    bytes: u64,
+    /// Index of the current file when rotating.
+    index: u64,
+}
+
+impl CpuFile {
+    fn open(path: PathBuf, index: u64) -> Result<Self> {
+        let f = File::create(&path).map_err(|e| Error::io(&path, "create", e))?;
+        Ok(CpuFile {
+            path,
+            out: BufWriter::with_capacity(1 << 20, f),
+            bytes: 0,
+            index,
+        })
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.out
+            .flush()
+            .and_then(|()| self.out.get_ref().sync_data())
+            .map_err(|source| Error::Sink {
+                target: self.path.display().to_string(),
+                source,
+            })
+    }
 }
 
 impl PerCpuFiles {
@@ -32,41 +67,56 @@ impl PerCpuFiles {
         Ok(PerCpuFiles {
             dir,
             prefix: prefix.into(),
+            rotate_bytes: None,
             files: BTreeMap::new(),
         })
     }
 
-    /// Path of the file for `cpu`.
-    pub fn path_of(&self, cpu: u32) -> PathBuf {
-        self.dir.join(format!("{}{cpu}", self.prefix))
+    /// Starts a new file `<prefix><cpu>.<n+1>` when the current one would
+    /// grow past `bytes`.
+    pub fn rotate_at(mut self, bytes: u64) -> Self {
+        self.rotate_bytes = Some(bytes);
+        self
+    }
+
+    /// Path of the `index`th file of `cpu`.
+    pub fn path_of(&self, cpu: u32, index: u64) -> PathBuf {
+        match self.rotate_bytes {
+            Some(_) => self.dir.join(format!("{}{cpu}.{index}", self.prefix)),
+            None => self.dir.join(format!("{}{cpu}", self.prefix)),
+        }
     }
 }
 
 impl Sink for PerCpuFiles {
     fn write(&mut self, sb: &SubBuf<'_>) -> Result<()> {
-        let path = self.path_of(sb.cpu);
-        let file = match self.files.entry(sb.cpu) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(v) => {
-                let f = File::create(&path).map_err(|e| Error::io(&path, "create", e))?;
-                v.insert(BufWriter::with_capacity(1 << 20, f))
+        let len = sb.data.len() as u64;
+        let file = match self.files.get_mut(&sb.cpu) {
+            Some(file) => file,
+            None => {
+                let file = CpuFile::open(self.path_of(sb.cpu, 0), 0)?;
+                self.files.entry(sb.cpu).or_insert(file)
             }
         };
-        file.write_all(sb.data).map_err(|source| Error::Sink {
-            target: path.display().to_string(),
+        if let Some(limit) = self.rotate_bytes {
+            if file.bytes > 0 && file.bytes + len > limit {
+                file.finish()?;
+                let index = file.index + 1;
+                let path = self.dir.join(format!("{}{}.{index}", self.prefix, sb.cpu));
+                *file = CpuFile::open(path, index)?;
+            }
+        }
+        file.out.write_all(sb.data).map_err(|source| Error::Sink {
+            target: file.path.display().to_string(),
             source,
-        })
+        })?;
+        file.bytes += len;
+        Ok(())
     }
 
     fn finish(&mut self) -> Result<()> {
-        for (cpu, file) in &mut self.files {
-            let target = self.dir.join(format!("{}{cpu}", self.prefix));
-            file.flush()
-                .and_then(|()| file.get_ref().sync_data())
-                .map_err(|source| Error::Sink {
-                    target: target.display().to_string(),
-                    source,
-                })?;
+        for file in self.files.values_mut() {
+            file.finish()?;
         }
         Ok(())
     }
@@ -114,5 +164,67 @@ impl<W: Write> Sink for OneStream<W> {
             target: self.name.clone(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sb(cpu: u32, data: &[u8]) -> SubBuf<'_> {
+        SubBuf { cpu, seq: 0, data }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("relay-sink-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn per_cpu_files_are_named_like_relay_apps() {
+        let dir = temp_dir("plain");
+        let mut sink = PerCpuFiles::create(&dir, "cpu").unwrap();
+        sink.write(&sb(1, b"one\n")).unwrap();
+        sink.write(&sb(0, b"zero\n")).unwrap();
+        sink.write(&sb(1, b"two\n")).unwrap();
+        sink.finish().unwrap();
+        assert_eq!(std::fs::read(dir.join("cpu0")).unwrap(), b"zero\n");
+        assert_eq!(std::fs::read(dir.join("cpu1")).unwrap(), b"one\ntwo\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rotation_never_splits_a_subbuf() {
+        let dir = temp_dir("rotate");
+        let mut sink = PerCpuFiles::create(&dir, "cpu").unwrap().rotate_at(10);
+        for chunk in [&b"aaaaaa"[..], b"bbbbbb", b"cc", b"dddddddddddddd"] {
+            sink.write(&sb(0, chunk)).unwrap();
+        }
+        sink.finish().unwrap();
+        assert_eq!(std::fs::read(dir.join("cpu0.0")).unwrap(), b"aaaaaa");
+        assert_eq!(std::fs::read(dir.join("cpu0.1")).unwrap(), b"bbbbbbcc");
+        // Larger than the limit: alone in its file, whole.
+        assert_eq!(
+            std::fs::read(dir.join("cpu0.2")).unwrap(),
+            b"dddddddddddddd"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn full_disk_is_an_error_naming_the_target() {
+        let mut sink = OneStream::create(Path::new("/dev/full")).unwrap();
+        let big = vec![b'x'; 4 << 20];
+        let err = sink
+            .write(&sb(0, &big))
+            .and_then(|()| sink.finish())
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("/dev/full"), "{text}");
+        assert!(
+            matches!(err, Error::Sink { ref source, .. } if source.raw_os_error() == Some(libc::ENOSPC)),
+            "{text}"
+        );
     }
 }

@@ -1,14 +1,17 @@
-//! `relay-reader`: record relay channels to files or stdout, and show their state.
+//! `relay-reader`: record relay channels to files or stdout, dump flight
+//! recorders, and show channel state.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use relay_reader::sink::{OneStream, PerCpuFiles, Sink};
-use relay_reader::{BufStats, Mode, Reader};
+use relay_reader::{BufStats, Mode, Reader, SubBuf};
 use serde::Serialize;
 
 const EXAMPLES: &str = "\
@@ -16,13 +19,17 @@ Examples:
   # record the klog example channel into ./trace/cpu0, ./trace/cpu1, ... until Ctrl-C
   relay-reader record -o trace /sys/kernel/debug/relay_klog/cpu
   # ten seconds of a channel to stdout, read(2) only
-  relay-reader record --stdout --mode read --duration 10 /sys/kernel/debug/relay_klog/cpu
+  relay-reader record --stdout --mode read -w 10 /sys/kernel/debug/relay_klog/cpu
+  # per-CPU files of at most 64 MiB each (cpu0.0, cpu0.1, ...), stop after 1 GiB
+  relay-reader record -o trace --rotate-size 64M --size-limit 1G /sys/kernel/debug/relay_klog/cpu
+  # dump a flight-recorder (overwrite mode) channel once
+  relay-reader snapshot -o crash /sys/kernel/debug/relay_klog/cpu
   # geometry and counters of every buffer
   relay-reader info /sys/kernel/debug/relay_klog/cpu";
 
 /// Record Linux relay channels, losing nothing the kernel wrote.
 #[derive(Parser, Debug)]
-#[command(version, about, after_help = EXAMPLES)]
+#[command(name = "relay-reader", version, about, after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,9 +37,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Record a channel until SIGINT/SIGTERM or --duration, then flush, drain and summarise.
+    /// Record a channel until SIGINT/SIGTERM, --duration or --size-limit; then
+    /// flush, drain, save and summarise.
     #[command(after_help = EXAMPLES)]
     Record(RecordArgs),
+    /// Take what an (overwrite-mode) channel holds now, flushed, and exit.
+    Snapshot(SnapshotArgs),
     /// Show the geometry and counters of a channel's buffers.
     Info {
         /// Channel base path (`<dir>/<base>` for `<base>0..N`) or one relay file.
@@ -41,17 +51,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script.
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Manpage,
 }
 
-#[derive(Parser, Debug)]
-struct RecordArgs {
+#[derive(clap::Args, Debug)]
+struct OutputArgs {
     /// Channel base path (`<dir>/<base>` for `<base>0..N`) or one relay file.
     channel: PathBuf,
-    /// How to read: mmap through the relay ABI, read(2), or whichever works.
+    /// How to read: mmap through the relay ABI, relay-apps control files,
+    /// read(2), or the first of those that works.
     #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
     mode: ModeArg,
     /// Directory for per-CPU files `<prefix><cpu>`.
-    #[arg(short, long, default_value = ".", conflicts_with_all = ["stdout", "file"])]
+    #[arg(short, long, default_value = ".")]
     output: PathBuf,
     /// Prefix of the per-CPU file names.
     #[arg(long, default_value = "cpu")]
@@ -59,15 +79,36 @@ struct RecordArgs {
     /// Write everything to one file instead of per-CPU files.
     #[arg(long, conflicts_with = "stdout")]
     file: Option<PathBuf>,
-    /// Write everything to standard output.
+    /// Write everything to standard output (the summary goes to stderr).
     #[arg(long)]
     stdout: bool,
-    /// Stop after this many seconds.
-    #[arg(short = 'w', long)]
-    duration: Option<f64>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct RecordArgs {
+    #[command(flatten)]
+    out: OutputArgs,
+    /// Stop after this many seconds.
+    #[arg(short = 'w', long)]
+    duration: Option<f64>,
+    /// Stop once this many bytes were recorded (suffixes K, M, G).
+    #[arg(long, value_parser = parse_size)]
+    size_limit: Option<u64>,
+    /// Start a new per-CPU file (`<prefix><cpu>.<n>`) at this size (K, M, G).
+    #[arg(long, value_parser = parse_size, conflicts_with_all = ["file", "stdout"])]
+    rotate_size: Option<u64>,
+    /// No progress line, even on a terminal.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct SnapshotArgs {
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -91,6 +132,23 @@ impl From<ModeArg> for Mode {
             ModeArg::Read => Mode::Read,
         }
     }
+}
+
+/// Parses `4096`, `64K`, `16M`, `1G` (powers of 1024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, shift) = match text.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&text[..i], 10),
+        Some((i, 'm' | 'M')) => (&text[..i], 20),
+        Some((i, 'g' | 'G')) => (&text[..i], 30),
+        _ => (text, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 4096, 64K, 16M or 1G"))?;
+    n.checked_mul(1 << shift)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{text:?} is out of range"))
 }
 
 fn mode_name(mode: Mode) -> &'static str {
@@ -139,52 +197,122 @@ struct Summary {
     cpus: Vec<CpuSummary>,
 }
 
+impl Summary {
+    fn of(reader: &Reader, started: Instant) -> Summary {
+        Summary {
+            channel: reader.base().into(),
+            mode: mode_name(reader.mode()),
+            seconds: started.elapsed().as_secs_f64(),
+            cpus: reader.stats().iter().map(CpuSummary::from).collect(),
+        }
+    }
+
+    fn print(&self, json: bool) -> Result<()> {
+        if json {
+            eprintln!("{}", serde_json::to_string_pretty(self)?);
+            return Ok(());
+        }
+        eprintln!(
+            "relay-reader: {} ({} mode, {:.1} s)",
+            self.channel.display(),
+            self.mode,
+            self.seconds
+        );
+        eprintln!(
+            "{:>4} {:>9} {:>12} {:>8} {:>9} {:>9} {:>10} {:>9} {:>12}",
+            "cpu",
+            "subbufs",
+            "bytes",
+            "backlog",
+            "produced",
+            "lost_sb",
+            "lost_full",
+            "lost_big",
+            "overwritten"
+        );
+        for c in &self.cpus {
+            eprintln!(
+                "{:>4} {:>9} {:>12} {:>8} {:>9} {:>9} {:>10} {:>9} {:>12}",
+                c.cpu,
+                c.subbufs,
+                c.bytes,
+                c.max_backlog,
+                opt(c.produced),
+                c.lost_subbufs,
+                opt(c.lost_full),
+                opt(c.lost_toobig),
+                opt(c.lost_overwritten)
+            );
+        }
+        let bytes: u64 = self.cpus.iter().map(|c| c.bytes).sum();
+        let lost_sb: u64 = self.cpus.iter().map(|c| c.lost_subbufs).sum();
+        let dropped: u64 = self
+            .cpus
+            .iter()
+            .map(|c| c.lost_full.unwrap_or(0) + c.lost_toobig.unwrap_or(0))
+            .sum();
+        let counted = self.cpus.iter().any(|c| c.lost_full.is_some());
+        eprintln!(
+            "total: {bytes} bytes, {lost_sb} sub-buffers lost to overwriting, {}",
+            if counted {
+                format!("{dropped} writes dropped by the kernel")
+            } else {
+                "kernel drops not visible in this mode".into()
+            }
+        );
+        Ok(())
+    }
+}
+
 fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
-fn print_summary(summary: &Summary, json: bool) -> Result<()> {
-    if json {
-        eprintln!("{}", serde_json::to_string_pretty(summary)?);
-        return Ok(());
-    }
-    eprintln!(
-        "relay-reader: {} ({} mode, {:.1} s)",
-        summary.channel.display(),
-        summary.mode,
-        summary.seconds
-    );
-    eprintln!(
-        "{:>4} {:>9} {:>12} {:>8} {:>9} {:>9} {:>10} {:>10} {:>12}",
-        "cpu",
-        "subbufs",
-        "bytes",
-        "backlog",
-        "produced",
-        "lost_sb",
-        "lost_full",
-        "lost_big",
-        "overwritten"
-    );
-    for c in &summary.cpus {
-        eprintln!(
-            "{:>4} {:>9} {:>12} {:>8} {:>9} {:>9} {:>10} {:>10} {:>12}",
-            c.cpu,
-            c.subbufs,
-            c.bytes,
-            c.max_backlog,
-            opt(c.produced),
-            c.lost_subbufs,
-            opt(c.lost_full),
-            opt(c.lost_toobig),
-            opt(c.lost_overwritten)
+fn open_sink(out: &OutputArgs, rotate: Option<u64>) -> Result<Box<dyn Sink>> {
+    Ok(if out.stdout {
+        Box::new(OneStream::stdout())
+    } else if let Some(file) = &out.file {
+        Box::new(OneStream::create(file)?)
+    } else {
+        let files = PerCpuFiles::create(&out.output, out.prefix.clone())?;
+        Box::new(match rotate {
+            Some(bytes) => files.rotate_at(bytes),
+            None => files,
+        })
+    })
+}
+
+/// A one-line progress report on a terminal, refreshed once a second.
+struct Progress {
+    enabled: bool,
+    last: Instant,
+}
+
+impl Progress {
+    fn update(&mut self, reader: &Reader, started: Instant) {
+        if !self.enabled || self.last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last = Instant::now();
+        let stats = reader.stats();
+        let bytes: u64 = stats.iter().map(|s| s.bytes).sum();
+        let subbufs: u64 = stats.iter().map(|s| s.subbufs).sum();
+        let lost: u64 = stats.iter().map(|s| s.lost_subbufs).sum();
+        let secs = started.elapsed().as_secs_f64();
+        eprint!(
+            "\r{:>8.1} s  {:>12} bytes  {:>9} sub-buffers  {:>8.2} MiB/s  lost {lost}   ",
+            secs,
+            bytes,
+            subbufs,
+            bytes as f64 / (1 << 20) as f64 / secs.max(1e-9)
         );
     }
-    let bytes: u64 = summary.cpus.iter().map(|c| c.bytes).sum();
-    let lost_writes: u64 = summary.cpus.iter().filter_map(|c| c.lost_full).sum();
-    let lost_sb: u64 = summary.cpus.iter().map(|c| c.lost_subbufs).sum();
-    eprintln!("total: {bytes} bytes, {lost_sb} sub-buffers lost, {lost_writes} writes dropped by the kernel");
-    Ok(())
+
+    fn done(&self) {
+        if self.enabled {
+            eprintln!();
+        }
+    }
 }
 
 fn record(args: RecordArgs) -> Result<()> {
@@ -193,42 +321,54 @@ fn record(args: RecordArgs) -> Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    let mut reader = Reader::open(&args.channel, args.mode.into())?;
-    let mut sink: Box<dyn Sink> = if args.stdout {
-        Box::new(OneStream::stdout())
-    } else if let Some(file) = &args.file {
-        Box::new(OneStream::create(file)?)
-    } else {
-        Box::new(PerCpuFiles::create(&args.output, args.prefix.clone())?)
-    };
+    let out = &args.out;
+    let mut reader = Reader::open(&out.channel, out.mode.into())?;
+    let mut sink = open_sink(out, args.rotate_size)?;
     eprintln!(
         "relay-reader: recording {} ({} buffers, {} mode); Ctrl-C stops",
-        args.channel.display(),
+        out.channel.display(),
         reader.sources().len(),
         mode_name(reader.mode())
     );
     let started = Instant::now();
     let deadline = args.duration.map(|s| started + Duration::from_secs_f64(s));
-    let mut write = |sb: relay_reader::SubBuf<'_>| sink.write(&sb);
+    let mut progress = Progress {
+        enabled: !args.quiet && !out.stdout && std::io::stderr().is_terminal(),
+        last: Instant::now(),
+    };
+    let mut write = |sb: SubBuf<'_>| sink.write(&sb);
     let result = (|| -> Result<()> {
-        while !stop.load(Ordering::Relaxed) && !reader.finished() {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+        loop {
+            let recorded = || reader.stats().iter().map(|s| s.bytes).sum::<u64>();
+            let limit_reached = args.size_limit.is_some_and(|limit| recorded() >= limit);
+            let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+            if stop.load(Ordering::Relaxed) || reader.finished() || limit_reached || timed_out {
                 break;
             }
             reader.poll(Duration::from_millis(100), &mut write)?;
+            progress.update(&reader, started);
         }
+        // What the kernel already holds is saved too, limit or not.
         reader.flush_and_drain(&mut write)?;
         Ok(())
     })();
+    progress.done();
     // Save what was read even when reading failed.
     let finished = sink.finish();
-    let summary = Summary {
-        channel: args.channel.clone(),
-        mode: mode_name(reader.mode()),
-        seconds: started.elapsed().as_secs_f64(),
-        cpus: reader.stats().iter().map(CpuSummary::from).collect(),
-    };
-    print_summary(&summary, args.json)?;
+    Summary::of(&reader, started).print(out.json)?;
+    result?;
+    finished?;
+    Ok(())
+}
+
+fn snapshot(args: SnapshotArgs) -> Result<()> {
+    let out = &args.out;
+    let started = Instant::now();
+    let mut reader = Reader::open(&out.channel, out.mode.into())?;
+    let mut sink = open_sink(out, None)?;
+    let result = reader.flush_and_drain(&mut |sb| sink.write(&sb));
+    let finished = sink.finish();
+    Summary::of(&reader, started).print(out.json)?;
     result?;
     finished?;
     Ok(())
@@ -243,7 +383,9 @@ struct BufferInfo {
     overwrite: Option<bool>,
     produced: Option<u64>,
     consumed: Option<u64>,
+    write_offset: Option<u64>,
     lost_full: Option<u64>,
+    lost_toobig: Option<u64>,
     lost_overwritten: Option<u64>,
 }
 
@@ -259,7 +401,9 @@ fn info(channel: PathBuf, json: bool) -> Result<()> {
             overwrite: None,
             produced: None,
             consumed: None,
+            write_offset: None,
             lost_full: None,
+            lost_toobig: None,
             lost_overwritten: None,
         };
         if let Some((info, state)) = source.kernel_state()? {
@@ -268,10 +412,15 @@ fn info(channel: PathBuf, json: bool) -> Result<()> {
             row.overwrite = Some(info.overwrite);
             row.produced = Some(state.produced);
             row.consumed = Some(state.consumed);
+            row.write_offset = Some(state.write_offset);
             row.lost_full = Some(state.lost_full);
+            row.lost_toobig = Some(state.lost_toobig);
             row.lost_overwritten = Some(state.lost_overwritten);
         }
         rows.push(row);
+    }
+    if rows.is_empty() {
+        bail!("{}: no buffers", channel.display());
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -279,28 +428,77 @@ fn info(channel: PathBuf, json: bool) -> Result<()> {
     }
     for r in &rows {
         println!(
-            "{}: {} mode, {} x {} bytes{}, produced {}, consumed {}, dropped writes {}, overwritten {}",
+            "{}: {} mode, {} x {} bytes{}, produced {}, consumed {}, current sub-buffer {} bytes, \
+             dropped writes {} (+{} too big), overwritten {}",
             r.path.display(),
             r.mode,
             opt(r.n_subbufs),
             opt(r.subbuf_size),
-            if r.overwrite == Some(true) { " (overwrite)" } else { "" },
+            if r.overwrite == Some(true) {
+                " (overwrite)"
+            } else {
+                ""
+            },
             opt(r.produced),
             opt(r.consumed),
+            opt(r.write_offset),
             opt(r.lost_full),
+            opt(r.lost_toobig),
             opt(r.lost_overwritten)
         );
-    }
-    if rows.is_empty() {
-        bail!("no buffers");
     }
     Ok(())
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole chain of causes on one line.
+            eprintln!("relay-reader: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Record(args) => record(args),
+        Command::Snapshot(args) => snapshot(args),
         Command::Info { channel, json } => info(channel, json),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "relay-reader",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Manpage => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("16m"), Ok(16 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -1,0 +1,181 @@
+//! The `relay-reader` binary against the real kernel: flight-recorder
+//! snapshots, rotation, and clear errors for bad input.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use relay_vm_tests::{bin, generate_klog, in_vm, klog_gen_records, online_cpus, Modules};
+
+const CHANNEL: &str = "/sys/kernel/debug/relay_klog/cpu";
+
+fn relay_reader(args: &[&str]) -> Output {
+    Command::new(bin("relay-reader"))
+        .args(args)
+        .output()
+        .expect("running relay-reader")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn read_per_cpu(dir: &Path, suffix: &str) -> BTreeMap<u32, Vec<u8>> {
+    online_cpus()
+        .into_iter()
+        .map(|cpu| {
+            let path = dir.join(format!("cpu{cpu}{suffix}"));
+            let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (cpu, data)
+        })
+        .collect()
+}
+
+#[test]
+fn snapshot_of_a_flight_recorder_keeps_the_newest_records() {
+    if !in_vm() {
+        return;
+    }
+    let _modules = Modules::klog("overwrite=1 subbuf_size=4096 n_subbufs=4");
+    const N: u64 = 5000;
+    generate_klog(N);
+    let dir = fresh_dir("relay-snapshot-test");
+    let out = relay_reader(&[
+        "snapshot",
+        "--mode",
+        "mmap",
+        "--json",
+        "-o",
+        dir.to_str().unwrap(),
+        CHANNEL,
+    ]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "snapshot failed: {err}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&err).unwrap_or_else(|e| panic!("summary is not JSON ({e}): {err}"));
+    for (cpu, seqs) in klog_gen_records(&read_per_cpu(&dir, "")) {
+        assert_eq!(
+            seqs.last(),
+            Some(&(N - 1)),
+            "cpu {cpu}: the newest record is missing"
+        );
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "cpu {cpu}: gap or torn data inside the snapshot"
+        );
+        assert!(
+            (seqs.len() as u64) < N,
+            "cpu {cpu}: nothing was overwritten; the test did not lap the buffer"
+        );
+    }
+    for c in summary["cpus"].as_array().expect("cpus in summary") {
+        let received = c["subbufs"].as_u64().unwrap();
+        let lost = c["lost_subbufs"].as_u64().unwrap();
+        let produced = c["produced"].as_u64().unwrap();
+        assert!(lost > 0, "no overwritten sub-buffers counted: {c}");
+        assert_eq!(
+            received + lost,
+            produced,
+            "received + lost != produced: {c}"
+        );
+        assert!(
+            c["lost_overwritten"].as_u64().unwrap() >= lost,
+            "kernel counted fewer overwrites than were lost: {c}"
+        );
+    }
+}
+
+#[test]
+fn rotation_splits_per_cpu_files_at_subbuf_boundaries() {
+    if !in_vm() {
+        return;
+    }
+    let _modules = Modules::klog("subbuf_size=4096 n_subbufs=64");
+    const N: u64 = 3000;
+    generate_klog(N);
+    // --duration 0: no waiting, only the final flush and drain.
+    let dir2 = fresh_dir("relay-rotate-test");
+    let out = relay_reader(&[
+        "record",
+        "--mode",
+        "mmap",
+        "--rotate-size",
+        "16K",
+        "--duration",
+        "0",
+        "-o",
+        dir2.to_str().unwrap(),
+        CHANNEL,
+    ]);
+    assert!(out.status.success(), "record failed: {}", stderr(&out));
+    for cpu in online_cpus() {
+        let mut data = Vec::new();
+        let mut index = 0;
+        loop {
+            let path = dir2.join(format!("cpu{cpu}.{index}"));
+            let Ok(part) = std::fs::read(&path) else {
+                break;
+            };
+            assert!(
+                part.len() <= 16 << 10,
+                "{} is larger than the rotation size",
+                path.display()
+            );
+            assert!(
+                part.ends_with(b"\n"),
+                "{} ends inside a record",
+                path.display()
+            );
+            data.extend(part);
+            index += 1;
+        }
+        assert!(index > 1, "cpu {cpu}: no rotation happened");
+        let seqs = &klog_gen_records(&BTreeMap::from([(cpu, data)]))[&cpu];
+        assert!(
+            seqs.iter().copied().eq(0..N),
+            "cpu {cpu}: rotated files do not hold 0..{N} in order"
+        );
+    }
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    if !in_vm() {
+        return;
+    }
+    let _modules = Modules::klog("");
+    let cases: [(&[&str], &str); 4] = [
+        (&["record", "/etc/hostname"], "not a relay buffer file"),
+        (
+            &["record", "--mode", "mmap", "/sys/kernel/debug/klog_gen/run"],
+            "mmap mode needs the relay ioctl ABI",
+        ),
+        (
+            &["record", "/sys/kernel/debug/no_such_channel/cpu"],
+            "is the module that creates the channel loaded?",
+        ),
+        (
+            &["info", "/sys/kernel/debug/relay_klog/nothing"],
+            "no relay buffer files",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = relay_reader(args);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "relay-reader {args:?} succeeded");
+        assert!(
+            err.contains(expected),
+            "relay-reader {args:?}: expected {expected:?} in: {err}"
+        );
+        assert!(
+            !err.contains("panicked"),
+            "relay-reader {args:?} panicked: {err}"
+        );
+    }
+}
