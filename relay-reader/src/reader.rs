@@ -111,12 +111,10 @@ impl Reader {
         if self.last_scan.elapsed() >= RESCAN_INTERVAL {
             self.rescan()?;
         }
-        let fds: Vec<BorrowedFd<'_>> = self.sources.iter().map(|s| s.as_fd()).collect();
         let ready = self
             .waiter
-            .wait(&fds, timeout)
+            .wait(timeout)
             .map_err(|e| Error::io(&self.base, "poll", e))?;
-        drop(fds);
         if self.mode() == Mode::Read {
             return self.consume(f);
         }

@@ -8,6 +8,12 @@ use std::path::{Path, PathBuf};
 use crate::subbuf::SubBuf;
 use crate::{Error, Result};
 
+/// Buffer size of the sinks' writers. Small records are gathered into
+/// writes of this size; a sub-buffer at least this large bypasses the buffer
+/// and goes to write(2) straight from the mapping, with no copy in user
+/// space (`BufWriter` writes large slices directly).
+const WRITE_BUFFER: usize = 64 << 10;
+
 /// A destination for sub-buffer data.
 pub trait Sink {
     /// Stores one sub-buffer's data.
@@ -42,7 +48,7 @@ impl CpuFile {
         let f = File::create(&path).map_err(|e| Error::io(&path, "create", e))?;
         Ok(CpuFile {
             path,
-            out: BufWriter::with_capacity(1 << 20, f),
+            out: BufWriter::with_capacity(WRITE_BUFFER, f),
             bytes: 0,
             index,
         })
@@ -136,7 +142,7 @@ impl OneStream<File> {
         let f = File::create(path).map_err(|e| Error::io(path, "create", e))?;
         Ok(OneStream {
             name: path.display().to_string(),
-            out: BufWriter::with_capacity(1 << 20, f),
+            out: BufWriter::with_capacity(WRITE_BUFFER, f),
         })
     }
 }
@@ -146,7 +152,7 @@ impl OneStream<std::io::Stdout> {
     pub fn stdout() -> Self {
         OneStream {
             name: "standard output".into(),
-            out: BufWriter::with_capacity(1 << 16, std::io::stdout()),
+            out: BufWriter::with_capacity(WRITE_BUFFER, std::io::stdout()),
         }
     }
 }

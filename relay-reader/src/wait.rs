@@ -11,7 +11,7 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
-use polling::{Event, Events, Poller};
+use polling::{Event, Events, PollMode, Poller};
 
 /// A poller over the fds of a channel's buffers, keyed by buffer index.
 #[derive(Debug)]
@@ -33,7 +33,10 @@ impl Waiter {
     pub fn add(&self, fd: BorrowedFd<'_>, key: usize) -> std::io::Result<()> {
         // SAFETY: the reader removes the fd (`remove`) before the source that
         // owns it is dropped, so the poller never holds a closed fd.
-        unsafe { self.poller.add(&fd, Event::readable(key)) }
+        unsafe {
+            self.poller
+                .add_with_mode(&fd, Event::readable(key), PollMode::Level)
+        }
     }
 
     /// Stops watching `fd`.
@@ -41,22 +44,14 @@ impl Waiter {
         self.poller.delete(fd)
     }
 
-    /// Waits up to `timeout` and returns the keys that became ready, each
-    /// re-armed for the next wait (polling registers in oneshot mode).
-    pub fn wait(
-        &mut self,
-        fds: &[BorrowedFd<'_>],
-        timeout: Duration,
-    ) -> std::io::Result<Vec<usize>> {
+    /// Waits up to `timeout` and returns the keys that are ready. Sources
+    /// are registered level-triggered, like relay's poll: a buffer stays
+    /// ready until its sub-buffers are consumed, and no re-arming syscall
+    /// is needed after each wake-up.
+    pub fn wait(&mut self, timeout: Duration) -> std::io::Result<Vec<usize>> {
         self.events.clear();
         self.poller.wait(&mut self.events, Some(timeout))?;
-        let keys: Vec<usize> = self.events.iter().map(|e| e.key).collect();
-        for &key in &keys {
-            if let Some(fd) = fds.get(key) {
-                self.poller.modify(fd, Event::readable(key))?;
-            }
-        }
-        Ok(keys)
+        Ok(self.events.iter().map(|e| e.key).collect())
     }
 
     /// Wakes a thread blocked in [`Waiter::wait`].

@@ -5,6 +5,7 @@
 //! [`setup`]. Build outputs go under `target/`, the virtme-ng venv under
 //! `.cache/`.
 
+mod bench;
 mod codegen;
 mod demo;
 mod modules;
@@ -70,6 +71,21 @@ enum Command {
         /// How many records klog_gen writes.
         #[arg(long, default_value_t = 5000)]
         count: u64,
+    },
+    /// Benchmark the readers side by side in the VM under the same producer
+    /// load (CPU seconds per GiB, records lost); prints a Markdown table.
+    Bench {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Bytes every CPU writes per contender.
+        #[arg(long, default_value = "67108864")]
+        bytes_per_cpu: u64,
+        /// Record size in bytes.
+        #[arg(long, default_value_t = 256)]
+        record_size: u32,
+        /// Producer rate per CPU in MiB/s; 0: as fast as it can.
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
     },
     /// Regenerate relay-sys bindings (runs the relay-sys-gen crate).
     Codegen {
@@ -146,6 +162,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             keep_going,
         } => test::run(&tools, &root, &vm, kdir, keep_going)?,
         Command::Demo { vm, kdir, count } => demo::run(&tools, &root, &vm, kdir, count)?,
+        Command::Bench {
+            vm,
+            bytes_per_cpu,
+            record_size,
+            rate,
+        } => bench::run(&tools, &root, &vm, bytes_per_cpu, record_size, rate)?,
         Command::Codegen { check } => codegen::run(&root, check)?,
     }
     Ok(ExitCode::SUCCESS)

@@ -32,6 +32,9 @@ pub const APT_PACKAGES: &[&str] = &[
     "libclang-dev",
     "clang",
     "python3-venv",
+    // tools/ in-VM tests: Debian's blktrace/blkparse as the reference, fio as the load.
+    "blktrace",
+    "fio",
 ];
 
 /// The pinned virtme-ng release (known to boot the stock kernel under TCG here).
