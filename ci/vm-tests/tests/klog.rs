@@ -228,3 +228,47 @@ fn disabled_channel_logs_nothing() {
         );
     }
 }
+
+#[test]
+fn buffer_of_a_cpu_brought_online_later_is_picked_up() {
+    if !in_vm() {
+        return;
+    }
+    let cpus = online_cpus();
+    let Some(&last) = cpus.last().filter(|&&c| c > 0) else {
+        panic!("the VM needs at least 2 CPUs for the hotplug test");
+    };
+    let online = format!("/sys/devices/system/cpu/cpu{last}/online");
+    write_control(&online, "0");
+    // Whatever happens below, bring the CPU back for the next tests.
+    struct Online(String);
+    impl Drop for Online {
+        fn drop(&mut self) {
+            let _ = std::fs::write(&self.0, "1");
+        }
+    }
+    let _back = Online(online.clone());
+
+    let _modules = Modules::klog("");
+    let mut reader = Reader::open(CHANNEL, Mode::Mmap).expect("opening the channel");
+    let before = reader.sources().len();
+    write_control(&online, "1");
+    let added = reader.rescan().expect("rescanning the channel");
+    assert_eq!(
+        added, 1,
+        "cpu{last} came online but its buffer was not found ({before} buffers before)"
+    );
+    const N: u64 = 500;
+    generate_klog(N);
+    let mut per_cpu = BTreeMap::new();
+    record_all(&mut reader, &mut per_cpu);
+    let records = klog_gen_records(&per_cpu);
+    let seqs = records
+        .get(&last)
+        .unwrap_or_else(|| panic!("no records from cpu{last} after it came online"));
+    assert!(
+        seqs.iter().copied().eq(0..N),
+        "cpu{last}: {} records, expected 0..{N}",
+        seqs.len()
+    );
+}
