@@ -115,12 +115,24 @@ impl Reader {
             .waiter
             .wait(timeout)
             .map_err(|e| Error::io(&self.base, "poll", e))?;
-        if self.mode() == Mode::Read {
-            return self.consume(f);
-        }
         let mut delivered = 0;
-        for key in ready {
+        for &(key, closed) in &ready {
+            if !closed {
+                continue;
+            }
+            // relay_close() marked the buffer finalized: take what is left,
+            // then stop watching it, or level-triggered poll would spin.
             if let Some(source) = self.sources.get_mut(key) {
+                delivered += source.drain(f)?;
+                source.mark_closed();
+                let _ = self.waiter.remove(source.as_fd());
+            }
+        }
+        if self.mode() == Mode::Read {
+            return Ok(delivered + self.consume(f)?);
+        }
+        for (key, closed) in ready {
+            if let (false, Some(source)) = (closed, self.sources.get_mut(key)) {
                 delivered += source.drain(f)?;
             }
         }

@@ -44,14 +44,19 @@ impl Waiter {
         self.poller.delete(fd)
     }
 
-    /// Waits up to `timeout` and returns the keys that are ready. Sources
-    /// are registered level-triggered, like relay's poll: a buffer stays
-    /// ready until its sub-buffers are consumed, and no re-arming syscall
-    /// is needed after each wake-up.
-    pub fn wait(&mut self, timeout: Duration) -> std::io::Result<Vec<usize>> {
+    /// Waits up to `timeout` and returns the ready keys, each with whether
+    /// poll reported an error (relay: POLLERR once the channel was closed).
+    /// Sources are registered level-triggered, like relay's poll: a buffer
+    /// stays ready until its sub-buffers are consumed, and no re-arming
+    /// syscall is needed after each wake-up.
+    pub fn wait(&mut self, timeout: Duration) -> std::io::Result<Vec<(usize, bool)>> {
         self.events.clear();
         self.poller.wait(&mut self.events, Some(timeout))?;
-        Ok(self.events.iter().map(|e| e.key).collect())
+        Ok(self
+            .events
+            .iter()
+            .map(|e| (e.key, e.is_err().unwrap_or(false)))
+            .collect())
     }
 
     /// Wakes a thread blocked in [`Waiter::wait`].

@@ -74,6 +74,22 @@ impl Modules {
     }
 }
 
+impl Modules {
+    /// Unloads one module now (a test of what readers see when it goes).
+    pub fn unload(&mut self, name: &str) {
+        let out = Command::new("rmmod")
+            .arg(name)
+            .output()
+            .expect("running rmmod");
+        assert!(
+            out.status.success(),
+            "rmmod {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.names.retain(|n| n != name);
+    }
+}
+
 impl Drop for Modules {
     fn drop(&mut self) {
         for name in self.names.iter().rev() {

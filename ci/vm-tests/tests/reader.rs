@@ -179,3 +179,51 @@ fn bad_input_gets_clear_errors() {
         );
     }
 }
+
+#[test]
+fn module_unloaded_while_recording_saves_everything_and_exits() {
+    if !in_vm() {
+        return;
+    }
+    let mut modules = Modules::klog("");
+    let dir = fresh_dir("relay-unload-test");
+    let mut child = Command::new(bin("relay-reader"))
+        .args([
+            "record",
+            "--mode",
+            "mmap",
+            "--json",
+            "-o",
+            dir.to_str().unwrap(),
+            CHANNEL,
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting relay-reader");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
+    assert!(
+        first.contains("recording"),
+        "relay-reader did not start: {first}"
+    );
+    const N: u64 = 1500;
+    generate_klog(N);
+    // The channel goes away under the reader: relay_app flushes and closes
+    // it, poll reports POLLERR, and the reader must finish on its own.
+    modules.unload("relay_klog");
+    let status = child.wait().expect("waiting for relay-reader");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(
+        status.success(),
+        "relay-reader failed when the channel closed ({status}): {rest}"
+    );
+    for (cpu, seqs) in klog_gen_records(&read_per_cpu(&dir, "")) {
+        assert!(
+            seqs.iter().copied().eq(0..N),
+            "cpu {cpu}: {} records saved, expected 0..{N}",
+            seqs.len()
+        );
+    }
+}

@@ -55,6 +55,11 @@ impl<B: RelayAbi> AbiSource<B> {
         self.finalized
     }
 
+    /// Records that poll reported the buffer closed after a final drain.
+    pub fn mark_closed(&mut self) {
+        self.finalized = true;
+    }
+
     /// Delivers every ready sub-buffer to `f` and releases it to the writer
     /// when `f` returns. Returns how many were delivered.
     pub fn drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {

@@ -7,7 +7,7 @@ mod relay_app;
 
 pub use abi::AbiSource;
 pub use read::{ReadSource, READ_CHUNK};
-pub use relay_app::{has_control_files, RelayAppBuffer};
+pub use relay_app::{has_control_files, relay_app_state, RelayAppBuffer};
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -160,7 +160,17 @@ impl Source {
         match self {
             Source::Mmap(s) => s.finished(),
             Source::RelayApp(s) => s.finished(),
-            Source::Read(_) => false,
+            Source::Read(s) => s.closed(),
+        }
+    }
+
+    /// Poll reported the buffer closed (POLLERR after relay_close) and it was
+    /// drained: nothing more will come.
+    pub fn mark_closed(&mut self) {
+        match self {
+            Source::Mmap(s) => s.mark_closed(),
+            Source::RelayApp(s) => s.mark_closed(),
+            Source::Read(s) => s.mark_closed(),
         }
     }
 }

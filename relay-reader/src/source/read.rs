@@ -19,6 +19,7 @@ pub struct ReadSource {
     file: File,
     buf: Vec<u8>,
     stats: BufStats,
+    closed: bool,
 }
 
 impl ReadSource {
@@ -28,6 +29,7 @@ impl ReadSource {
             path,
             file,
             buf: vec![0; READ_CHUNK],
+            closed: false,
             stats: BufStats {
                 cpu,
                 ..BufStats::default()
@@ -43,6 +45,16 @@ impl ReadSource {
     /// The file.
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    /// Nothing more will come (see [`super::Source::mark_closed`]).
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Records that the channel was closed.
+    pub fn mark_closed(&mut self) {
+        self.closed = true;
     }
 
     /// Counters so far (no loss counts: read(2) cannot see them).
