@@ -73,6 +73,35 @@ pub fn query_info(file: &File, path: &Path) -> Result<Option<BufInfo>> {
     }
 }
 
+/// Asks the kernel for the counters of the relay file `file` without mapping
+/// it (`RELAY_IOC_GET_STATE`), for tools that only look, such as `relay-stat`:
+/// a file behind debugfs' full proxy answers ioctls but cannot be mapped.
+/// `Ok(None)` when the file does not implement the relay ABI.
+pub fn query_state(file: &File, path: &Path) -> Result<Option<BufState>> {
+    let mut raw = sys::relay_buf_state::default();
+    // SAFETY: `raw` is a live, writable relay_buf_state matching the request size.
+    match unsafe { ioc::get_state(file.as_raw_fd(), &mut raw) } {
+        Ok(_) => {}
+        Err(Errno::ENOTTY | Errno::EINVAL) => return Ok(None),
+        Err(e) => return Err(Error::io(path, "RELAY_IOC_GET_STATE", e.into())),
+    }
+    if raw.consumed > raw.produced {
+        return Err(Error::Corrupt {
+            path: path.into(),
+            what: format!("consumed {} > produced {}", raw.consumed, raw.produced),
+        });
+    }
+    Ok(Some(BufState {
+        produced: raw.produced,
+        consumed: raw.consumed,
+        write_offset: raw.write_offset,
+        lost_full: raw.lost_full,
+        lost_toobig: raw.lost_toobig,
+        lost_overwritten: raw.lost_overwritten,
+        finalized: raw.flags & sys::RELAY_BUF_FINALIZED != 0,
+    }))
+}
+
 /// A read-only shared mapping of a whole relay buffer.
 #[derive(Debug)]
 pub struct Mapping {

@@ -48,6 +48,39 @@ pub fn has_control_files(path: &Path) -> bool {
     Path::new(&produced).exists()
 }
 
+/// The geometry and counters of the relay-apps buffer `path` (`<dir>/cpuN`,
+/// the buffer of `cpu`) from its control files alone: the buffer file is
+/// neither opened nor mapped and nothing is consumed. For tools that only
+/// look, such as `relay-stat`.
+pub fn relay_app_state(path: &Path, cpu: u32) -> Result<(BufInfo, BufState)> {
+    let control = |suffix: &str| PathBuf::from(format!("{}{suffix}", path.display()));
+    let subbuf_size = read_number(&sibling(path, conv::SUBBUF_SIZE_FILE))?;
+    let n_subbufs = read_number(&sibling(path, conv::N_SUBBUFS_FILE))?;
+    let word = |path: PathBuf| -> Result<u64> {
+        let file = File::open(&path).map_err(|e| Error::io(&path, "open", e))?;
+        RelayAppBuffer::read_word(&file, &path)
+    };
+    let produced = word(control(conv::PRODUCED_SUFFIX))?;
+    let consumed = word(control(conv::CONSUMED_SUFFIX))?;
+    let info = BufInfo {
+        subbuf_size,
+        n_subbufs,
+        mmap_len: subbuf_size
+            .checked_mul(n_subbufs)
+            .and_then(|len| len.checked_next_multiple_of(page_size()))
+            .unwrap_or(u64::MAX),
+        cpu,
+        global: false,
+        overwrite: false,
+    };
+    let state = BufState {
+        produced,
+        consumed,
+        ..BufState::default()
+    };
+    Ok((info, state))
+}
+
 impl RelayAppBuffer {
     /// Opens the relay-apps buffer `path` (`<dir>/cpuN`), already open as `file`.
     pub fn open(path: &Path, file: File, cpu: u32) -> Result<Self> {
@@ -189,7 +222,11 @@ impl RelayAbi for RelayAppBuffer {
     }
 
     fn flush(&mut self) -> Result<()> {
-        std::fs::write(&self.enabled, "0").map_err(|e| Error::io(&self.enabled, "write", e))
+        match std::fs::write(&self.enabled, "0") {
+            // The channel's directory is gone: it was flushed and closed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other.map_err(|e| Error::io(&self.enabled, "write", e)),
+        }
     }
 
     fn data(&self, loc: &SubbufLoc) -> &[u8] {
