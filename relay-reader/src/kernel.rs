@@ -213,24 +213,8 @@ impl RelayAbi for KernelBuffer {
     }
 
     fn state(&mut self) -> Result<BufState> {
-        let mut raw = sys::relay_buf_state::default();
-        // SAFETY: `raw` is a live, writable relay_buf_state matching the request size.
-        unsafe { ioc::get_state(self.file.as_raw_fd(), &mut raw) }
-            .map_err(|e| Error::io(&self.path, "RELAY_IOC_GET_STATE", e.into()))?;
-        if raw.consumed > raw.produced {
-            return Err(Error::Corrupt {
-                path: self.path.clone(),
-                what: format!("consumed {} > produced {}", raw.consumed, raw.produced),
-            });
-        }
-        Ok(BufState {
-            produced: raw.produced,
-            consumed: raw.consumed,
-            write_offset: raw.write_offset,
-            lost_full: raw.lost_full,
-            lost_toobig: raw.lost_toobig,
-            lost_overwritten: raw.lost_overwritten,
-            finalized: raw.flags & sys::RELAY_BUF_FINALIZED != 0,
+        query_state(&self.file, &self.path)?.ok_or_else(|| Error::NoAbi {
+            path: self.path.clone(),
         })
     }
 
