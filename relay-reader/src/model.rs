@@ -162,9 +162,17 @@ impl ModelBuffer {
     }
 
     /// Queues records that a writer on another CPU adds while the reader
-    /// copies a sub-buffer: they are written just before the next `CONSUME`.
+    /// reads a sub-buffer: they are written right after the next
+    /// `GET_SUBBUF` answers, so the reader's copy sees what they did.
     pub fn race_before_consume(&mut self, records: Vec<Vec<u8>>) {
-        self.racing_writes = records;
+        self.racing_writes.extend(records);
+    }
+
+    /// Writes the queued racing records now (no `CONSUME` came to run them).
+    pub fn finish_races(&mut self) {
+        for record in std::mem::take(&mut self.racing_writes) {
+            self.write(&record);
+        }
     }
 
     /// Sub-buffers produced so far.
@@ -206,18 +214,18 @@ impl RelayAbi for ModelBuffer {
         }
         let idx = (seq % n) as usize;
         let header = PADDING_HEADER_SIZE;
-        Ok(SubbufLookup::Ready(SubbufLoc {
+        let loc = SubbufLoc {
             seq,
             data_offset: (idx * self.subbuf_size + header) as u64,
             data_len: (self.subbuf_size - header - self.padding[idx]) as u64,
             padding: self.padding[idx] as u64,
-        }))
+        };
+        // The writer on another CPU goes on while the reader reads.
+        self.finish_races();
+        Ok(SubbufLookup::Ready(loc))
     }
 
     fn consume(&mut self, seq: u64, count: u64) -> Result<Consumed> {
-        for record in std::mem::take(&mut self.racing_writes) {
-            self.write(&record);
-        }
         if seq < self.consumed || seq + count > self.produced {
             return Err(crate::Error::Corrupt {
                 path: "model".into(),

@@ -7,6 +7,7 @@
 
 mod bench;
 mod codegen;
+mod fuzz;
 mod demo;
 mod modules;
 mod setup;
@@ -86,6 +87,13 @@ enum Command {
         /// Producer rate per CPU in MiB/s; 0: as fast as it can.
         #[arg(long, default_value_t = 0)]
         rate: u32,
+    },
+    /// Run the cargo-fuzz targets (reader core vs the relay model, the
+    /// relay-apps sub-buffer parser) for a number of executions each.
+    Fuzz {
+        /// Executions per target.
+        #[arg(long, default_value_t = 1_000_000)]
+        runs: u64,
     },
     /// Regenerate relay-sys bindings (runs the relay-sys-gen crate).
     Codegen {
@@ -168,6 +176,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             record_size,
             rate,
         } => bench::run(&tools, &root, &vm, bytes_per_cpu, record_size, rate)?,
+        Command::Fuzz { runs } => fuzz::run(&root, runs)?,
         Command::Codegen { check } => codegen::run(&root, check)?,
     }
     Ok(ExitCode::SUCCESS)

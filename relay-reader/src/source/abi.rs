@@ -75,9 +75,10 @@ impl<B: RelayAbi> AbiSource<B> {
         self.next = self.next.max(state.consumed);
         let oldest = state.oldest_intact(info.n_subbufs, info.overwrite);
         if oldest > self.next {
-            // Overwrite mode: the writer lapped us.
-            self.stats.lost_subbufs += oldest - self.next;
-            self.next = oldest;
+            // Overwrite mode: the writer lapped us. Release what it took, so
+            // that the kernel's consumed count (and with it its overwrite
+            // counter) follows the reader.
+            self.skip(oldest - self.next)?;
         }
         self.stats.max_backlog = self.stats.max_backlog.max(state.produced - self.next);
         let mut delivered = 0;
@@ -86,8 +87,7 @@ impl<B: RelayAbi> AbiSource<B> {
             let loc = match self.buf.subbuf(seq)? {
                 SubbufLookup::Ready(loc) => loc,
                 SubbufLookup::Overwritten => {
-                    self.stats.lost_subbufs += 1;
-                    self.next += 1;
+                    self.skip(1)?;
                     continue;
                 }
                 SubbufLookup::NotReady => break,
@@ -127,6 +127,15 @@ impl<B: RelayAbi> AbiSource<B> {
             self.finalized = true;
         }
         Ok(delivered)
+    }
+
+    /// Counts `count` overwritten sub-buffers from `next` on as lost and
+    /// releases them to the kernel.
+    fn skip(&mut self, count: u64) -> Result<()> {
+        self.buf.consume(self.next, count)?;
+        self.stats.lost_subbufs += count;
+        self.next += count;
+        Ok(())
     }
 
     /// Makes the partly filled sub-buffer ready, then drains everything.

@@ -7,7 +7,9 @@ mod relay_app;
 
 pub use abi::AbiSource;
 pub use read::{ReadSource, READ_CHUNK};
-pub use relay_app::{has_control_files, relay_app_state, RelayAppBuffer};
+pub use relay_app::{
+    has_control_files, locate as relay_app_locate, relay_app_state, RelayAppBuffer,
+};
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};

@@ -81,6 +81,41 @@ pub fn relay_app_state(path: &Path, cpu: u32) -> Result<(BufInfo, BufState)> {
     Ok((info, state))
 }
 
+/// Where the data of sub-buffer `seq` lies in a relay-apps buffer `map`,
+/// from the padding word at its head. Untrusted input: a padding word that
+/// does not fit the sub-buffer is an error, never a panic or an
+/// out-of-bounds slice.
+pub fn locate(
+    map: &[u8],
+    seq: u64,
+    subbuf_size: u64,
+    n_subbufs: u64,
+) -> std::result::Result<SubbufLoc, String> {
+    let header = conv::PADDING_HEADER_SIZE as u64;
+    if n_subbufs == 0 || subbuf_size <= header {
+        return Err(format!("geometry {n_subbufs} x {subbuf_size} bytes"));
+    }
+    let start = (seq % n_subbufs)
+        .checked_mul(subbuf_size)
+        .filter(|start| start.saturating_add(subbuf_size) <= map.len() as u64)
+        .ok_or_else(|| format!("sub-buffer {seq} outside the mapping"))?;
+    let word: [u8; conv::PADDING_HEADER_SIZE] = map[start as usize..][..conv::PADDING_HEADER_SIZE]
+        .try_into()
+        .expect("slice of the header's length");
+    let padding = u64::from(u32::from_ne_bytes(word));
+    if padding > subbuf_size - header {
+        return Err(format!(
+            "padding word {padding} of sub-buffer {seq} exceeds the sub-buffer size {subbuf_size}"
+        ));
+    }
+    Ok(SubbufLoc {
+        seq,
+        data_offset: start + header,
+        data_len: subbuf_size - header - padding,
+        padding,
+    })
+}
+
 impl RelayAppBuffer {
     /// Opens the relay-apps buffer `path` (`<dir>/cpuN`), already open as `file`.
     pub fn open(path: &Path, file: File, cpu: u32) -> Result<Self> {
@@ -181,34 +216,13 @@ impl RelayAbi for RelayAppBuffer {
     }
 
     fn subbuf(&mut self, seq: u64) -> Result<SubbufLookup> {
-        let idx = seq % self.info.n_subbufs;
-        let start = idx * self.info.subbuf_size;
-        let header = conv::PADDING_HEADER_SIZE as u64;
-        let word = self
-            .map
-            .bytes(start, header)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_ne_bytes)
-            .ok_or_else(|| Error::Corrupt {
+        let map = self.map.bytes(0, self.map.len() as u64).unwrap_or_default();
+        locate(map, seq, self.info.subbuf_size, self.info.n_subbufs)
+            .map(SubbufLookup::Ready)
+            .map_err(|what| Error::Corrupt {
                 path: self.path.clone(),
-                what: format!("sub-buffer {seq} outside the mapping"),
-            })?;
-        let padding = u64::from(word);
-        if padding > self.info.subbuf_size - header {
-            return Err(Error::Corrupt {
-                path: self.path.clone(),
-                what: format!(
-                    "padding word {padding} of sub-buffer {seq} exceeds the sub-buffer size {}",
-                    self.info.subbuf_size
-                ),
-            });
-        }
-        Ok(SubbufLookup::Ready(SubbufLoc {
-            seq,
-            data_offset: start + header,
-            data_len: self.info.subbuf_size - header - padding,
-            padding,
-        }))
+                what,
+            })
     }
 
     fn consume(&mut self, _seq: u64, count: u64) -> Result<Consumed> {
@@ -233,5 +247,47 @@ impl RelayAbi for RelayAppBuffer {
         self.map
             .bytes(loc.data_offset, loc.data_len)
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buffer(paddings: &[u32], subbuf_size: usize) -> Vec<u8> {
+        let mut map = vec![0u8; paddings.len() * subbuf_size];
+        for (i, p) in paddings.iter().enumerate() {
+            map[i * subbuf_size..][..4].copy_from_slice(&p.to_ne_bytes());
+        }
+        map
+    }
+
+    #[test]
+    fn padding_word_gives_the_data_range() {
+        let map = buffer(&[10, 0], 64);
+        let loc = locate(&map, 0, 64, 2).unwrap();
+        assert_eq!((loc.data_offset, loc.data_len, loc.padding), (4, 50, 10));
+        let loc = locate(&map, 3, 64, 2).unwrap();
+        assert_eq!((loc.data_offset, loc.data_len), (68, 60));
+        // A sub-buffer holding only its header and padding.
+        let map = buffer(&[60], 64);
+        assert_eq!(locate(&map, 0, 64, 1).unwrap().data_len, 0);
+    }
+
+    #[test]
+    fn corrupt_padding_word_is_an_error() {
+        let map = buffer(&[61, u32::MAX], 64);
+        assert!(locate(&map, 0, 64, 2)
+            .unwrap_err()
+            .contains("padding word 61"));
+        assert!(locate(&map, 1, 64, 2).is_err());
+        // Geometry larger than the mapping.
+        let map = buffer(&[0, 0], 64);
+        assert!(locate(&map, 1, 64, 4).is_ok());
+        assert!(locate(&map, 2, 64, 4)
+            .unwrap_err()
+            .contains("outside the mapping"));
+        assert!(locate(&map, 0, 4, 2).is_err());
+        assert!(locate(&map, 0, 64, 0).is_err());
     }
 }
