@@ -6,6 +6,9 @@
 //! - **mmap** through the relay ioctl ABI (`include/uapi/linux/relay.h`, from
 //!   the kernel series or the `relay_app` sample helper on stock kernels):
 //!   zero-copy, padding known from the kernel, overwrite laps detected;
+//! - **relay-app**: mmap with the relay-apps 0.9x control files
+//!   (`cpuN.produced`, `cpuN.consumed`) and the padding word at the head of
+//!   each sub-buffer, for channels made that way without the ABI;
 //! - **read(2)** on any relay file: the kernel strips padding and consumes.
 //!
 //! ```no_run
