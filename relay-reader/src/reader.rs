@@ -41,6 +41,7 @@ pub struct Reader {
     sources: Vec<Source>,
     waiter: Waiter,
     last_scan: Instant,
+    read_finished_only: bool,
 }
 
 /// How often `poll` looks for buffer files that appeared (CPU hotplug).
@@ -57,6 +58,7 @@ impl Reader {
             sources: Vec::new(),
             waiter,
             last_scan: Instant::now(),
+            read_finished_only: false,
         };
         for file in buffer_files(base)? {
             reader.add(&file)?;
@@ -67,7 +69,8 @@ impl Reader {
     }
 
     fn add(&mut self, file: &BufferFile) -> Result<()> {
-        let source = Source::open(&file.path, file.cpu, self.mode)?;
+        let mut source = Source::open(&file.path, file.cpu, self.mode)?;
+        source.set_read_finished_only(self.read_finished_only);
         self.waiter
             .add(source.as_fd(), self.sources.len())
             .map_err(|e| Error::io(&file.path, "poll registration", e))?;
@@ -87,6 +90,20 @@ impl Reader {
             }
         }
         Ok(added)
+    }
+
+    /// In read mode, makes `poll` and `consume` read only finished
+    /// sub-buffers, for clients that fill records after `relay_reserve()`
+    /// such as blktrace (see [`ReadSource::set_finished_only`]): data then
+    /// arrives a sub-buffer at a time, and `flush_and_drain` takes the rest
+    /// once the writer stopped and flushed. No effect in the mmap modes.
+    ///
+    /// [`ReadSource::set_finished_only`]: crate::source::ReadSource::set_finished_only
+    pub fn read_finished_only(&mut self, on: bool) {
+        self.read_finished_only = on;
+        for source in &mut self.sources {
+            source.set_read_finished_only(on);
+        }
     }
 
     /// The channel's base path.

@@ -132,7 +132,15 @@ impl Source {
         match self {
             Source::Mmap(s) => s.flush_and_drain(f),
             Source::RelayApp(s) => s.flush_and_drain(f),
-            Source::Read(s) => s.drain(f),
+            Source::Read(s) => s.drain_all(f),
+        }
+    }
+
+    /// Read mode: see [`ReadSource::set_finished_only`]; the mmap modes
+    /// deliver finished sub-buffers only anyway.
+    pub fn set_read_finished_only(&mut self, on: bool) {
+        if let Source::Read(s) = self {
+            s.set_finished_only(on);
         }
     }
 

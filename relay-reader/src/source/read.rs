@@ -20,6 +20,7 @@ pub struct ReadSource {
     buf: Vec<u8>,
     stats: BufStats,
     closed: bool,
+    finished_only: bool,
 }
 
 impl ReadSource {
@@ -30,6 +31,7 @@ impl ReadSource {
             file,
             buf: vec![0; READ_CHUNK],
             closed: false,
+            finished_only: false,
             stats: BufStats {
                 cpu,
                 ..BufStats::default()
@@ -62,12 +64,52 @@ impl ReadSource {
         &self.stats
     }
 
+    /// With `on`, [`ReadSource::drain`] reads only the data of finished
+    /// sub-buffers, never the one being written. relay's read(2) returns
+    /// bytes up to the writer's offset, but `relay_reserve()` moves that
+    /// offset before its caller fills the record (blktrace does so): read
+    /// concurrently, such a record arrives as stale bytes and is lost. The
+    /// limit is the file size, which relay keeps at the bytes of finished
+    /// sub-buffers, less what this source has read: it assumes nobody else
+    /// read the file since the channel was created. [`ReadSource::drain_all`]
+    /// (used by `flush_and_drain`) still reads everything, for the end of a
+    /// recording once the writers stopped.
+    pub fn set_finished_only(&mut self, on: bool) {
+        self.finished_only = on;
+    }
+
     /// Reads until the kernel has nothing more (relay's read never blocks),
-    /// delivering each chunk.
+    /// delivering each chunk; only finished sub-buffers with
+    /// [`ReadSource::set_finished_only`].
     pub fn drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
+        self.read_until_empty(self.finished_only, f)
+    }
+
+    /// Reads everything there is, the sub-buffer being written included.
+    pub fn drain_all(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
+        self.read_until_empty(false, f)
+    }
+
+    fn read_until_empty(
+        &mut self,
+        finished_only: bool,
+        f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,
+    ) -> Result<u64> {
         let mut delivered = 0;
         loop {
-            let n = match self.file.read(&mut self.buf) {
+            let mut want = self.buf.len();
+            if finished_only {
+                let size = self
+                    .file
+                    .metadata()
+                    .map_err(|e| Error::io(&self.path, "stat", e))?
+                    .len();
+                want = want.min(size.saturating_sub(self.stats.bytes) as usize);
+                if want == 0 {
+                    return Ok(delivered);
+                }
+            }
+            let n = match self.file.read(&mut self.buf[..want]) {
                 Ok(0) => return Ok(delivered),
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,

@@ -1,0 +1,625 @@
+//! `relay-blktrace`: block I/O tracing in blktrace's spirit, recorded through
+//! the relay reader. Sets a trace up with the BLKTRACE ioctls, records the
+//! per-CPU relay channel `<debugfs>/block/<dev>/trace<cpu>` into
+//! `<dev>.blktrace.<cpu>` files that `blkparse` reads (or whole records to
+//! standard output), and always tears the trace down.
+#![deny(unsafe_code)]
+
+mod ioctl;
+mod record;
+mod tracer;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use relay_reader::sink::{OneStream, PerCpuFiles, Sink};
+use relay_reader::{Error as RelayError, Mode, Reader, SubBuf};
+
+use record::Cutter;
+use tracer::{Params, Tracer};
+
+const EXAMPLES: &str = "\
+Examples:
+  # trace sda until Ctrl-C into ./sda.blktrace.<cpu>, then parse it
+  relay-blktrace -d /dev/sda
+  blkparse -i sda
+  # ten seconds of two devices into traces/ (traces/sda.blktrace.0, traces/sdb.blktrace.0, ...)
+  relay-blktrace -d /dev/sda -d /dev/sdb -w 10 -D traces
+  # live: whole records to standard output, parsed as they come
+  relay-blktrace -d /dev/sda -o - | blkparse -i -
+  # queue and completion events only, 8 sub-buffers of 1 MiB per CPU
+  relay-blktrace -d /dev/sda -a queue -a complete -b 1024 -n 8
+  # remove a trace that a killed tracer left set up
+  relay-blktrace -k -d /dev/sda";
+
+/// Trace block I/O into files blkparse reads, through the relay reader.
+///
+/// Sets tracing up on each device with BLKTRACESETUP/BLKTRACESTART, records
+/// the per-CPU relay channel <debugfs>/block/<dev>/trace<cpu> until
+/// SIGINT/SIGTERM or -w, then stops, drains every buffer, reads the kernel's
+/// `dropped` count, tears the trace down (also on errors) and prints a
+/// summary like blktrace's.
+#[derive(Parser, Debug)]
+#[command(name = "relay-blktrace", version, about, after_help = EXAMPLES)]
+struct Cli {
+    /// Block device to trace (repeat for several devices at once).
+    #[arg(short = 'd', long = "dev", value_name = "DEV", required = true)]
+    devices: Vec<PathBuf>,
+    /// Sub-buffer size in KiB.
+    #[arg(short = 'b', long = "buffer-size", value_name = "KiB", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=4_194_303))]
+    buffer_kib: u32,
+    /// Sub-buffers per CPU.
+    #[arg(short = 'n', long = "num-sub-buffers", value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(2..))]
+    buffers: u32,
+    /// Directory for the output files.
+    #[arg(
+        short = 'D',
+        long = "output-dir",
+        value_name = "DIR",
+        default_value = "."
+    )]
+    output_dir: PathBuf,
+    /// Base name of the output files (`<NAME>.blktrace.<cpu>`; one device
+    /// only), or `-` for whole records on standard output.
+    #[arg(short = 'o', long = "output", value_name = "NAME")]
+    output: Option<String>,
+    /// Stop after this many seconds.
+    #[arg(short = 'w', long = "stopwatch", value_name = "SECONDS")]
+    seconds: Option<f64>,
+    /// Trace only these categories (repeatable): read, write, barrier (flush),
+    /// sync, queue, requeue, issue, complete, fs, pc, notify, ahead, meta,
+    /// discard, drv_data, fua. Default: all.
+    #[arg(short = 'a', long = "act-mask", value_name = "MASK", value_parser = record::category)]
+    act_mask: Vec<u16>,
+    /// Category mask as a hexadecimal number (BLK_TC_* bits); -a adds to it.
+    #[arg(short = 'A', long = "set-mask", value_name = "HEX", value_parser = parse_hex_mask)]
+    set_mask: Option<u16>,
+    /// Where debugfs is mounted.
+    #[arg(
+        short = 'r',
+        long = "relay",
+        value_name = "PATH",
+        default_value = "/sys/kernel/debug"
+    )]
+    debugfs: PathBuf,
+    /// How to read the channel: mmap through the relay ABI where the kernel
+    /// offers it, read(2) otherwise (auto); or force one.
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+    mode: ModeArg,
+    /// Remove traces left set up on the devices (by a killed tracer), then exit.
+    #[arg(short = 'k', long = "kill")]
+    kill: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ModeArg {
+    /// mmap where the relay ABI is offered, read(2) otherwise.
+    Auto,
+    /// read(2) (the only way on stock kernels: blktrace's files cannot be mapped).
+    Read,
+    /// mmap through the relay ioctl ABI.
+    Mmap,
+}
+
+fn parse_hex_mask(text: &str) -> Result<u16, String> {
+    let digits = text
+        .trim()
+        .trim_start_matches("0x")
+        .trim_start_matches("0X");
+    u16::from_str_radix(digits, 16).map_err(|_| format!("{text:?} is not a 16-bit hex mask"))
+}
+
+/// The effective user id, from `/proc/self/status`.
+fn euid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let ids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    ids.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn is_mounted(dir: &Path, fstype: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|mounts| {
+        mounts.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            f.nth(1).map(Path::new) == Some(dir) && f.next() == Some(fstype)
+        })
+    })
+}
+
+/// Refuses to start without root or debugfs, saying how to get them.
+fn check_environment(debugfs: &Path) -> Result<()> {
+    if euid() != Some(0) {
+        bail!(
+            "block tracing needs root (BLKTRACESETUP needs CAP_SYS_ADMIN and debugfs is \
+             readable by root only): run relay-blktrace as root"
+        );
+    }
+    if !debugfs.join("block").is_dir() {
+        if !is_mounted(debugfs, "debugfs") {
+            bail!(
+                "debugfs is not mounted at {0}: mount it with `mount -t debugfs none {0}` \
+                 (or give its mount point with -r)",
+                debugfs.display()
+            );
+        }
+        bail!(
+            "{} is missing: is {} debugfs, and the kernel built with CONFIG_BLK_DEV_IO_TRACE?",
+            debugfs.join("block").display(),
+            debugfs.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes whole-record runs of every device to standard output, one device
+/// at a time (one buffered writer for all, so runs never interleave).
+struct SharedStdout(Arc<Mutex<OneStream<std::io::Stdout>>>);
+
+impl Sink for SharedStdout {
+    fn write(&mut self, sb: &SubBuf<'_>) -> relay_reader::Result<()> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).write(sb)
+    }
+
+    fn finish(&mut self) -> relay_reader::Result<()> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).finish()
+    }
+}
+
+/// What one device recorded.
+struct Report {
+    name: String,
+    /// Records and bytes per CPU.
+    cpus: BTreeMap<u32, (u64, u64)>,
+    /// The kernel's `dropped` count, when it could be read.
+    dropped: Option<u64>,
+    /// Bytes of an incomplete last record, not written.
+    pending: usize,
+    /// Bytes skipped because they were no record, and where that first
+    /// happened (CPU and place).
+    skipped: u64,
+    first_bad: Option<(u32, record::BadRecord)>,
+    mode: Mode,
+    errors: Vec<anyhow::Error>,
+}
+
+/// One traced device: its trace, the reader of its channel and its output.
+struct Device {
+    tracer: Tracer,
+    reader: Reader,
+    sink: Box<dyn Sink + Send>,
+    cutters: BTreeMap<u32, Cutter>,
+    dropped_file: PathBuf,
+}
+
+/// Passes the whole records of `sb` to `sink`, keeping a cut record back.
+fn deliver(
+    cutters: &mut BTreeMap<u32, Cutter>,
+    sink: &mut dyn Sink,
+    sb: SubBuf<'_>,
+) -> relay_reader::Result<()> {
+    let cutter = cutters
+        .entry(sb.cpu)
+        .or_insert_with(|| Cutter::for_cpu(sb.cpu));
+    cutter.feed(sb.data, &mut |run| {
+        sink.write(&SubBuf {
+            cpu: sb.cpu,
+            seq: sb.seq,
+            data: run,
+        })
+    })
+}
+
+fn open_reader(channel: &Path, mode: ModeArg) -> Result<Reader> {
+    let mode = match mode {
+        ModeArg::Auto => Mode::Auto,
+        ModeArg::Read => Mode::Read,
+        ModeArg::Mmap => Mode::Mmap,
+    };
+    let mut reader = match Reader::open(channel, mode) {
+        // A kernel with the relay ABI answers the ioctls even on files behind
+        // debugfs' full proxy, which cannot be mapped: read those.
+        Err(RelayError::Map { .. }) if mode == Mode::Auto => Reader::open(channel, Mode::Read),
+        other => other,
+    }
+    .with_context(|| format!("opening the relay channel {}", channel.display()))?;
+    // blktrace fills each record after relay_reserve(): read(2) of the
+    // sub-buffer being written could return a record not written yet.
+    reader.read_finished_only(true);
+    Ok(reader)
+}
+
+impl Device {
+    fn open(tracer: Tracer, debugfs: &Path, out: &Output, mode: ModeArg) -> Result<Device> {
+        let dir = debugfs.join("block").join(tracer.name());
+        let channel = dir.join("trace");
+        let reader = open_reader(&channel, mode)?;
+        let mut sink: Box<dyn Sink + Send> = match out {
+            Output::Stdout(shared) => Box::new(SharedStdout(Arc::clone(shared))),
+            Output::Files { dir, name } => {
+                let base = name.as_deref().unwrap_or(tracer.name());
+                Box::new(PerCpuFiles::create(dir, format!("{base}.blktrace."))?)
+            }
+        };
+        if matches!(out, Output::Files { .. }) {
+            // A file for every CPU, even an idle one, as blktrace leaves them.
+            for stats in reader.stats() {
+                sink.write(&SubBuf {
+                    cpu: stats.cpu,
+                    seq: 0,
+                    data: &[],
+                })?;
+            }
+        }
+        Ok(Device {
+            tracer,
+            reader,
+            sink,
+            cutters: BTreeMap::new(),
+            dropped_file: dir.join("dropped"),
+        })
+    }
+
+    /// Records until `stop` or `deadline`.
+    fn record(&mut self, stop: &AtomicBool, deadline: Option<Instant>) -> Result<()> {
+        let Device {
+            reader,
+            sink,
+            cutters,
+            ..
+        } = self;
+        while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
+            reader.poll(Duration::from_millis(100), &mut |sb| {
+                deliver(cutters, sink.as_mut(), sb)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// After BLKTRACESTOP: everything the buffers still hold.
+    fn drain(&mut self) -> Result<()> {
+        let Device {
+            reader,
+            sink,
+            cutters,
+            ..
+        } = self;
+        reader.flush_and_drain(&mut |sb| deliver(cutters, sink.as_mut(), sb))?;
+        Ok(())
+    }
+
+    fn read_dropped(&self) -> Result<u64> {
+        let text = std::fs::read_to_string(&self.dropped_file)
+            .with_context(|| format!("reading {}", self.dropped_file.display()))?;
+        text.trim()
+            .parse()
+            .with_context(|| format!("{}: {text:?} is not a number", self.dropped_file.display()))
+    }
+
+    /// Records, then stops, drains, reads `dropped` and tears down, keeping
+    /// every error. Sets `stop` on a failure so the other devices end too.
+    fn run(mut self, stop: &AtomicBool, deadline: Option<Instant>) -> Report {
+        let mut errors = Vec::new();
+        if let Err(e) = self.record(stop, deadline) {
+            stop.store(true, Ordering::Relaxed);
+            errors.push(e.context(format!("recording {}", self.tracer.name())));
+        }
+        if let Err(e) = self.tracer.stop() {
+            errors.push(e);
+        }
+        if let Err(e) = self.drain() {
+            errors.push(e.context(format!("draining {}", self.tracer.name())));
+        }
+        let dropped = self.read_dropped().map_err(|e| errors.push(e)).ok();
+        if let Err(e) = self.tracer.teardown() {
+            errors.push(e);
+        }
+        if let Err(e) = self.sink.finish() {
+            errors.push(e.into());
+        }
+        let mut cpus: BTreeMap<u32, (u64, u64)> = self
+            .reader
+            .stats()
+            .iter()
+            .map(|s| (s.cpu, (0, 0)))
+            .collect();
+        for (&cpu, c) in &self.cutters {
+            cpus.insert(cpu, (c.records, c.bytes));
+        }
+        Report {
+            name: self.tracer.name().to_string(),
+            cpus,
+            dropped,
+            pending: self.cutters.values().map(Cutter::pending).sum(),
+            skipped: self.cutters.values().map(|c| c.skipped).sum(),
+            first_bad: self
+                .cutters
+                .iter()
+                .find_map(|(&cpu, c)| c.first_bad.map(|bad| (cpu, bad))),
+            mode: self.reader.mode(),
+            errors,
+        }
+    }
+}
+
+enum Output {
+    Stdout(Arc<Mutex<OneStream<std::io::Stdout>>>),
+    Files { dir: PathBuf, name: Option<String> },
+}
+
+fn kib(bytes: u64) -> u64 {
+    bytes.div_ceil(1024)
+}
+
+/// blktrace's summary: per CPU events and data, the total, and the drops.
+fn print_summary(out: &mut dyn Write, reports: &[Report]) -> std::io::Result<()> {
+    for r in reports {
+        writeln!(out, "=== {} ===", r.name)?;
+        for (cpu, (events, bytes)) in &r.cpus {
+            writeln!(
+                out,
+                "  CPU{cpu:3}: {events:20} events, {:8} KiB data",
+                kib(*bytes)
+            )?;
+        }
+        let events: u64 = r.cpus.values().map(|c| c.0).sum();
+        let bytes: u64 = r.cpus.values().map(|c| c.1).sum();
+        let dropped = r
+            .dropped
+            .map_or_else(|| "unknown".into(), |d| d.to_string());
+        writeln!(
+            out,
+            "  Total:  {events:20} events (dropped {dropped}), {:8} KiB data",
+            kib(bytes)
+        )?;
+    }
+    let events: u64 = reports
+        .iter()
+        .flat_map(|r| r.cpus.values())
+        .map(|c| c.0)
+        .sum();
+    let dropped: u64 = reports.iter().filter_map(|r| r.dropped).sum();
+    if dropped > 0 {
+        writeln!(
+            out,
+            "You have {dropped} ({:5.1}%) dropped events\n\
+             Consider using a larger buffer size (-b) and/or more buffers (-n)",
+            dropped as f64 * 100.0 / (events + dropped) as f64
+        )?;
+    }
+    Ok(())
+}
+
+fn kill(cli: &Cli) -> Result<()> {
+    for dev in &cli.devices {
+        if tracer::kill(dev)? {
+            eprintln!(
+                "relay-blktrace: removed the trace set up on {}",
+                dev.display()
+            );
+        } else {
+            eprintln!("relay-blktrace: no trace was set up on {}", dev.display());
+        }
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<bool> {
+    check_environment(&cli.debugfs)?;
+    if cli.kill {
+        kill(&cli)?;
+        return Ok(true);
+    }
+    let to_stdout = cli.output.as_deref() == Some("-");
+    if cli.output.is_some() && !to_stdout && cli.devices.len() > 1 {
+        bail!("-o NAME names the files of one device; with several devices leave it out (each gets <dev>.blktrace.<cpu>) or use -o -");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let output = if to_stdout {
+        Output::Stdout(Arc::new(Mutex::new(OneStream::stdout())))
+    } else {
+        Output::Files {
+            dir: cli.output_dir.clone(),
+            name: cli.output.clone(),
+        }
+    };
+    let params = Params {
+        buf_size: cli.buffer_kib * 1024,
+        buf_nr: cli.buffers,
+        act_mask: cli
+            .act_mask
+            .iter()
+            .fold(cli.set_mask.unwrap_or(0), |m, b| m | b),
+    };
+    // Every trace is set up and its channel opened before any starts; an
+    // error on one device tears down those already set up (Tracer's Drop).
+    let mut devices = Vec::new();
+    for dev in &cli.devices {
+        let tracer = Tracer::setup(dev, params)?;
+        let name = tracer.name().to_string();
+        let device = Device::open(tracer, &cli.debugfs, &output, cli.mode)
+            .with_context(|| format!("setting up {} ({name})", dev.display()))?;
+        devices.push(device);
+    }
+    for device in &mut devices {
+        device.tracer.start()?;
+        eprintln!(
+            "relay-blktrace: tracing {} as {} ({} buffers of {} x {} KiB, {} mode){}",
+            device.tracer.dev_path().display(),
+            device.tracer.name(),
+            device.reader.sources().len(),
+            cli.buffers,
+            cli.buffer_kib,
+            mode_name(device.reader.mode()),
+            if cli.seconds.is_some() {
+                ""
+            } else {
+                "; Ctrl-C stops"
+            }
+        );
+    }
+    let deadline = cli
+        .seconds
+        .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let reports: Vec<Report> = std::thread::scope(|scope| {
+        let handles: Vec<_> = devices
+            .into_iter()
+            .map(|device| {
+                let stop = &stop;
+                scope.spawn(move || device.run(stop, deadline))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a recording thread panicked"))
+            .collect()
+    });
+    let summary = if to_stdout {
+        print_summary(&mut std::io::stderr(), &reports)
+    } else {
+        print_summary(&mut std::io::stdout(), &reports)
+    };
+    summary.context("printing the summary")?;
+    let mut ok = true;
+    for r in &reports {
+        if r.mode == Mode::Read && r.cpus.is_empty() {
+            eprintln!("relay-blktrace: {}: no buffer files were read", r.name);
+        }
+        if r.pending > 0 {
+            eprintln!(
+                "relay-blktrace: warning: {}: {} bytes of an incomplete last record were not written",
+                r.name, r.pending
+            );
+        }
+        if let Some((cpu, bad)) = r.first_bad {
+            eprintln!(
+                "relay-blktrace: warning: {}: {} bytes were no whole blktrace record of their \
+                 buffer and were skipped (first on CPU {cpu} at {bad}); relay's read(2) can \
+                 skip data while the kernel drops events",
+                r.name, r.skipped
+            );
+        }
+        for e in &r.errors {
+            eprintln!("relay-blktrace: error: {}: {e:#}", r.name);
+            ok = false;
+        }
+    }
+    Ok(ok)
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Auto => "auto",
+        Mode::Mmap => "mmap",
+        Mode::RelayApp => "relay-app",
+        Mode::Read => "read",
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("relay-blktrace: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn options_like_blktrace() {
+        let cli = Cli::try_parse_from([
+            "relay-blktrace",
+            "-d",
+            "/dev/sda",
+            "-d",
+            "/dev/sdb",
+            "-b",
+            "1024",
+            "-n",
+            "8",
+            "-w",
+            "2.5",
+            "-a",
+            "queue",
+            "-a",
+            "complete",
+            "-o",
+            "-",
+        ])
+        .unwrap();
+        assert_eq!(cli.devices.len(), 2);
+        assert_eq!((cli.buffer_kib, cli.buffers), (1024, 8));
+        assert_eq!(cli.act_mask, vec![1 << 4, 1 << 7]);
+        assert_eq!(cli.output.as_deref(), Some("-"));
+        assert!(Cli::try_parse_from(["relay-blktrace", "-b", "512"]).is_err());
+        assert!(Cli::try_parse_from(["relay-blktrace", "-d", "x", "-n", "1"]).is_err());
+        assert_eq!(parse_hex_mask("0x90"), Ok(0x90));
+    }
+
+    #[test]
+    fn summary_reads_like_blktrace() {
+        let reports = [Report {
+            name: "nullb0".into(),
+            cpus: [(0, (0, 0)), (1, (619, 29720))].into_iter().collect(),
+            dropped: Some(0),
+            pending: 0,
+            skipped: 0,
+            first_bad: None,
+            mode: Mode::Read,
+            errors: Vec::new(),
+        }];
+        let mut out = Vec::new();
+        print_summary(&mut out, &reports).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "=== nullb0 ===\n\
+             \x20 CPU  0:                    0 events,        0 KiB data\n\
+             \x20 CPU  1:                  619 events,       30 KiB data\n\
+             \x20 Total:                   619 events (dropped 0),       30 KiB data\n"
+        );
+        let dropping = [Report {
+            name: "sda".into(),
+            cpus: [(0, (900, 43200))].into_iter().collect(),
+            dropped: Some(100),
+            pending: 0,
+            skipped: 0,
+            first_bad: None,
+            mode: Mode::Read,
+            errors: Vec::new(),
+        }];
+        let mut out = Vec::new();
+        print_summary(&mut out, &dropping).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("You have 100 ( 10.0%) dropped events"),
+            "{text}"
+        );
+    }
+}
