@@ -86,10 +86,17 @@ impl Source {
             Mode::Auto | Mode::Mmap => {}
         }
         match query_info(&file, path)? {
-            Some(info) => {
-                let buffer = KernelBuffer::new(path.into(), file, info)?;
-                Ok(Source::Mmap(AbiSource::new(buffer)?))
-            }
+            Some(info) => match KernelBuffer::new(path.into(), file, info) {
+                Ok(buffer) => Ok(Source::Mmap(AbiSource::new(buffer)?)),
+                // The file answers the ABI but cannot be mapped (created
+                // with debugfs_create_file(), whose proxy does not forward
+                // mmap): in Auto mode, read(2) still works.
+                Err(Error::Map { .. }) if mode == Mode::Auto => {
+                    let file = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+                    Ok(Source::Read(ReadSource::new(path.into(), file, cpu)))
+                }
+                Err(e) => Err(e),
+            },
             None if mode == Mode::Mmap => Err(Error::NoAbi { path: path.into() }),
             None if has_control_files(path) => {
                 let buffer = RelayAppBuffer::open(path, file, cpu)?;
