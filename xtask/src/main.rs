@@ -7,8 +7,8 @@
 
 mod bench;
 mod codegen;
-mod fuzz;
 mod demo;
+mod fuzz;
 mod modules;
 mod setup;
 mod test;
