@@ -19,8 +19,11 @@ fi
 : "${RELAY_MODULES_DIR:?set by cargo xtask test}" "${RELAY_BIN_DIR:?set by cargo xtask test}"
 export RELAY_IN_VM RELAY_MODULES_DIR RELAY_BIN_DIR RELAY_RESULTS_DIR
 
-# Reverse load order: relay_klog and klog_gen use klog and relay_app.
-OUR_MODULES=(relay_klog klog_gen relay_app klog)
+# Reverse load order: relay_klog and klog_gen use klog and relay_app, the
+# relay-apps examples' modules use relay_app.
+OUR_MODULES=(relay_klog klog_gen relay_read relay_readtest relay_exported
+    relay_reserve relay_flight relay_tprintk kleak_leaker relay_kleak
+    relay_app klog)
 
 unload_ours() {
     local m

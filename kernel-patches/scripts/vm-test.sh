@@ -96,15 +96,21 @@ hold=$!
 sleep 2
 check rmmod klog_gen
 check rmmod relay_klog
-if rmmod relay_app 2>/dev/null; then
-	echo "relay_app removed while in use"; fail=1
+# relay_app's own buffer file operations pin it while a file is open; on a
+# kernel whose relay core implements the ioctls, the files use the core's.
+if grep -qw relay_flush_buf /proc/kallsyms; then
+	check rmmod relay_app
 else
-	echo "ok: rmmod relay_app refused while a buffer file is open"
+	if rmmod relay_app 2>/dev/null; then
+		echo "relay_app removed while in use"; fail=1
+	else
+		echo "ok: rmmod relay_app refused while a buffer file is open"
+	fi
 fi
 check rmmod klog
 wait $hold || fail=1
 cat /tmp/hold.out
-check rmmod relay_app
+if lsmod | grep -qw relay_app; then check rmmod relay_app; fi
 lsmod | grep -E 'klog|relay_app' && fail=1
 
 step dmesg

@@ -9,6 +9,7 @@ mod bench;
 mod codegen;
 mod demo;
 mod fuzz;
+mod kernel;
 mod modules;
 mod setup;
 mod test;
@@ -60,6 +61,10 @@ enum Command {
         /// Run the remaining steps after a failure (still fails at the end).
         #[arg(long)]
         keep_going: bool,
+        /// Skip building and testing the patched 6.12 kernel (done by default
+        /// when no --kernel is given).
+        #[arg(long)]
+        no_patched_kernel: bool,
     },
     /// Build everything, boot a VM and record klog_gen output with relay-reader.
     Demo {
@@ -87,6 +92,27 @@ enum Command {
         /// Producer rate per CPU in MiB/s; 0: as fast as it can.
         #[arg(long, default_value_t = 0)]
         rate: u32,
+    },
+    /// Build a kernel with a patch series of kernel-patches/series/ applied:
+    /// verified Debian base, `git am`, slim config, ccache (runs
+    /// kernel-patches/scripts/build-kernel.sh).
+    Kernel {
+        /// The series' base.
+        #[arg(long, default_value = kernel::CI_BASE)]
+        base: String,
+        /// Build with KASAN and lockdep.
+        #[arg(long)]
+        kasan: bool,
+        /// Only check that every series carries kernel-patches/src/ (no build).
+        #[arg(long)]
+        check: bool,
+    },
+    /// The kernel matrix: every series built and put through the VM tests,
+    /// then the 6.12 kernel with KASAN and lockdep through a stress run and
+    /// the VM tests, with no kernel splat allowed.
+    KernelMatrix {
+        #[command(flatten)]
+        vm: VmArgs,
     },
     /// Run the cargo-fuzz targets (reader core vs the relay model, the
     /// relay-apps sub-buffer parser) for a number of executions each.
@@ -168,7 +194,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
             vm,
             kdir,
             keep_going,
-        } => test::run(&tools, &root, &vm, kdir, keep_going)?,
+            no_patched_kernel,
+        } => test::run(&tools, &root, &vm, kdir, keep_going, no_patched_kernel)?,
+        Command::Kernel { base, kasan, check } => {
+            if check {
+                kernel::check_series(&root)?;
+            } else {
+                let built = kernel::build(&root, &base, kasan)?;
+                let modules = kernel::intree_modules(&root, &built.build_dir)?;
+                println!(
+                    "kernel {} ({}): {}\nmodules: {}\n\
+                     run the VM tests on it: cargo xtask test --kernel {}",
+                    built.base,
+                    built.release,
+                    built.bzimage.display(),
+                    modules.display(),
+                    built.bzimage.display()
+                );
+            }
+        }
+        Command::KernelMatrix { vm } => kernel::matrix(&tools, &root, &vm, &|args, modules| {
+            test::vm_tests_for(&tools, &root, args, modules)
+        })?,
         Command::Demo { vm, kdir, count } => demo::run(&tools, &root, &vm, kdir, count)?,
         Command::Bench {
             vm,

@@ -35,6 +35,11 @@ pub const APT_PACKAGES: &[&str] = &[
     // tools/ in-VM tests: Debian's blktrace/blkparse as the reference, fio as the load.
     "blktrace",
     "fio",
+    // The base of the patched 6.12 kernel (kernel-patches/series/6.12), and
+    // what build-kernel.sh needs besides the kernel build tools above.
+    "linux-source-6.12",
+    "xz-utils",
+    "debian-archive-keyring",
 ];
 
 /// The pinned virtme-ng release (known to boot the stock kernel under TCG here).

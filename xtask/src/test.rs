@@ -1,10 +1,14 @@
 //! `cargo xtask test`: the full test suite, in order, each step announced by a
 //! banner and timed; a failure names its step ("FAILED step: clippy").
 //!
-//! Steps: fmt, clippy, codegen drift (when `relay-sys-gen` exists), host
-//! tests, module build, in-VM integration tests. The last one builds the
-//! `relay-vm-tests` test binaries and the workspace binaries on the host,
-//! boots the kernel once and runs `ci/guest/run-tests.sh` in the guest.
+//! Steps: fmt, clippy, codegen drift (when `relay-sys-gen` exists), kernel
+//! series (they carry `kernel-patches/src/`), host tests, module build,
+//! in-VM integration tests. The VM tests build the `relay-vm-tests` test
+//! binaries and the workspace binaries on the host, boot the kernel once and
+//! run `ci/guest/run-tests.sh` in the guest. Unless `--kernel` names another
+//! kernel (or `--no-patched-kernel`), the stock kernel's run is followed by
+//! the patched 6.12 kernel: built from its series, booted, the same VM tests
+//! with its in-tree modules.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -14,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::setup::Tools;
-use crate::{codegen, modules, util, vm, VmArgs};
+use crate::{codegen, kernel, modules, util, vm, VmArgs};
 
 /// Default hard timeout of the in-VM test run, in seconds (TCG is slow).
 const VM_TEST_TIMEOUT: u64 = 1800;
@@ -58,10 +62,10 @@ impl Steps {
         println!("\n==> summary");
         for (name, elapsed, ok) in &self.done {
             let verdict = if *ok { "ok" } else { "FAILED" };
-            println!("  {name:<15} {:>8.1} s  {verdict}", elapsed.as_secs_f64());
+            println!("  {name:<30} {:>8.1} s  {verdict}", elapsed.as_secs_f64());
         }
         let total: Duration = self.done.iter().map(|(_, elapsed, _)| *elapsed).sum();
-        println!("  {:<15} {:>8.1} s", "total", total.as_secs_f64());
+        println!("  {:<30} {:>8.1} s", "total", total.as_secs_f64());
     }
 
     fn failed(&self) -> Vec<&str> {
@@ -80,11 +84,13 @@ pub fn run(
     vm_args: &VmArgs,
     kdir: Option<PathBuf>,
     keep_going: bool,
+    no_patched_kernel: bool,
 ) -> Result<()> {
     let meta = util::metadata(root)?;
     let has_codegen = meta.packages.iter().any(|p| p == codegen::GEN_PACKAGE);
+    let patched = vm_args.kernel.is_none() && !no_patched_kernel;
     let mut steps = Steps {
-        total: if has_codegen { 6 } else { 5 },
+        total: 6 + usize::from(has_codegen) + 2 * usize::from(patched),
         done: Vec::new(),
         keep_going,
     };
@@ -113,12 +119,17 @@ pub fn run(
             codegen::GEN_PACKAGE
         );
     }
+    steps.run("kernel series", || kernel::check_series(root))?;
     steps.run("host tests", || {
         cargo(&["test", "--workspace", "--exclude", VM_TEST_PACKAGE])
     })?;
     let modules_dir = steps
         .run("modules", || {
             let kdir = modules::kdir_for(vm_args, kdir)?;
+            if kernel::is_series_build(&kdir) {
+                // A kernel of the series: its own samples build.
+                return kernel::intree_modules(root, &kdir);
+            }
             modules::build(root, &kdir)
         })?
         .unwrap_or_default();
@@ -128,17 +139,65 @@ pub fn run(
         }
         vm_tests(tools, root, &meta.target_dir, vm_args, &modules_dir)
     })?;
+    let mut patched_closing = None;
+    if patched {
+        let name = format!("patched kernel {}", kernel::CI_BASE);
+        let built = steps.run(&format!("{name}: build"), || {
+            let built = kernel::build(root, kernel::CI_BASE, false)?;
+            let modules = kernel::intree_modules(root, &built.build_dir)?;
+            Ok((built, modules))
+        })?;
+        patched_closing = steps
+            .run(&format!("{name}: vm tests"), || {
+                let Some((built, modules)) = &built else {
+                    bail!("the patched kernel did not build, so its VM tests cannot run");
+                };
+                let mut args = vm_args.clone();
+                args.kernel = Some(built.bzimage.clone());
+                vm_tests(tools, root, &meta.target_dir, &args, modules)
+            })?
+            .flatten();
+    }
 
     steps.summary();
     let failed = steps.failed();
     if !failed.is_empty() {
         bail!("FAILED steps: {}", failed.join(", "));
     }
-    // Repeat the guest runner's "N passed, N failed" as the closing line.
-    if let Some(Some(line)) = closing {
-        println!("{line}");
+    // Repeat the guest runner's "N passed, N failed" as the closing line
+    // (summed over the kernels when the patched one ran too).
+    match (closing.flatten(), patched_closing) {
+        (Some(stock), Some(patched)) => {
+            println!("stock kernel: {stock}");
+            println!("patched kernel {}: {patched}", kernel::CI_BASE);
+            let count = |line: &str, i: usize| -> u64 {
+                line.split_whitespace()
+                    .nth(i)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0)
+            };
+            println!(
+                "{} passed, {} failed",
+                count(&stock, 0) + count(&patched, 0),
+                count(&stock, 2) + count(&patched, 2)
+            );
+        }
+        (Some(line), None) | (None, Some(line)) => println!("{line}"),
+        (None, None) => {}
     }
     Ok(())
+}
+
+/// The VM tests in the kernel of `vm_args` with the modules of
+/// `modules_dir`, for the kernel matrix.
+pub fn vm_tests_for(
+    tools: &Tools,
+    root: &Path,
+    vm_args: &VmArgs,
+    modules_dir: &Path,
+) -> Result<Option<String>> {
+    let target = util::metadata(root)?.target_dir;
+    vm_tests(tools, root, &target, vm_args, modules_dir)
 }
 
 /// Builds the binaries, boots the VM once and runs every VM test binary in it.

@@ -21,11 +21,27 @@
  * padding bytes at its end, written when the writer leaves it; its data
  * follows and is subbuf_size - 4 - padding bytes long.
  *
- * The buffer files use relay_file_operations (open, read, poll, mmap,
- * release) plus an ioctl handler implementing <uapi/linux/relay.h>.
- * They are created with debugfs_create_file_unsafe(): debugfs' full proxy
- * does not forward mmap, and relay's file operations keep the buffer
- * alive by reference counting, so the open proxy is sufficient.
+ * Two options change that layout.  A raw channel (params.raw) has no
+ * padding word: its sub-buffers hold records only, as read(2) readers
+ * want them, and mmap readers learn the padding from the ioctls only (the
+ * relay-apps padding-word protocol does not apply).  A committed channel
+ * (params.committed) starts the data of every sub-buffer with a u32
+ * counting the bytes of records after it that writers have finished.
+ * Records reserved with relay_app_reserve() are filled in place, possibly
+ * after their sub-buffer went to readers, and count once
+ * relay_app_commit() is called: a reader takes a sub-buffer when its
+ * count covers all of its data.
+ *
+ * On kernels whose relay core implements the <uapi/linux/relay.h> ioctls
+ * (RELAY_HAS_USER_ABI), the buffer files are plain relay files created
+ * with relay_debugfs_create_file(): the core answers the ioctls, counts
+ * what the buffers lose and calls back here to flush.  On other kernels
+ * the buffer files use relay_file_operations (open, read, poll, mmap,
+ * release) plus an ioctl handler implementing <uapi/linux/relay.h> here,
+ * with the same semantics.  They are created with
+ * debugfs_create_file_unsafe(): debugfs' full proxy does not forward
+ * mmap, and relay's file operations keep the buffer alive by reference
+ * counting, so the open proxy is sufficient.
  */
 
 #include <linux/cpu.h>
@@ -43,14 +59,28 @@
 #include <linux/slab.h>
 #include <linux/smp.h>
 #include <linux/spinlock.h>
+#include <linux/srcu.h>
 #include <linux/uaccess.h>
+#include <linux/uio.h>
 #include <uapi/linux/relay.h>
 
 #include "relay_app.h"
 
+/* For out-of-tree builds against kernels older than kzalloc_obj(). */
+#ifndef kzalloc_obj
+#define kzalloc_obj(P) kzalloc(sizeof(P), GFP_KERNEL)
+#endif
+
 /* Client header at the start of every sub-buffer: its padding. */
 #define RELAY_APP_HDR_SIZE		sizeof(unsigned int)
 
+/* Committed channels: the count at the start of every sub-buffer's data. */
+#define RELAY_APP_COMMITTED_SIZE	sizeof(u32)
+
+/* Keeps buffers alive from relay_app_reserve() to relay_app_commit(). */
+DEFINE_STATIC_SRCU(relay_app_srcu);
+
+#ifndef RELAY_HAS_USER_ABI
 /* First published sizes of the ioctl structures. */
 #define RELAY_BUF_INFO_SIZE_VER0	32
 #define RELAY_BUF_STATE_SIZE_VER0	56
@@ -63,31 +93,43 @@ static_assert(sizeof(struct relay_subbuf) >= RELAY_SUBBUF_SIZE_VER0);
 static_assert(sizeof(struct relay_consume) >= RELAY_CONSUME_SIZE_VER0);
 
 /*
- * Loss counters of one buffer.  Only the buffer's writer changes them:
- * with interrupts disabled on the buffer's CPU, or under the channel lock
- * for a global buffer.
+ * Loss counters of one buffer, kept by the relay core (buf->stats) where
+ * it implements the ioctls.  Only the buffer's writer changes them: with
+ * interrupts disabled on the buffer's CPU, or under the channel lock for
+ * a global buffer.
  */
 struct relay_app_stats {
 	u64 lost_full;
 	u64 lost_toobig;
 	u64 lost_overwritten;
 };
+#endif
 
 /*
- * One relay channel.  Referenced by its relay_app while current and by
- * every open buffer file, so that the ioctl handler can use it after the
- * channel was destroyed.
+ * One relay channel.  Referenced by its relay_app while current and, where
+ * the ioctls are implemented here, by every open buffer file, so that the
+ * ioctl handler can use it after the channel was destroyed.
  */
 struct relay_app_chan {
 	struct kref kref;
 	struct rchan *rchan;
 	bool overwrite;
 	bool global;
+	bool raw;
+	bool committed;
 	spinlock_t lock;		/* serialises writers of a global buffer */
 	struct mutex flush_lock;	/* serialises FLUSH with closing */
 	bool closed;
+#ifndef RELAY_HAS_USER_ABI
 	struct relay_app_stats __percpu *stats;
+#endif
 };
+
+/* Bytes reserved at the start of every sub-buffer: the padding word. */
+static size_t relay_app_hdr_size(const struct relay_app_chan *ch)
+{
+	return ch->raw ? 0 : RELAY_APP_HDR_SIZE;
+}
 
 enum relay_app_ctl_id {
 	RELAY_APP_CTL_SUBBUF_SIZE,
@@ -143,19 +185,22 @@ struct relay_app {
 	struct relay_app_cpu_ctl *cpu_ctl;
 };
 
+#ifndef RELAY_HAS_USER_ABI
 /*
- * relay_file_operations plus our open, release and ioctl methods.  Copied
- * at module init rather than spelt out, so that it keeps whatever methods
- * relay provides (.mmap or .mmap_prepare, .splice_read, ...); read-only
- * once initialised.
+ * The buffer files' methods: relay_file_operations' plus our open, release
+ * and ioctl.  Chosen at module init from the structures at the end of the
+ * stock-kernel part, by whether relay maps with .mmap or .mmap_prepare
+ * (the out-of-tree build defines RELAY_APP_HAVE_MMAP_PREPARE when struct
+ * file_operations has it).
  */
-static struct file_operations relay_app_buf_fops __ro_after_init;
+static const struct file_operations *relay_app_buf_fops __ro_after_init;
 
 static struct relay_app_stats *
 relay_app_buf_stats(struct relay_app_chan *ch, struct rchan_buf *buf)
 {
 	return per_cpu_ptr(ch->stats, ch->global ? 0 : buf->cpu);
 }
+#endif
 
 static void relay_app_chan_release(struct kref *kref)
 {
@@ -163,7 +208,9 @@ static void relay_app_chan_release(struct kref *kref)
 						 kref);
 
 	mutex_destroy(&ch->flush_lock);
+#ifndef RELAY_HAS_USER_ABI
 	free_percpu(ch->stats);
+#endif
 	kfree(ch);
 }
 
@@ -173,31 +220,50 @@ static void relay_app_chan_release(struct kref *kref)
  * excluding each other.
  */
 static int relay_app_subbuf_start(struct rchan_buf *buf, void *subbuf,
-				  void *prev_subbuf, size_t prev_padding)
+				  void *prev_subbuf)
 {
 	struct relay_app_chan *ch = buf->chan->private_data;
-	struct relay_app_stats *st;
+	size_t n_subbufs = buf->chan->n_subbufs;
 
 	/*
-	 * The sub-buffer just finished gets its padding in its header.  When
-	 * a full buffer keeps the writer from switching, this rewrites the
-	 * same value on every attempt, which is harmless.
+	 * The sub-buffer just finished, counted in subbufs_produced already,
+	 * gets its padding in its header.  When a full buffer keeps the
+	 * writer from switching, this rewrites the same value on every
+	 * attempt, which is harmless.
 	 */
-	if (prev_subbuf)
-		*(unsigned int *)prev_subbuf = prev_padding;
+	if (prev_subbuf && !ch->raw)
+		*(unsigned int *)prev_subbuf =
+			buf->padding[(buf->subbufs_produced - 1) % n_subbufs];
 
 	if (relay_buf_full(buf)) {
-		/* No-overwrite: the caller counts the dropped write. */
+		/* No-overwrite: the write is dropped and counted. */
 		if (!ch->overwrite)
 			return 0;
+#ifndef RELAY_HAS_USER_ABI
 		/* The oldest unconsumed sub-buffer is about to be reused. */
-		st = relay_app_buf_stats(ch, buf);
-		WRITE_ONCE(st->lost_overwritten, st->lost_overwritten + 1);
+		WRITE_ONCE(relay_app_buf_stats(ch, buf)->lost_overwritten,
+			   relay_app_buf_stats(ch, buf)->lost_overwritten + 1);
+#endif
 	}
 
-	subbuf_start_reserve(buf, RELAY_APP_HDR_SIZE);
+	subbuf_start_reserve(buf, relay_app_hdr_size(ch));
 	return 1;
 }
+
+/* Kernels up to 6.12 pass the previous sub-buffer's padding as well. */
+static int relay_app_subbuf_start_padding(struct rchan_buf *buf,
+					  void *subbuf, void *prev_subbuf,
+					  size_t prev_padding)
+{
+	return relay_app_subbuf_start(buf, subbuf, prev_subbuf);
+}
+
+/* The one of the two that has this kernel's subbuf_start type. */
+#define RELAY_APP_SUBBUF_START						\
+	__builtin_choose_expr(						\
+		__same_type(((struct rchan_callbacks *)NULL)->subbuf_start, \
+			    &relay_app_subbuf_start),			\
+		relay_app_subbuf_start, relay_app_subbuf_start_padding)
 
 static struct dentry *relay_app_create_buf_file(const char *filename,
 						struct dentry *parent,
@@ -208,8 +274,12 @@ static struct dentry *relay_app_create_buf_file(const char *filename,
 	struct relay_app_chan *ch = buf->chan->private_data;
 
 	*is_global = ch->global;
+#ifdef RELAY_HAS_USER_ABI
+	return relay_debugfs_create_file(filename, mode, parent, buf);
+#else
 	return debugfs_create_file_unsafe(filename, mode, parent, buf,
-					  &relay_app_buf_fops);
+					  relay_app_buf_fops);
+#endif
 }
 
 static int relay_app_remove_buf_file(struct dentry *dentry)
@@ -218,37 +288,122 @@ static int relay_app_remove_buf_file(struct dentry *dentry)
 	return 0;
 }
 
+#ifdef RELAY_HAS_USER_ABI
+static void relay_app_flush_buf(struct relay_app_chan *ch,
+				struct rchan_buf *buf);
+
+/* RELAY_IOC_FLUSH, called by the relay core with cpus_read_lock() held. */
+static void relay_app_flush_buf_cb(struct rchan_buf *buf)
+{
+	relay_app_flush_buf(buf->chan->private_data, buf);
+}
+#endif
+
 static const struct rchan_callbacks relay_app_callbacks = {
-	.subbuf_start		= relay_app_subbuf_start,
+	.subbuf_start		= RELAY_APP_SUBBUF_START,
 	.create_buf_file	= relay_app_create_buf_file,
 	.remove_buf_file	= relay_app_remove_buf_file,
+#ifdef RELAY_HAS_USER_ABI
+	.flush_buf		= relay_app_flush_buf_cb,
+#endif
 };
 
-/* Write one record; runs with interrupts disabled as the buffer's writer. */
-static int relay_app_write_buf(struct relay_app_chan *ch,
-			       struct rchan_buf *buf,
-			       const void *data, size_t len)
+/* The same for overwrite mode, which the relay core wants to be told. */
+static const struct rchan_callbacks relay_app_overwrite_callbacks = {
+	.subbuf_start		= RELAY_APP_SUBBUF_START,
+	.create_buf_file	= relay_app_create_buf_file,
+	.remove_buf_file	= relay_app_remove_buf_file,
+#ifdef RELAY_HAS_USER_ABI
+	.flush_buf		= relay_app_flush_buf_cb,
+	.overwrite		= true,
+#endif
+};
+
+/*
+ * Room for a record of @len bytes, reserved as the buffer's writer (with
+ * interrupts disabled, or under the lock of a global buffer).  In a
+ * committed channel the first record of a sub-buffer follows the
+ * sub-buffer's committed count, set to 0 then; *@committed points at it.
+ *
+ * Return: the room, ERR_PTR(-ENOBUFS) when the buffer is full
+ * (no-overwrite mode) or ERR_PTR(-EMSGSIZE) when @len exceeds a
+ * sub-buffer's data area.
+ */
+static void *relay_app_reserve_buf(struct relay_app_chan *ch,
+				   struct rchan_buf *buf, size_t len,
+				   atomic_t **committed)
 {
 	size_t subbuf_size = buf->chan->subbuf_size;
-	struct relay_app_stats *st = relay_app_buf_stats(ch, buf);
+	size_t hdr = relay_app_hdr_size(ch);
+	size_t cw = ch->committed ? RELAY_APP_COMMITTED_SIZE : 0;
+	/* An empty sub-buffer needs room for the committed count too. */
+	size_t need = len + (buf->offset == hdr ? cw : 0);
+	void *room;
 
-	if (unlikely(len > subbuf_size - RELAY_APP_HDR_SIZE)) {
-		WRITE_ONCE(st->lost_toobig, st->lost_toobig + 1);
-		return -EMSGSIZE;
+#ifdef RELAY_HAS_USER_ABI
+	/*
+	 * Checked here rather than by relay_switch_subbuf(), which would
+	 * switch sub-buffers first; counted as it counts them.
+	 */
+	if (unlikely(len > subbuf_size - hdr - cw)) {
+		buf->stats.big_count++;
+		return ERR_PTR(-EMSGSIZE);
 	}
+	/* relay_switch_subbuf() counts a write dropped when full. */
+	if (unlikely(buf->offset + need > subbuf_size) &&
+	    !relay_switch_subbuf(buf, len + cw))
+		return ERR_PTR(-ENOBUFS);
+#else
+	if (unlikely(len > subbuf_size - hdr - cw)) {
+		WRITE_ONCE(relay_app_buf_stats(ch, buf)->lost_toobig,
+			   relay_app_buf_stats(ch, buf)->lost_toobig + 1);
+		return ERR_PTR(-EMSGSIZE);
+	}
+	/* With the size checked, a failed switch means a full buffer. */
+	if (unlikely(buf->offset + need > subbuf_size) &&
+	    !relay_switch_subbuf(buf, len + cw)) {
+		WRITE_ONCE(relay_app_buf_stats(ch, buf)->lost_full,
+			   relay_app_buf_stats(ch, buf)->lost_full + 1);
+		return ERR_PTR(-ENOBUFS);
+	}
+#endif
+
+	if (cw) {
+		if (buf->offset == hdr) {
+			atomic_set(buf->data + hdr, 0);
+			buf->offset += cw;
+		}
+		*committed = buf->data + hdr;
+	}
+	room = buf->data + buf->offset;
+	WRITE_ONCE(buf->offset, buf->offset + len);
+	return room;
+}
+
+/* Write one record of @len bytes made of @vec; runs as the buffer's writer. */
+static int relay_app_write_buf(struct relay_app_chan *ch,
+			       struct rchan_buf *buf,
+			       const struct kvec *vec, unsigned int nr,
+			       size_t len)
+{
+	atomic_t *committed = NULL;
+	unsigned int i;
+	char *room;
+
 	/* relay_switch_subbuf() returns 0 for a successful empty write. */
 	if (unlikely(!len))
 		return 0;
 
-	/* With the size checked, a failed switch means a full buffer. */
-	if (unlikely(buf->offset + len > subbuf_size) &&
-	    !relay_switch_subbuf(buf, len)) {
-		WRITE_ONCE(st->lost_full, st->lost_full + 1);
-		return -ENOBUFS;
+	room = relay_app_reserve_buf(ch, buf, len, &committed);
+	if (IS_ERR(room))
+		return PTR_ERR(room);
+	for (i = 0; i < nr; i++) {
+		memcpy(room, vec[i].iov_base, vec[i].iov_len);
+		room += vec[i].iov_len;
 	}
-
-	memcpy(buf->data + buf->offset, data, len);
-	WRITE_ONCE(buf->offset, buf->offset + len);
+	/* Readers get the current sub-buffer only after a later switch. */
+	if (committed)
+		atomic_add(len, committed);
 	return 0;
 }
 
@@ -270,10 +425,35 @@ static int relay_app_write_buf(struct relay_app_chan *ch,
  */
 int relay_app_write(struct relay_app *app, const void *data, size_t len)
 {
+	struct kvec vec = { .iov_base = (void *)data, .iov_len = len };
+
+	return relay_app_writev(app, &vec, 1);
+}
+EXPORT_SYMBOL_GPL(relay_app_write);
+
+/**
+ * relay_app_writev() - write a record gathered from several pieces
+ * @app: the relay_app
+ * @vec: the pieces of the record, in order
+ * @nr: number of pieces
+ *
+ * Like relay_app_write() for the record made of @vec's pieces, copied
+ * into the buffer with nothing in between (a header and a payload, say).
+ *
+ * Return: as relay_app_write().
+ */
+int relay_app_writev(struct relay_app *app, const struct kvec *vec,
+		     unsigned int nr)
+{
 	struct relay_app_chan *ch;
 	struct rchan_buf *buf;
 	unsigned long flags;
+	size_t len = 0;
+	unsigned int i;
 	int ret;
+
+	for (i = 0; i < nr; i++)
+		len += vec[i].iov_len;
 
 	rcu_read_lock();
 	ch = rcu_dereference(app->chan);
@@ -284,19 +464,116 @@ int relay_app_write(struct relay_app *app, const void *data, size_t len)
 	} else if (ch->global) {
 		spin_lock_irqsave(&ch->lock, flags);
 		buf = *per_cpu_ptr(ch->rchan->buf, 0);
-		ret = relay_app_write_buf(ch, buf, data, len);
+		ret = relay_app_write_buf(ch, buf, vec, nr, len);
 		spin_unlock_irqrestore(&ch->lock, flags);
 	} else {
 		local_irq_save(flags);
 		buf = *this_cpu_ptr(ch->rchan->buf);
-		ret = buf ? relay_app_write_buf(ch, buf, data, len) : -ENODEV;
+		ret = buf ? relay_app_write_buf(ch, buf, vec, nr, len) :
+			    -ENODEV;
 		local_irq_restore(flags);
 	}
 	rcu_read_unlock();
 
 	return ret;
 }
-EXPORT_SYMBOL_GPL(relay_app_write);
+EXPORT_SYMBOL_GPL(relay_app_writev);
+
+/**
+ * relay_app_reserve() - reserve room for a record, to be filled in place
+ * @app: the relay_app, created with params.committed
+ * @len: record length in bytes
+ * @slot: filled in with the room reserved
+ *
+ * Reserves @len bytes in the current CPU's buffer (or the global buffer),
+ * which the caller fills through @slot->data and then hands over with
+ * relay_app_commit().  In between the caller may sleep and move to
+ * another CPU; writers and flushes may meanwhile close the sub-buffer
+ * holding the room and pass it to readers, whose committed count then
+ * tells them that it is not complete yet.  Every successful reservation
+ * must be committed, soon, by the same task or in the same context:
+ * closing the channel waits for it.  Callable from any context but NMI.
+ *
+ * Return: 0 with @slot filled in, -EINVAL when the channel is not a
+ * committed one, or the errors of relay_app_write().
+ */
+int relay_app_reserve(struct relay_app *app, size_t len,
+		      struct relay_app_slot *slot)
+{
+	struct relay_app_chan *ch;
+	atomic_t *committed = NULL;
+	struct rchan_buf *buf;
+	unsigned long flags;
+	void *room;
+	int idx;
+
+	if (!len)
+		return -EINVAL;
+
+	idx = srcu_read_lock(&relay_app_srcu);
+	ch = srcu_dereference(app->chan, &relay_app_srcu);
+	if (!ch) {
+		room = ERR_PTR(-ENODEV);
+	} else if (!ch->committed) {
+		room = ERR_PTR(-EINVAL);
+	} else if (!READ_ONCE(app->enabled)) {
+		room = ERR_PTR(-EAGAIN);
+	} else if (ch->global) {
+		spin_lock_irqsave(&ch->lock, flags);
+		buf = *per_cpu_ptr(ch->rchan->buf, 0);
+		room = relay_app_reserve_buf(ch, buf, len, &committed);
+		spin_unlock_irqrestore(&ch->lock, flags);
+	} else {
+		local_irq_save(flags);
+		buf = *this_cpu_ptr(ch->rchan->buf);
+		room = buf ? relay_app_reserve_buf(ch, buf, len, &committed) :
+			     ERR_PTR(-ENODEV);
+		local_irq_restore(flags);
+	}
+	if (IS_ERR(room)) {
+		srcu_read_unlock(&relay_app_srcu, idx);
+		return PTR_ERR(room);
+	}
+
+	slot->data = room;
+	slot->len = len;
+	slot->committed = committed;
+	slot->srcu_idx = idx;
+	return 0;
+}
+EXPORT_SYMBOL_GPL(relay_app_reserve);
+
+/**
+ * relay_app_commit() - hand a filled reservation over to readers
+ * @app: the relay_app passed to relay_app_reserve()
+ * @slot: the reservation
+ *
+ * Adds the slot's length to the committed count of its sub-buffer, after
+ * the slot's contents: a reader that sees the count sees the contents.
+ */
+void relay_app_commit(struct relay_app *app, struct relay_app_slot *slot)
+{
+	/* Pairs with the reader's acquire load of the count. */
+	smp_mb__before_atomic();
+	atomic_add(slot->len, slot->committed);
+	srcu_read_unlock(&relay_app_srcu, slot->srcu_idx);
+}
+EXPORT_SYMBOL_GPL(relay_app_commit);
+
+/**
+ * relay_app_dir() - the debugfs directory of a relay_app
+ * @app: the relay_app
+ *
+ * For the client's own control files next to relay_app's; they must be
+ * gone before relay_app_destroy() is called, or be removed by it.
+ *
+ * Return: the directory given to relay_app_create().
+ */
+struct dentry *relay_app_dir(struct relay_app *app)
+{
+	return app->dir;
+}
+EXPORT_SYMBOL_GPL(relay_app_dir);
 
 /*
  * Close the partly filled sub-buffer.  Runs with interrupts disabled on
@@ -306,13 +583,22 @@ EXPORT_SYMBOL_GPL(relay_app_write);
 static void relay_app_flush_local(void *info)
 {
 	struct rchan_buf *buf = info;
+#ifdef RELAY_HAS_USER_ABI
+	relay_flush_buf(buf);
+#else
 	size_t offset = buf->offset;
 
 	/* Nothing to do when empty or when a full buffer blocks the writer. */
-	if (offset > RELAY_APP_HDR_SIZE && offset <= buf->chan->subbuf_size)
+	if (offset > relay_app_hdr_size(buf->chan->private_data) &&
+	    offset <= buf->chan->subbuf_size)
 		relay_switch_subbuf(buf, 0);
+#endif
 }
 
+/*
+ * Flush one buffer.  The caller holds cpus_read_lock(), so that the CPU
+ * stays online or offline meanwhile.
+ */
 static void relay_app_flush_buf(struct relay_app_chan *ch,
 				struct rchan_buf *buf)
 {
@@ -325,7 +611,9 @@ static void relay_app_flush_buf(struct relay_app_chan *ch,
 		return;
 	}
 
-	cpus_read_lock();
+#ifdef RELAY_HAS_USER_ABI
+	relay_flush_buf_on_cpu(buf);
+#else
 	if (cpu_online(buf->cpu)) {
 		smp_call_function_single(buf->cpu, relay_app_flush_local,
 					 buf, 1);
@@ -335,7 +623,7 @@ static void relay_app_flush_buf(struct relay_app_chan *ch,
 		relay_app_flush_local(buf);
 		local_irq_restore(flags);
 	}
-	cpus_read_unlock();
+#endif
 }
 
 static void relay_app_flush_all(struct relay_app_chan *ch)
@@ -343,6 +631,7 @@ static void relay_app_flush_all(struct relay_app_chan *ch)
 	struct rchan_buf *buf;
 	unsigned int cpu;
 
+	cpus_read_lock();
 	mutex_lock(&ch->flush_lock);
 	for_each_possible_cpu(cpu) {
 		buf = READ_ONCE(*per_cpu_ptr(ch->rchan->buf, cpu));
@@ -352,11 +641,24 @@ static void relay_app_flush_all(struct relay_app_chan *ch)
 			break;
 	}
 	mutex_unlock(&ch->flush_lock);
+	cpus_read_unlock();
 }
 
 static int relay_app_check_params(const struct relay_app_params *p)
 {
-	if (p->subbuf_size <= RELAY_APP_HDR_SIZE + 1 || !p->n_subbufs ||
+	size_t hdr = p->raw ? 0 : RELAY_APP_HDR_SIZE;
+
+	if (p->committed) {
+		/*
+		 * Aligned counts, and no overwrite: a late commit must not
+		 * land in a sub-buffer that the writer reused.
+		 */
+		if (p->overwrite ||
+		    !IS_ALIGNED(p->subbuf_size, RELAY_APP_COMMITTED_SIZE))
+			return -EINVAL;
+		hdr += RELAY_APP_COMMITTED_SIZE;
+	}
+	if (p->subbuf_size <= hdr + 1 || !p->n_subbufs ||
 	    p->subbuf_size > UINT_MAX / p->n_subbufs)
 		return -EINVAL;
 	return 0;
@@ -373,22 +675,28 @@ static int relay_app_open_chan(struct relay_app *app)
 	if (ret)
 		return ret;
 
-	ch = kzalloc(sizeof(*ch), GFP_KERNEL);
+	ch = kzalloc_obj(*ch);
 	if (!ch)
 		return -ENOMEM;
+#ifndef RELAY_HAS_USER_ABI
 	ch->stats = alloc_percpu(struct relay_app_stats);
 	if (!ch->stats) {
 		kfree(ch);
 		return -ENOMEM;
 	}
+#endif
 	kref_init(&ch->kref);
 	spin_lock_init(&ch->lock);
 	mutex_init(&ch->flush_lock);
 	ch->overwrite = app->params.overwrite;
 	ch->global = app->params.global;
+	ch->raw = app->params.raw;
+	ch->committed = app->params.committed;
 
 	ch->rchan = relay_open("cpu", app->dir, app->params.subbuf_size,
-			       app->params.n_subbufs, &relay_app_callbacks, ch);
+			       app->params.n_subbufs,
+			       ch->overwrite ? &relay_app_overwrite_callbacks :
+					       &relay_app_callbacks, ch);
 	if (!ch->rchan) {
 		kref_put(&ch->kref, relay_app_chan_release);
 		return -ENOMEM;
@@ -409,6 +717,9 @@ static void relay_app_close_chan(struct relay_app *app)
 	RCU_INIT_POINTER(app->chan, NULL);
 	/* Writers run in RCU read-side critical sections. */
 	synchronize_rcu();
+	/* Reservations in SRCU ones, until they are committed. */
+	if (ch->committed)
+		synchronize_srcu(&relay_app_srcu);
 
 	relay_app_flush_all(ch);
 	mutex_lock(&ch->flush_lock);
@@ -437,7 +748,11 @@ static void relay_app_disable(struct relay_app *app)
 static u64 relay_app_dropped(struct relay_app *app)
 {
 	struct relay_app_chan *ch;
+#ifdef RELAY_HAS_USER_ABI
+	struct rchan_buf *buf;
+#else
 	struct relay_app_stats *st;
+#endif
 	unsigned int cpu;
 	u64 sum = 0;
 
@@ -446,8 +761,17 @@ static u64 relay_app_dropped(struct relay_app *app)
 		return 0;
 
 	for_each_possible_cpu(cpu) {
+#ifdef RELAY_HAS_USER_ABI
+		buf = READ_ONCE(*per_cpu_ptr(ch->rchan->buf, cpu));
+		if (buf)
+			sum += READ_ONCE(buf->stats.full_count) +
+			       READ_ONCE(buf->stats.big_count);
+#else
 		st = per_cpu_ptr(ch->stats, cpu);
 		sum += READ_ONCE(st->lost_full) + READ_ONCE(st->lost_toobig);
+#endif
+		if (ch->global)
+			break;
 	}
 	return sum;
 }
@@ -651,6 +975,7 @@ static const struct file_operations relay_app_consumed_fops = {
 	.llseek	= default_llseek,
 };
 
+#ifndef RELAY_HAS_USER_ABI
 /* Buffer files: relay_file_operations with reference counting and ioctls. */
 
 static int relay_app_buf_open(struct inode *inode, struct file *filp)
@@ -748,7 +1073,7 @@ static long relay_app_ioc_get_subbuf(struct rchan_buf *buf, void __user *uarg,
 	u32 n_subbufs = buf->chan->n_subbufs;
 	struct relay_subbuf sb;
 	u64 consumed, produced;
-	size_t padding;
+	size_t padding, hdr;
 	u32 idx;
 	int ret;
 
@@ -780,10 +1105,11 @@ static long relay_app_ioc_get_subbuf(struct rchan_buf *buf, void __user *uarg,
 		if (sb.seq + n_subbufs <= READ_ONCE(buf->subbufs_produced))
 			return -ESTALE;
 	}
-	padding = min_t(size_t, padding, subbuf_size - RELAY_APP_HDR_SIZE);
+	hdr = relay_app_hdr_size(ch);
+	padding = min_t(size_t, padding, subbuf_size - hdr);
 
-	sb.data_offset = (u64)idx * subbuf_size + RELAY_APP_HDR_SIZE;
-	sb.data_len = subbuf_size - RELAY_APP_HDR_SIZE - padding;
+	sb.data_offset = (u64)idx * subbuf_size + hdr;
+	sb.data_len = subbuf_size - hdr - padding;
 	sb.padding = padding;
 
 	return relay_app_copy_out(uarg, usize, &sb, sizeof(sb));
@@ -842,10 +1168,12 @@ static long relay_app_ioc_flush(struct rchan_buf *buf)
 {
 	struct relay_app_chan *ch = buf->chan->private_data;
 
+	cpus_read_lock();
 	mutex_lock(&ch->flush_lock);
 	if (!ch->closed)
 		relay_app_flush_buf(ch, buf);
 	mutex_unlock(&ch->flush_lock);
+	cpus_read_unlock();
 	return 0;
 }
 
@@ -885,6 +1213,67 @@ static long relay_app_ioctl(struct file *filp, unsigned int cmd,
 		return -ENOTTY;
 	}
 }
+
+/*
+ * relay_file_operations is not a constant expression, so its methods are
+ * called through wrappers rather than copied into our structures.
+ */
+static ssize_t relay_app_buf_read(struct file *filp, char __user *ubuf,
+				  size_t count, loff_t *ppos)
+{
+	return relay_file_operations.read(filp, ubuf, count, ppos);
+}
+
+static __poll_t relay_app_buf_poll(struct file *filp, poll_table *wait)
+{
+	return relay_file_operations.poll(filp, wait);
+}
+
+static int relay_app_buf_mmap(struct file *filp, struct vm_area_struct *vma)
+{
+	return relay_file_operations.mmap(filp, vma);
+}
+
+/* For a relay that maps with .mmap (every kernel before .mmap_prepare). */
+static const struct file_operations relay_app_buf_mmap_fops = {
+	.owner		= THIS_MODULE,
+	.open		= relay_app_buf_open,
+	.poll		= relay_app_buf_poll,
+	.mmap		= relay_app_buf_mmap,
+	.read		= relay_app_buf_read,
+	.unlocked_ioctl	= relay_app_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
+	.release	= relay_app_buf_release,
+};
+
+#ifdef RELAY_APP_HAVE_MMAP_PREPARE
+static int relay_app_buf_mmap_prepare(struct vm_area_desc *desc)
+{
+	return relay_file_operations.mmap_prepare(desc);
+}
+
+/* For a relay that maps with .mmap_prepare. */
+static const struct file_operations relay_app_buf_mmap_prepare_fops = {
+	.owner		= THIS_MODULE,
+	.open		= relay_app_buf_open,
+	.poll		= relay_app_buf_poll,
+	.mmap_prepare	= relay_app_buf_mmap_prepare,
+	.read		= relay_app_buf_read,
+	.unlocked_ioctl	= relay_app_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
+	.release	= relay_app_buf_release,
+};
+#endif
+
+static const struct file_operations *relay_app_pick_buf_fops(void)
+{
+#ifdef RELAY_APP_HAVE_MMAP_PREPARE
+	if (relay_file_operations.mmap_prepare)
+		return &relay_app_buf_mmap_prepare_fops;
+#endif
+	return &relay_app_buf_mmap_fops;
+}
+#endif /* !RELAY_HAS_USER_ABI */
 
 static void relay_app_create_cpu_files(struct relay_app *app, unsigned int cpu)
 {
@@ -937,8 +1326,10 @@ static void relay_app_create_ctl_files(struct relay_app *app)
  * online at this time.  Must be called from process context.
  *
  * Return: the new relay_app or an ERR_PTR(): -EINVAL for bad @params
- * (@subbuf_size must exceed 5 bytes and @subbuf_size * @n_subbufs must
- * fit in 32 bits), -ENOMEM, or the error of debugfs_create_dir().
+ * (@subbuf_size must exceed its headers by at least 2 bytes, 5 bytes by
+ * default, @subbuf_size * @n_subbufs must fit in 32 bits, and see struct
+ * relay_app_params for @committed), -ENOMEM, or the error of
+ * debugfs_create_dir().
  */
 struct relay_app *relay_app_create(const char *dirname, struct dentry *parent,
 				   const struct relay_app_params *params)
@@ -952,7 +1343,7 @@ struct relay_app *relay_app_create(const char *dirname, struct dentry *parent,
 	if (ret)
 		return ERR_PTR(ret);
 
-	app = kzalloc(sizeof(*app), GFP_KERNEL);
+	app = kzalloc_obj(*app);
 	if (!app)
 		return ERR_PTR(-ENOMEM);
 	app->cpu_ctl = kcalloc(nr_cpu_ids, sizeof(*app->cpu_ctl), GFP_KERNEL);
@@ -1020,12 +1411,9 @@ EXPORT_SYMBOL_GPL(relay_app_destroy);
 
 static int __init relay_app_init(void)
 {
-	relay_app_buf_fops = relay_file_operations;
-	relay_app_buf_fops.owner = THIS_MODULE;
-	relay_app_buf_fops.open = relay_app_buf_open;
-	relay_app_buf_fops.release = relay_app_buf_release;
-	relay_app_buf_fops.unlocked_ioctl = relay_app_ioctl;
-	relay_app_buf_fops.compat_ioctl = compat_ptr_ioctl;
+#ifndef RELAY_HAS_USER_ABI
+	relay_app_buf_fops = relay_app_pick_buf_fops();
+#endif
 	return 0;
 }
 module_init(relay_app_init);

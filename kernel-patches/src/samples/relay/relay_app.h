@@ -9,6 +9,7 @@
 #include <linux/types.h>
 
 struct dentry;
+struct kvec;
 struct relay_app;
 
 /**
@@ -19,17 +20,45 @@ struct relay_app;
  * @overwrite: overwrite unconsumed sub-buffers when the buffer is full
  *	(flight recorder) instead of dropping new writes
  * @global: one buffer shared by all CPUs instead of one buffer per CPU
+ * @raw: no padding word: sub-buffers hold records only (for read(2)
+ *	readers; mmap readers need the ioctls to learn the padding)
+ * @committed: every sub-buffer's data starts with a u32 counting the
+ *	bytes of records after it whose writers are done, for records
+ *	filled in place (relay_app_reserve()); needs a multiple of 4 as
+ *	@subbuf_size and no @overwrite
  */
 struct relay_app_params {
 	size_t subbuf_size;
 	size_t n_subbufs;
 	bool overwrite;
 	bool global;
+	bool raw;
+	bool committed;
+};
+
+/**
+ * struct relay_app_slot - room reserved with relay_app_reserve()
+ * @data: the reserved bytes, for the caller to fill
+ * @len: their number
+ * @committed: the committed count of the sub-buffer holding them
+ * @srcu_idx: keeps the buffer alive until relay_app_commit()
+ */
+struct relay_app_slot {
+	void *data;
+	size_t len;
+	atomic_t *committed;
+	int srcu_idx;
 };
 
 struct relay_app *relay_app_create(const char *dirname, struct dentry *parent,
 				   const struct relay_app_params *params);
 int relay_app_write(struct relay_app *app, const void *data, size_t len);
+int relay_app_writev(struct relay_app *app, const struct kvec *vec,
+		     unsigned int nr);
+int relay_app_reserve(struct relay_app *app, size_t len,
+		      struct relay_app_slot *slot);
+void relay_app_commit(struct relay_app *app, struct relay_app_slot *slot);
+struct dentry *relay_app_dir(struct relay_app *app);
 void relay_app_destroy(struct relay_app *app);
 
 #endif /* _SAMPLES_RELAY_APP_H */

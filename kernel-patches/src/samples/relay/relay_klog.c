@@ -5,12 +5,21 @@
  * The channel's directory is relay_klog at the debugfs root: per-CPU
  * buffers /sys/kernel/debug/relay_klog/cpu0 .. cpuN-1 (or the global
  * buffer cpu0) and the relay_app control files.
+ *
+ * With headers=1 every record starts with struct relay_klog_hdr, so that
+ * records can be told apart (raw klog() records need not be text) and
+ * decoded with their CPU, context and time (relay-klog decode).
  */
 
 #include <linux/err.h>
+#include <linux/irqflags.h>
 #include <linux/klog.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
+#include <linux/preempt.h>
+#include <linux/smp.h>
+#include <linux/timekeeping.h>
+#include <linux/uio.h>
 
 #include "relay_app.h"
 
@@ -30,11 +39,81 @@ static bool global;
 module_param(global, bool, 0444);
 MODULE_PARM_DESC(global, "One buffer for all CPUs instead of one per CPU (default 0)");
 
+static bool headers;
+module_param(headers, bool, 0444);
+MODULE_PARM_DESC(headers, "Start every record with struct relay_klog_hdr (default 0)");
+
+#define RELAY_KLOG_MAGIC	0x6b6c	/* "kl" in a little-endian dump */
+
+/* The context of a klog call, in struct relay_klog_hdr. */
+enum relay_klog_ctx {
+	RELAY_KLOG_PROCESS,
+	RELAY_KLOG_SOFTIRQ,
+	RELAY_KLOG_HARDIRQ,
+	RELAY_KLOG_NMI,
+};
+
+/**
+ * struct relay_klog_hdr - header of a record with headers=1
+ * @magic: RELAY_KLOG_MAGIC
+ * @context: enum relay_klog_ctx of the klog call
+ * @reserved: zero
+ * @cpu: CPU the record was written on
+ * @len: bytes of the record that follow the header
+ * @reserved2: zero
+ * @time_ns: ktime_get_mono_fast_ns() when it was written
+ *
+ * 24 bytes in native byte order; records follow each other unaligned.
+ */
+struct relay_klog_hdr {
+	u16 magic;
+	u8 context;
+	u8 reserved;
+	u32 cpu;
+	u32 len;
+	u32 reserved2;
+	u64 time_ns;
+};
+
+static_assert(sizeof(struct relay_klog_hdr) == 24);
+
 static struct relay_app *relay_klog_app;
+
+static u8 relay_klog_context(void)
+{
+	if (in_nmi())
+		return RELAY_KLOG_NMI;
+	if (in_hardirq())
+		return RELAY_KLOG_HARDIRQ;
+	if (in_serving_softirq())
+		return RELAY_KLOG_SOFTIRQ;
+	return RELAY_KLOG_PROCESS;
+}
 
 static int relay_klog_log(const void *data, size_t len)
 {
-	return relay_app_write(relay_klog_app, data, len);
+	struct relay_klog_hdr hdr = {
+		.magic		= RELAY_KLOG_MAGIC,
+		.context	= relay_klog_context(),
+		.len		= len,
+	};
+	struct kvec vec[2] = {
+		{ .iov_base = &hdr, .iov_len = sizeof(hdr) },
+		{ .iov_base = (void *)data, .iov_len = len },
+	};
+	unsigned long flags;
+	int ret;
+
+	if (!headers)
+		return relay_app_write(relay_klog_app, data, len);
+
+	/* The CPU in the header is the one whose buffer gets the record. */
+	local_irq_save(flags);
+	hdr.cpu = smp_processor_id();
+	hdr.time_ns = ktime_get_mono_fast_ns();
+	ret = relay_app_writev(relay_klog_app, vec, ARRAY_SIZE(vec));
+	local_irq_restore(flags);
+	return ret;
 }
 
 static const struct klog_handler_ops relay_klog_ops = {
