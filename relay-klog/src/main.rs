@@ -1,26 +1,50 @@
 //! `relay-klog`: the user side of the klog example. Records what kernel code
 //! logs with `klog()` / `klog_printk()` through the `relay_klog` handler
-//! module, one file per CPU (`cpu0`, `cpu1`, ... as in relay-apps) or stdout.
+//! module, one file per CPU (`cpu0`, `cpu1`, ... as in relay-apps) or stdout,
+//! and decodes recordings made with `relay_klog headers=1`.
 
-use std::path::PathBuf;
+mod decode;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use relay_reader::sink::{OneStream, PerCpuFiles, Sink};
 use relay_reader::{Mode, Reader};
 
-/// Record klog traffic until Ctrl-C.
+/// Record klog traffic until Ctrl-C, or decode a recording.
 #[derive(Parser, Debug)]
 #[command(
     version,
     about,
-    after_help = "Example:\n  insmod klog.ko; insmod relay_app.ko; insmod relay_klog.ko\n  relay-klog -o klog-trace"
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  insmod klog.ko; insmod relay_app.ko; insmod relay_klog.ko headers=1\n  \
+                  relay-klog -o klog-trace        # until Ctrl-C\n  \
+                  relay-klog decode klog-trace    # time-ordered, with CPU and context"
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    record: RecordArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Record until Ctrl-C (what `relay-klog` alone does).
+    Record(RecordArgs),
+    /// Print the records of a recording made with `relay_klog headers=1`,
+    /// merged by time, with their CPU and context.
+    Decode(DecodeArgs),
+}
+
+#[derive(Args, Debug)]
+struct RecordArgs {
     /// Channel base path of the relay_klog module.
     #[arg(long, default_value = "/sys/kernel/debug/relay_klog/cpu")]
     channel: PathBuf,
@@ -30,10 +54,27 @@ struct Cli {
     /// Write the records to standard output instead.
     #[arg(long)]
     stdout: bool,
+    /// Stop after this many seconds (default: at Ctrl-C).
+    #[arg(short = 'w', long)]
+    duration: Option<f64>,
+}
+
+#[derive(Args, Debug)]
+struct DecodeArgs {
+    /// A recording directory (its cpu0, cpu1, ... files), recording files,
+    /// or `-` for standard input.
+    #[arg(default_value = ".")]
+    inputs: Vec<PathBuf>,
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Decode(args)) => decode(&args),
+        Some(Command::Record(args)) => record(args),
+        None => record(cli.record),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("relay-klog: error: {e:#}");
@@ -42,28 +83,50 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Records in one sub-buffer: framed records if it starts with a header,
+/// lines otherwise.
+fn count_records(data: &[u8]) -> u64 {
+    match decode::parse(data, "") {
+        Ok(records) => records.len() as u64,
+        Err(_) => data.iter().filter(|&&b| b == b'\n').count() as u64,
+    }
+}
+
+fn record(args: RecordArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    let mut reader = Reader::open(&cli.channel, Mode::Mmap).with_context(|| {
+    let deadline = match args.duration {
+        Some(s) => Some(
+            Instant::now()
+                + Duration::try_from_secs_f64(s)
+                    .with_context(|| format!("-w {s}: not a duration"))?,
+        ),
+        None => None,
+    };
+    let mut reader = Reader::open(&args.channel, Mode::Mmap).with_context(|| {
         "is the relay_klog module loaded? (insmod klog.ko relay_app.ko relay_klog.ko)"
     })?;
-    let mut sink: Box<dyn Sink> = if cli.stdout {
+    let mut sink: Box<dyn Sink> = if args.stdout {
         Box::new(OneStream::stdout())
     } else {
-        Box::new(PerCpuFiles::create(&cli.output, "cpu")?)
+        Box::new(PerCpuFiles::create(&args.output, "cpu")?)
     };
+    eprintln!(
+        "relay-klog: recording {} buffers of {} until Ctrl-C",
+        reader.sources().len(),
+        args.channel.display()
+    );
     let mut records = vec![0u64; reader.sources().len()];
     let mut write = |sb: relay_reader::SubBuf<'_>| {
         if let Some(n) = records.get_mut(sb.cpu as usize) {
-            *n += sb.data.iter().filter(|&&b| b == b'\n').count() as u64;
+            *n += count_records(sb.data);
         }
         sink.write(&sb)
     };
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
         reader.poll(Duration::from_millis(100), &mut write)?;
     }
     reader.flush_and_drain(&mut write)?;
@@ -72,4 +135,65 @@ fn run(cli: Cli) -> Result<()> {
         eprintln!("cpu{cpu}: {n} records");
     }
     Ok(())
+}
+
+/// The files to decode: every `cpuN` of a directory, in CPU order.
+fn input_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if !input.is_dir() {
+            files.push(input.clone());
+            continue;
+        }
+        let mut cpus: Vec<(u32, PathBuf)> = std::fs::read_dir(input)
+            .with_context(|| format!("listing {}", input.display()))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let cpu = name.strip_prefix("cpu")?.parse().ok()?;
+                Some((cpu, e.path()))
+            })
+            .collect();
+        if cpus.is_empty() {
+            anyhow::bail!("{}: no cpuN files to decode", input.display());
+        }
+        cpus.sort();
+        files.extend(cpus.into_iter().map(|(_, path)| path));
+    }
+    Ok(files)
+}
+
+fn read_input(path: &Path) -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .context("reading standard input")?;
+    } else {
+        data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    }
+    Ok(data)
+}
+
+fn decode(args: &DecodeArgs) -> Result<()> {
+    let files = input_files(&args.inputs)?;
+    let data = files
+        .iter()
+        .map(|f| read_input(f))
+        .collect::<Result<Vec<_>>>()?;
+    let streams = files
+        .iter()
+        .zip(&data)
+        .map(|(f, d)| decode::parse(d, &f.display().to_string()))
+        .collect::<Result<Vec<_>>>()?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = decode::merge(streams)
+        .iter()
+        .try_for_each(|record| writeln!(out, "{record}"))
+        .and_then(|()| out.flush());
+    match written {
+        // `relay-klog decode | head` is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing standard output"),
+    }
 }
