@@ -78,20 +78,14 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         count: u64,
     },
-    /// Benchmark the readers side by side in the VM under the same producer
-    /// load (CPU seconds per GiB, records lost); prints a Markdown table.
+    /// Run the benchmarks (the reader core against memcpy on the host; in
+    /// one VM boot the readers side by side under a paced and a full-speed
+    /// producer, and blktrace against relay-blktrace) and write BENCHMARKS.md.
     Bench {
         #[command(flatten)]
         vm: VmArgs,
-        /// Bytes every CPU writes per contender.
-        #[arg(long, default_value = "67108864")]
-        bytes_per_cpu: u64,
-        /// Record size in bytes.
-        #[arg(long, default_value_t = 256)]
-        record_size: u32,
-        /// Producer rate per CPU in MiB/s; 0: as fast as it can.
-        #[arg(long, default_value_t = 0)]
-        rate: u32,
+        #[command(flatten)]
+        args: bench::BenchArgs,
     },
     /// Build a kernel with a patch series of kernel-patches/series/ applied:
     /// verified Debian base, `git am`, slim config, ccache (runs
@@ -217,12 +211,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             test::vm_tests_for(&tools, &root, args, modules)
         })?,
         Command::Demo { vm, kdir, count } => demo::run(&tools, &root, &vm, kdir, count)?,
-        Command::Bench {
-            vm,
-            bytes_per_cpu,
-            record_size,
-            rate,
-        } => bench::run(&tools, &root, &vm, bytes_per_cpu, record_size, rate)?,
+        Command::Bench { vm, args } => bench::run(&tools, &root, &vm, &args)?,
         Command::Fuzz { runs } => fuzz::run(&root, runs)?,
         Command::Codegen { check } => codegen::run(&root, check)?,
     }

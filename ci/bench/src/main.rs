@@ -1,6 +1,10 @@
 //! `relay-bench`: readers side by side under the same producer load, inside
-//! the test VM (`cargo xtask bench` boots it and runs `relay-bench run`).
+//! the test VM (`cargo xtask bench` boots it and runs `relay-bench run` and
+//! `relay-bench blktrace`), the reader core against memcpy on the host
+//! (`relay-bench host`), and `relay-bench report`, which renders all of it
+//! into BENCHMARKS.md.
 //!
+//! `run`:
 //! For each contender the `relay_bench` module is loaded afresh, the
 //! contender starts reading its channel (output to /dev/null, so only the
 //! reading is measured), every CPU writes the same number of bytes at full
@@ -8,6 +12,11 @@
 //! system, from `getrusage(RUSAGE_CHILDREN)`) and the records the kernel had
 //! to drop are reported. The numbers are ratios from one run on one machine:
 //! compare rows, not runs.
+
+mod blktrace;
+mod host;
+mod pbench;
+mod report;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -60,6 +69,74 @@ enum Cmd {
         /// Sub-buffers per CPU.
         #[arg(long, default_value_t = 8)]
         n_subbufs: u64,
+        /// Also write the measurements as JSON here (for `report`).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Debian's blktrace beside relay-blktrace on the same null_blk device
+    /// under the same fio load (as root, in the VM): CPU per GiB of trace
+    /// data and events dropped.
+    Blktrace {
+        /// The relay-blktrace binary.
+        #[arg(long)]
+        relay_blktrace: PathBuf,
+        /// Debian's blktrace.
+        #[arg(long, default_value = "/usr/sbin/blktrace")]
+        blktrace: PathBuf,
+        /// I/Os every fio job performs.
+        #[arg(long, default_value_t = 20_000)]
+        ios: u64,
+        /// fio jobs (one per CPU spreads the events over every buffer).
+        #[arg(long, default_value_t = 2)]
+        jobs: u32,
+        /// Also write the measurements as JSON here (for `report`).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// The producer side (as root, in the VM): cost per event of an empty
+    /// function call, klog() off and on, relay_write() and trace_printk(),
+    /// from the relay_pbench module.
+    Pbench {
+        /// Directory with klog.ko, relay_app.ko, relay_klog.ko and
+        /// relay_pbench.ko.
+        #[arg(long)]
+        modules: PathBuf,
+        /// Events of each kind per round.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Also write the measurements as JSON here (for `report`).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// The reader core over the relay model against memcpy of the same
+    /// bytes, on the host; build with --release.
+    Host {
+        /// MiB each side moves per trial and case.
+        #[arg(long, default_value_t = 512)]
+        mib_per_trial: u64,
+        /// Trials per case; the best counts.
+        #[arg(long, default_value_t = 11)]
+        trials: u32,
+        /// Size of each record the model's writer writes.
+        #[arg(long, default_value_t = 256)]
+        record_size: usize,
+        /// Also write the measurements as JSON here (for `report`).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Renders BENCHMARKS.md from the JSON files of `host`, two `run`s
+    /// (paced.json, full.json), `blktrace` and `pbench` in a directory.
+    Report {
+        /// Directory with host.json, paced.json, full.json, blktrace.json,
+        /// pbench.json.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The command that produced the files (for the header).
+        #[arg(long)]
+        command: String,
+        /// Where to write the report.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// The baseline: a cat-style loop per CPU file, 4 KiB read(2)s, poll
     /// with a 10 ms timeout when empty (as relay-apps' read example).
@@ -79,15 +156,38 @@ fn main() -> Result<()> {
             rate,
             subbuf_size,
             n_subbufs,
-        } => run(&Bench {
-            modules,
-            reader,
-            bytes_per_cpu,
+            json,
+        } => run(
+            &Bench {
+                modules,
+                reader,
+                bytes_per_cpu,
+                record_size,
+                rate,
+                subbuf_size,
+                n_subbufs,
+            },
+            json.as_deref(),
+        ),
+        Cmd::Blktrace {
+            relay_blktrace,
+            blktrace,
+            ios,
+            jobs,
+            json,
+        } => blktrace::run(&relay_blktrace, &blktrace, ios, jobs, json.as_deref()),
+        Cmd::Host {
+            mib_per_trial,
+            trials,
             record_size,
-            rate,
-            subbuf_size,
-            n_subbufs,
-        }),
+            json,
+        } => host::run(mib_per_trial, trials, record_size, json.as_deref()),
+        Cmd::Pbench {
+            modules,
+            events,
+            json,
+        } => pbench::run(&modules, events, json.as_deref()),
+        Cmd::Report { dir, command, out } => report::run(&dir, &command, &out),
         Cmd::CatLoop { channel } => cat_loop(&channel),
     }
 }
@@ -225,7 +325,7 @@ fn dd_row(total: u64, block: u64) -> Result<Row> {
     })
 }
 
-fn run(bench: &Bench) -> Result<()> {
+fn run(bench: &Bench, json: Option<&Path>) -> Result<()> {
     let _ = Command::new("rmmod").arg("relay_bench").status();
     let _ = Command::new("rmmod").arg("relay_app").status();
     sh(Command::new("insmod").arg(bench.modules.join("relay_app.ko")))?;
@@ -251,73 +351,117 @@ fn run(bench: &Bench) -> Result<()> {
         measure(bench, "relay-reader --mode read", Some(reader("read")))?,
         measure(bench, "cat loop (4 KiB read(2) + poll)", Some(cat))?,
     ];
+    let n_cpus = online_cpus()?;
+    rows.push(dd_row(bench.bytes_per_cpu * n_cpus, bench.subbuf_size)?);
+    let _ = Command::new("rmmod").arg("relay_app").status();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let result = serde_json::json!({
+        "kernel": kernel.trim(),
+        "n_cpus": n_cpus,
+        "bytes_per_cpu": bench.bytes_per_cpu,
+        "record_size": bench.record_size,
+        "rate": bench.rate,
+        "subbuf_size": bench.subbuf_size,
+        "n_subbufs": bench.n_subbufs,
+        "rows": rows.iter().map(|r| serde_json::json!({
+            "name": r.name,
+            "bytes": r.bytes,
+            "cpu_seconds": r.cpu_seconds,
+            "lost": r.lost,
+            "written": r.written,
+        })).collect::<Vec<_>>(),
+    });
+    print!("{}", table(&result));
+    if let Some(json) = json {
+        std::fs::write(json, serde_json::to_string_pretty(&result)?)
+            .with_context(|| format!("writing {}", json.display()))?;
+    }
+    Ok(())
+}
+
+/// CPUs online in this machine (the highest number in
+/// /sys/devices/system/cpu/online, plus one).
+fn online_cpus() -> Result<u64> {
     let cpus = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
-    let n_cpus = cpus
+    Ok(cpus
         .trim()
         .split(['-', ','])
         .filter_map(|c| c.parse::<u64>().ok())
         .max()
         .unwrap_or(0)
-        + 1;
-    rows.push(dd_row(bench.bytes_per_cpu * n_cpus, bench.subbuf_size)?);
-    let _ = Command::new("rmmod").arg("relay_app").status();
-    print_table(bench, &rows, n_cpus);
-    Ok(())
+        + 1)
 }
 
-fn print_table(bench: &Bench, rows: &[Row], n_cpus: u64) {
-    let cat = rows.iter().find(|r| r.name.starts_with("cat loop"));
-    let per_gib = |r: &Row| {
-        if r.bytes == 0 {
-            f64::NAN
-        } else {
-            r.cpu_seconds / (r.bytes as f64 / (1u64 << 30) as f64)
-        }
-    };
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let rate = match bench.rate {
+/// CPU seconds per GiB of a row of a `run` result (NaN without bytes).
+fn per_gib(row: &serde_json::Value) -> f64 {
+    let bytes = row["bytes"].as_u64().unwrap_or(0);
+    if bytes == 0 {
+        f64::NAN
+    } else {
+        row["cpu_seconds"].as_f64().unwrap_or(f64::NAN) / (bytes as f64 / (1u64 << 30) as f64)
+    }
+}
+
+/// The row of a `run` result whose name starts with `prefix`.
+fn row<'a>(result: &'a serde_json::Value, prefix: &str) -> Option<&'a serde_json::Value> {
+    result["rows"]
+        .as_array()?
+        .iter()
+        .find(|r| r["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+}
+
+/// The Markdown of a `run` result: a line on the producer, then the table.
+fn table(result: &serde_json::Value) -> String {
+    let num = |key: &str| result[key].as_u64().unwrap_or(0);
+    let cat = row(result, "cat loop");
+    let rate = match num("rate") {
         0 => "as fast as it can".to_string(),
         r => format!("at {r} MiB/s per CPU"),
     };
-    println!(
-        "Producer: relay_bench, {n_cpus} CPUs x {} MiB of {}-byte records {rate}, {} x {} KiB sub-buffers per CPU, kernel {}, TCG.\n",
-        bench.bytes_per_cpu >> 20,
-        bench.record_size,
-        bench.n_subbufs,
-        bench.subbuf_size >> 10,
-        kernel.trim()
+    let mut s = format!(
+        "Producer: relay_bench, {} CPUs x {} MiB of {}-byte records {rate}, {} x {} KiB sub-buffers per CPU, kernel {}, TCG.\n\n",
+        num("n_cpus"),
+        num("bytes_per_cpu") >> 20,
+        num("record_size"),
+        num("n_subbufs"),
+        num("subbuf_size") >> 10,
+        result["kernel"].as_str().unwrap_or("?"),
     );
-    println!("| reader | MiB recorded | CPU s | CPU s per GiB | records lost | of records offered | CPU per GiB vs cat loop |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for r in rows {
-        let offered = r.written + r.lost;
+    s.push_str("| reader | MiB recorded | CPU s | CPU s per GiB | records lost | of records offered | CPU per GiB vs cat loop |\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+    let empty = Vec::new();
+    for r in result["rows"].as_array().unwrap_or(&empty) {
+        let bytes = r["bytes"].as_u64().unwrap_or(0);
+        let lost = r["lost"].as_u64().unwrap_or(0);
+        let offered = r["written"].as_u64().unwrap_or(0) + lost;
         let ratio = match cat {
-            Some(c) if r.bytes > 0 => format!("{:.2}x", per_gib(r) / per_gib(c)),
+            Some(c) if bytes > 0 => format!("{:.2}x", per_gib(r) / per_gib(c)),
             _ => "-".into(),
         };
-        println!(
-            "| {} | {:.1} | {:.2} | {} | {} | {} | {} |",
-            r.name,
-            r.bytes as f64 / (1u64 << 20) as f64,
-            r.cpu_seconds,
-            if r.bytes > 0 {
+        s.push_str(&format!(
+            "| {} | {:.1} | {:.2} | {} | {} | {} | {} |\n",
+            r["name"].as_str().unwrap_or("?"),
+            bytes as f64 / (1u64 << 20) as f64,
+            r["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
+            if bytes > 0 {
                 format!("{:.2}", per_gib(r))
             } else {
                 "-".into()
             },
             if offered > 0 {
-                r.lost.to_string()
+                lost.to_string()
             } else {
                 "-".into()
             },
             if offered > 0 {
-                format!("{:.2}%", 100.0 * r.lost as f64 / offered as f64)
+                format!("{:.2}%", 100.0 * lost as f64 / offered as f64)
             } else {
                 "-".into()
             },
             ratio
-        );
+        ));
     }
+    s
 }
 
 fn cat_loop(channel: &Path) -> Result<()> {

@@ -1,0 +1,287 @@
+//! `relay-bench blktrace`: Debian's `blktrace` beside `relay-blktrace` on the
+//! same blktrace relay channel (a null_blk device) under the same fio load.
+//!
+//! For each tracer: it starts, writes its per-CPU files into a fresh
+//! directory on the guest's tmpfs, fio runs a fixed number of I/Os, the
+//! tracer is stopped with SIGINT. fio is reaped before the tracer, so
+//! `getrusage(RUSAGE_CHILDREN)` taken around each tells their CPU apart.
+//! Trace data is the size of the files, drops the `(dropped N)` of the
+//! summary both print.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+use crate::{cpu_seconds_of_children, sh};
+
+const DEV: &str = "/dev/nullb0";
+const DEBUGFS_DIR: &str = "/sys/kernel/debug/block/nullb0";
+
+/// The fio load: `ios` 4 KiB direct random reads and writes per job, from
+/// a fixed seed, one job per CPU.
+fn fio(ios: u64, jobs: u32) -> Command {
+    let mut cmd = Command::new("fio");
+    cmd.args([
+        "--name=relay-bench",
+        &format!("--filename={DEV}"),
+        "--rw=randrw",
+        "--rwmixread=75",
+        "--bs=4k",
+        "--direct=1",
+        "--ioengine=psync",
+        "--size=256M",
+        &format!("--numjobs={jobs}"),
+        &format!("--number_ios={ios}"),
+        "--randrepeat=1",
+        "--output=/dev/null",
+    ]);
+    cmd.stdout(Stdio::null());
+    cmd
+}
+
+fn trace_files() -> usize {
+    std::fs::read_dir(DEBUGFS_DIR)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("trace"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Trace buffer files `pid` has open.
+fn open_trace_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .filter(|t| t.starts_with(DEBUGFS_DIR) && t.to_string_lossy().contains("/trace"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Starts a tracer in `dir` and waits until it has every buffer file open.
+fn start(program: &Path, args: &[&str], dir: &Path) -> Result<Child> {
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(File::create(dir.join("stdout"))?)
+        .stderr(File::create(dir.join("stderr"))?)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "{} exited ({status}) before tracing: {}",
+                program.display(),
+                std::fs::read_to_string(dir.join("stderr")).unwrap_or_default()
+            );
+        }
+        let open = open_trace_files(child.id());
+        if open > 0 && open == trace_files() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{} did not open the trace files in 60 s", program.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // BLKTRACESTART follows opening the files; leave it time.
+    std::thread::sleep(Duration::from_secs(1));
+    Ok(child)
+}
+
+/// "Total: N events (dropped D), K KiB data" of either tracer's summary.
+fn parse_total(stdout: &str) -> Option<(u64, u64)> {
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("Total:"))?;
+    let events = line
+        .trim_start()
+        .strip_prefix("Total:")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let dropped = line
+        .split_once("(dropped ")?
+        .1
+        .split(')')
+        .next()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((events, dropped))
+}
+
+/// One tracer under the load.
+fn measure(name: &str, program: &Path, args: &[&str], ios: u64, jobs: u32) -> Result<Value> {
+    let dir = PathBuf::from("/tmp/relay-bench-blktrace").join(name.replace([' ', '-'], "_"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let before = cpu_seconds_of_children()?;
+    let child = start(program, args, &dir)?;
+    let t = Instant::now();
+    sh(&mut fio(ios, jobs))?;
+    let load_secs = t.elapsed().as_secs_f64();
+    let mid = cpu_seconds_of_children()?;
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT)?;
+    let output = child.wait_with_output()?;
+    let after = cpu_seconds_of_children()?;
+    let stdout = std::fs::read_to_string(dir.join("stdout")).unwrap_or_default();
+    let stderr = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+    ensure!(
+        output.status.success(),
+        "{name} failed ({}): {stderr}",
+        output.status
+    );
+    let (events, dropped) =
+        parse_total(&stdout).with_context(|| format!("{name}: no Total line in {stdout:?}"))?;
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(&dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().contains(".blktrace.") {
+            bytes += entry.metadata()?.len();
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("{name}: {events} events, {bytes} bytes, dropped {dropped}, load {load_secs:.1} s");
+    Ok(json!({
+        "name": name,
+        "events": events,
+        "dropped": dropped,
+        "bytes": bytes,
+        "cpu_seconds": after - mid,
+        "load_cpu_seconds": mid - before,
+        "load_secs": load_secs,
+    }))
+}
+
+/// Runs the comparison; writes JSON to `out` and Markdown to stdout.
+pub fn run(
+    relay_blktrace: &Path,
+    blktrace: &Path,
+    ios: u64,
+    jobs: u32,
+    out: Option<&Path>,
+) -> Result<()> {
+    let _ = Command::new("rmmod").arg("null_blk").output();
+    sh(Command::new("modprobe").args(["null_blk", "nr_devices=1", "gb=1", "bs=512"]))?;
+    let started = Instant::now();
+    while !Path::new(DEV).exists() {
+        ensure!(started.elapsed() < Duration::from_secs(30), "no {DEV}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let result = (|| -> Result<Value> {
+        // Warm up: fio and its libraries come over the host's file system.
+        sh(&mut fio(ios / 10, jobs))?;
+        let before = cpu_seconds_of_children()?;
+        let t = Instant::now();
+        sh(&mut fio(ios, jobs))?;
+        let alone = json!({
+            "load_secs": t.elapsed().as_secs_f64(),
+            "load_cpu_seconds": cpu_seconds_of_children()? - before,
+        });
+        let mut rows = vec![measure(
+            "blktrace (Debian)",
+            blktrace,
+            &["-d", DEV],
+            ios,
+            jobs,
+        )?];
+        rows.push(measure(
+            "relay-blktrace",
+            relay_blktrace,
+            &["-d", DEV],
+            ios,
+            jobs,
+        )?);
+        // mmap needs the relay ABI on blktrace's files (the patched kernel).
+        match measure(
+            "relay-blktrace --mode mmap",
+            relay_blktrace,
+            &["-d", DEV, "--mode", "mmap"],
+            ios,
+            jobs,
+        ) {
+            Ok(row) => rows.push(row),
+            Err(e) => eprintln!("relay-blktrace --mode mmap: not measured: {e:#}"),
+        }
+        let version = Command::new(blktrace)
+            .arg("-v")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        Ok(json!({
+            "kernel": kernel.trim(),
+            "blktrace_version": version,
+            "ios": ios,
+            "jobs": jobs,
+            "load_alone": alone,
+            "rows": rows,
+        }))
+    })();
+    let _ = Command::new("rmmod").arg("null_blk").status();
+    let result = result?;
+    print!("{}", table(&result));
+    if let Some(out) = out {
+        std::fs::write(out, serde_json::to_string_pretty(&result)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// CPU seconds per GiB of trace data of a row.
+pub fn per_gib(row: &Value) -> f64 {
+    let bytes = row["bytes"].as_u64().unwrap_or(0);
+    row["cpu_seconds"].as_f64().unwrap_or(f64::NAN) / (bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// The Markdown of a `blktrace` result.
+pub fn table(result: &Value) -> String {
+    let empty = Vec::new();
+    let rows = result["rows"].as_array().unwrap_or(&empty);
+    let base = rows.first().map(per_gib).unwrap_or(f64::NAN);
+    let mut s = format!(
+        "Load: fio, {} jobs x {} random 4 KiB direct I/Os (75% reads) on null_blk ({DEV}), {} s and {:.2} CPU s without a tracer; both tracers with their default 4 x 512 KiB sub-buffers per CPU; kernel {}, {}.\n\n",
+        result["jobs"],
+        result["ios"],
+        fmt2(result["load_alone"]["load_secs"].as_f64()),
+        result["load_alone"]["load_cpu_seconds"].as_f64().unwrap_or(f64::NAN),
+        result["kernel"].as_str().unwrap_or("?"),
+        result["blktrace_version"].as_str().unwrap_or("?"),
+    );
+    s.push_str("| tracer | events | MiB of trace data | events dropped | tracer CPU s | CPU s per GiB | CPU per GiB vs blktrace | load wall s |\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {:.2} | {} | {:.2} | {:.2} | {:.2}x | {} |\n",
+            r["name"].as_str().unwrap_or("?"),
+            r["events"],
+            r["bytes"].as_u64().unwrap_or(0) as f64 / (1u64 << 20) as f64,
+            r["dropped"],
+            r["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
+            per_gib(r),
+            per_gib(r) / base,
+            fmt2(r["load_secs"].as_f64()),
+        ));
+    }
+    s
+}
+
+fn fmt2(v: Option<f64>) -> String {
+    v.map_or("?".into(), |v| format!("{v:.1}"))
+}

@@ -1,0 +1,302 @@
+//! `relay-bench host`: the reader core against the kernel-free relay model,
+//! on the host (no VM), next to a plain memcpy of the same bytes.
+//!
+//! Every round the model's writer fills a number of sub-buffers with records
+//! (not timed), then one side is timed:
+//! - the reader core: [`AbiSource::drain`] over the model, its callback
+//!   copying each sub-buffer into a sink buffer (what write(2) into the page
+//!   cache does with the bytes);
+//! - the baseline: the same sub-buffers copied from the same model memory
+//!   into the same sink buffer with `copy_from_slice`, nothing else.
+//!
+//! The two alternate round by round and the best of several trials counts,
+//! so that other load on the machine hits both alike. The ABI calls the
+//! reader makes (each one an ioctl against the kernel) are counted through a
+//! wrapper around the model.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use relay_reader::abi::{BufInfo, BufState, Consumed, RelayAbi, SubbufLoc, SubbufLookup};
+use relay_reader::model::ModelBuffer;
+use relay_reader::source::AbiSource;
+use serde_json::{json, Value};
+
+/// The relay-apps padding header the model (like the `relay_app` helper)
+/// puts at the head of every sub-buffer.
+const HEADER: usize = relay_sys::relay_app::PADDING_HEADER_SIZE;
+
+/// The model behind a call counter: every [`RelayAbi`] call but `info` and
+/// `data` is one ioctl on a real relay file.
+struct Counting {
+    model: ModelBuffer,
+    ioctls: u64,
+}
+
+impl RelayAbi for Counting {
+    fn info(&self) -> &BufInfo {
+        self.model.info()
+    }
+    fn state(&mut self) -> relay_reader::Result<BufState> {
+        self.ioctls += 1;
+        self.model.state()
+    }
+    fn subbuf(&mut self, seq: u64) -> relay_reader::Result<SubbufLookup> {
+        self.ioctls += 1;
+        self.model.subbuf(seq)
+    }
+    fn consume(&mut self, seq: u64, count: u64) -> relay_reader::Result<Consumed> {
+        self.ioctls += 1;
+        self.model.consume(seq, count)
+    }
+    fn flush(&mut self) -> relay_reader::Result<()> {
+        self.ioctls += 1;
+        self.model.flush()
+    }
+    fn data(&self, loc: &SubbufLoc) -> &[u8] {
+        self.model.data(loc)
+    }
+}
+
+/// One geometry and reading pattern.
+struct Case {
+    name: &'static str,
+    subbuf_size: usize,
+    n_subbufs: usize,
+    overwrite: bool,
+    /// Sub-buffers ready at each drain: `n_subbufs - 1` for a reader woken
+    /// with a backlog, 1 for a reader that keeps up.
+    batch: usize,
+}
+
+const CASES: [Case; 4] = [
+    Case {
+        name: "8 x 256 KiB, 7 ready per drain",
+        subbuf_size: 256 << 10,
+        n_subbufs: 8,
+        overwrite: false,
+        batch: 7,
+    },
+    Case {
+        name: "8 x 256 KiB, 1 ready per drain",
+        subbuf_size: 256 << 10,
+        n_subbufs: 8,
+        overwrite: false,
+        batch: 1,
+    },
+    Case {
+        name: "8 x 4 KiB, 7 ready per drain",
+        subbuf_size: 4 << 10,
+        n_subbufs: 8,
+        overwrite: false,
+        batch: 7,
+    },
+    Case {
+        name: "8 x 256 KiB overwrite mode, 7 ready per drain",
+        subbuf_size: 256 << 10,
+        n_subbufs: 8,
+        overwrite: true,
+        batch: 7,
+    },
+];
+
+/// Totals of one side over one trial.
+#[derive(Default, Clone, Copy)]
+struct Side {
+    time: Duration,
+    bytes: u64,
+    subbufs: u64,
+}
+
+/// The writer fills sub-buffers until `batch` are ready past `consumed`.
+fn fill(model: &mut ModelBuffer, consumed: u64, batch: usize, record: &[u8]) {
+    while model.produced() < consumed + batch as u64 {
+        let written = model.write(record);
+        debug_assert!(written);
+    }
+}
+
+fn consumed(model: &mut ModelBuffer) -> u64 {
+    model.state().map(|s| s.consumed).unwrap_or_default()
+}
+
+/// One trial of `bytes` for both sides, alternating round by round.
+fn trial(case: &Case, record_size: usize, bytes: u64) -> Result<(Side, Side, u64)> {
+    let record: Vec<u8> = (0..record_size).map(|i| i as u8).collect();
+    let mut sink = vec![0u8; case.subbuf_size];
+    let mut reader = AbiSource::new(Counting {
+        model: ModelBuffer::new(case.subbuf_size, case.n_subbufs, case.overwrite),
+        ioctls: 0,
+    })?;
+    let mut plain = ModelBuffer::new(case.subbuf_size, case.n_subbufs, case.overwrite);
+    let (mut ours, mut base) = (Side::default(), Side::default());
+    while ours.bytes < bytes {
+        // The reader core.
+        let model = &mut reader.buffer_mut().model;
+        let from = consumed(model);
+        fill(model, from, case.batch, &record);
+        let before = reader.stats().bytes;
+        let t = Instant::now();
+        let delivered = reader.drain(&mut |sb| {
+            sink[..sb.data.len()].copy_from_slice(sb.data);
+            black_box(&sink);
+            Ok(())
+        })?;
+        ours.time += t.elapsed();
+        ours.subbufs += delivered;
+        ours.bytes += reader.stats().bytes - before;
+
+        // memcpy of the same sub-buffers from the same kind of memory.
+        let from = consumed(&mut plain);
+        fill(&mut plain, from, case.batch, &record);
+        let padding = (case.subbuf_size - HEADER) % record_size;
+        let locs: Vec<SubbufLoc> = (from..from + case.batch as u64)
+            .map(|seq| SubbufLoc {
+                seq,
+                data_offset: ((seq as usize % case.n_subbufs) * case.subbuf_size + HEADER) as u64,
+                data_len: (case.subbuf_size - HEADER - padding) as u64,
+                padding: padding as u64,
+            })
+            .collect();
+        let t = Instant::now();
+        for loc in &locs {
+            let data = plain.data(loc);
+            sink[..data.len()].copy_from_slice(data);
+            black_box(&sink);
+        }
+        base.time += t.elapsed();
+        base.subbufs += locs.len() as u64;
+        base.bytes += locs.iter().map(|l| l.data_len).sum::<u64>();
+        plain.consume(from, case.batch as u64)?;
+    }
+    ensure!(
+        ours.bytes == base.bytes && ours.subbufs == base.subbufs,
+        "{}: the reader delivered {} bytes in {} sub-buffers, memcpy copied {} in {}",
+        case.name,
+        ours.bytes,
+        ours.subbufs,
+        base.bytes,
+        base.subbufs
+    );
+    let ioctls = reader.buffer().ioctls;
+    Ok((ours, base, ioctls))
+}
+
+/// Nanoseconds of one trivial system call (getppid(2)): what each ABI call
+/// costs at least against a real kernel, before the ioctl does any work.
+fn syscall_ns() -> f64 {
+    let n = 200_000;
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..n {
+            black_box(nix::unistd::getppid());
+        }
+        best = best.min(t.elapsed().as_nanos() as f64 / n as f64);
+    }
+    best
+}
+
+fn gib_s(bytes: u64, time: Duration) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64 / time.as_secs_f64()
+}
+
+/// Runs every case and writes the results as JSON to `out` (and a
+/// Markdown table to stdout).
+pub fn run(mib_per_trial: u64, trials: u32, record_size: usize, out: Option<&Path>) -> Result<()> {
+    let mut cases = Vec::new();
+    for case in &CASES {
+        let mut best: Option<(Side, Side, u64)> = None;
+        for _ in 0..trials {
+            let (ours, base, ioctls) = trial(case, record_size, mib_per_trial << 20)?;
+            best = Some(match best {
+                None => (ours, base, ioctls),
+                Some((o, b, _)) => (
+                    if ours.time < o.time { ours } else { o },
+                    if base.time < b.time { base } else { b },
+                    ioctls,
+                ),
+            });
+        }
+        let (ours, base, ioctls) = best.expect("at least one trial");
+        eprintln!(
+            "host: {}: reader {:.2} GiB/s, memcpy {:.2} GiB/s",
+            case.name,
+            gib_s(ours.bytes, ours.time),
+            gib_s(base.bytes, base.time)
+        );
+        cases.push(json!({
+            "name": case.name,
+            "subbuf_size": case.subbuf_size,
+            "n_subbufs": case.n_subbufs,
+            "overwrite": case.overwrite,
+            "batch": case.batch,
+            "bytes": ours.bytes,
+            "subbufs": ours.subbufs,
+            "reader_secs": ours.time.as_secs_f64(),
+            "memcpy_secs": base.time.as_secs_f64(),
+            "ioctls": ioctls,
+        }));
+    }
+    let result = json!({
+        "record_size": record_size,
+        "mib_per_trial": mib_per_trial,
+        "trials": trials,
+        "syscall_ns": syscall_ns(),
+        "cpu": cpu_model(),
+        "n_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cases": cases,
+    });
+    print!("{}", table(&result));
+    if let Some(out) = out {
+        std::fs::write(out, serde_json::to_string_pretty(&result)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// The host's CPU model, from /proc/cpuinfo.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// The reader core's throughput relative to memcpy in one case.
+pub fn ratio(case: &Value) -> f64 {
+    case["memcpy_secs"].as_f64().unwrap_or(f64::NAN)
+        / case["reader_secs"].as_f64().unwrap_or(f64::NAN)
+}
+
+/// The Markdown table of a `host` result.
+pub fn table(result: &Value) -> String {
+    let mut s = String::new();
+    s.push_str(
+        "| reading pattern | GiB/s reader core | GiB/s memcpy | reader / memcpy | ns per sub-buffer over memcpy | ioctls per sub-buffer |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    let empty = Vec::new();
+    for case in result["cases"].as_array().unwrap_or(&empty) {
+        let bytes = case["bytes"].as_u64().unwrap_or(0);
+        let subbufs = case["subbufs"].as_u64().unwrap_or(0).max(1);
+        let reader = case["reader_secs"].as_f64().unwrap_or(f64::NAN);
+        let memcpy = case["memcpy_secs"].as_f64().unwrap_or(f64::NAN);
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        s.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {:.2}x | {:.0} | {:.2} |\n",
+            case["name"].as_str().unwrap_or("?"),
+            gib / reader,
+            gib / memcpy,
+            ratio(case),
+            (reader - memcpy) * 1e9 / subbufs as f64,
+            case["ioctls"].as_u64().unwrap_or(0) as f64 / subbufs as f64,
+        ));
+    }
+    s
+}

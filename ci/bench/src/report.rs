@@ -1,0 +1,272 @@
+//! `relay-bench report`: BENCHMARKS.md from the JSON the other subcommands
+//! wrote, with every aim of the benchmark checked against the numbers.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::{blktrace, host, pbench, per_gib, row, table};
+
+/// Reads `dir/name`, or None when that part was not run.
+fn load(dir: &Path, name: &str) -> Result<Option<Value>> {
+    let path = dir.join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// One aim: what it asks, what was measured, and whether it holds (None:
+/// not measured).
+struct Aim {
+    aim: String,
+    measured: String,
+    pass: Option<bool>,
+}
+
+fn verdict(pass: Option<bool>) -> &'static str {
+    match pass {
+        Some(true) => "pass",
+        Some(false) => "**fail**",
+        None => "not measured",
+    }
+}
+
+/// mmap mode's CPU per GiB over the cat loop's in one `run` result.
+fn mmap_vs_cat(run: &Value) -> Option<f64> {
+    let ratio = per_gib(row(run, "relay-reader --mode mmap")?) / per_gib(row(run, "cat loop")?);
+    ratio.is_finite().then_some(ratio)
+}
+
+fn aims(
+    host: Option<&Value>,
+    paced: Option<&Value>,
+    full: Option<&Value>,
+    blk: Option<&Value>,
+    pb: Option<&Value>,
+) -> Vec<Aim> {
+    let mut aims = Vec::new();
+    for (label, run) in [("paced", paced), ("full speed", full)] {
+        let ratio = run.and_then(mmap_vs_cat);
+        aims.push(Aim {
+            aim: format!("mmap mode <= 0.4x the cat loop's CPU per GiB ({label} producer)"),
+            measured: ratio.map_or("-".into(), |r| format!("{r:.2}x")),
+            pass: ratio.map(|r| r <= 0.4),
+        });
+    }
+
+    let blk_rows = blk.and_then(|b| b["rows"].as_array());
+    let blk_row = |name: &str| {
+        blk_rows.and_then(|rows| rows.iter().find(|r| r["name"].as_str() == Some(name)))
+    };
+    let base = blk_row("blktrace (Debian)").map(blktrace::per_gib);
+    match (base, blk_row("relay-blktrace --mode mmap")) {
+        (Some(base), Some(mmap)) => {
+            let r = blktrace::per_gib(mmap) / base;
+            aims.push(Aim {
+                aim: "mmap mode <= 0.5x blktrace's CPU per GiB (same blktrace channel)".into(),
+                measured: format!("{r:.2}x"),
+                pass: Some(r <= 0.5),
+            });
+        }
+        (base, _) => {
+            let read = base
+                .zip(blk_row("relay-blktrace"))
+                .map(|(b, r)| blktrace::per_gib(r) / b);
+            aims.push(Aim {
+                aim: "mmap mode <= 0.5x blktrace's CPU per GiB (same blktrace channel)".into(),
+                measured: format!(
+                    "the stock kernel's blktrace files have no relay ABI, so no mmap mode; relay-blktrace in read(2) mode: {}",
+                    read.map_or("-".into(), |r| format!("{r:.2}x"))
+                ),
+                pass: None,
+            });
+        }
+    }
+
+    let lost = full.and_then(|f| Some((row(f, "relay-reader --mode mmap")?, f)));
+    aims.push(Aim {
+        aim: "zero loss at the producer's full speed, 8 x 256 KiB buffers on 2 CPUs (mmap mode)"
+            .into(),
+        measured: lost.map_or("-".into(), |(r, f)| {
+            let lost = r["lost"].as_u64().unwrap_or(0);
+            let offered = lost + r["written"].as_u64().unwrap_or(0);
+            format!(
+                "{lost} of {offered} records lost ({:.2}%), {} x {} KiB on {} CPUs",
+                100.0 * lost as f64 / offered.max(1) as f64,
+                f["n_subbufs"],
+                f["subbuf_size"].as_u64().unwrap_or(0) >> 10,
+                f["n_cpus"]
+            )
+        }),
+        pass: lost.map(|(r, _)| r["lost"].as_u64() == Some(0)),
+    });
+
+    let core = host.and_then(|h| {
+        h["cases"]
+            .as_array()?
+            .iter()
+            .filter(|c| c["overwrite"] == Value::Bool(false) && c["subbuf_size"] == 256 << 10)
+            .map(host::ratio)
+            .reduce(f64::min)
+    });
+    aims.push(Aim {
+        aim:
+            "reader core >= 0.8x memcpy (8 x 256 KiB, no-overwrite; the lower of the two patterns)"
+                .into(),
+        measured: core.map_or("-".into(), |r| format!("{r:.2}x")),
+        pass: core.map(|r| r >= 0.8),
+    });
+
+    let klog = pb.and_then(|p| {
+        Some((
+            pbench::ns(p, "klog() off")?,
+            pbench::ns(p, "empty function call")?,
+        ))
+    });
+    aims.push(Aim {
+        aim: "klog off indistinguishable from an empty function call (at most 1.1x its cost)"
+            .into(),
+        measured: klog.map_or("-".into(), |(off, empty)| {
+            format!("{off:.1} ns vs {empty:.1} ns ({:.2}x)", off / empty)
+        }),
+        pass: klog.map(|(off, empty)| off <= 1.1 * empty),
+    });
+    aims
+}
+
+fn date() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Writes the report.
+pub fn run(dir: &Path, command: &str, out: &Path) -> Result<()> {
+    let host = load(dir, "host.json")?;
+    let paced = load(dir, "paced.json")?;
+    let full = load(dir, "full.json")?;
+    let blk = load(dir, "blktrace.json")?;
+    let pb = load(dir, "pbench.json")?;
+    let kernel = [&paced, &full, &blk]
+        .iter()
+        .find_map(|v| v.as_ref()?["kernel"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    let vcpus = paced
+        .as_ref()
+        .or(full.as_ref())
+        .map_or("?".into(), |v| v["n_cpus"].to_string());
+    let mut s = String::new();
+    s.push_str("# Benchmarks\n\n");
+    s.push_str(&format!(
+        "Generated by `{command}` on {} (do not edit: run the command again). \
+         Everything below comes from that one run: each table compares contenders measured \
+         side by side under the same load, so read the ratios, not the absolute numbers.\n\n",
+        date()
+    ));
+    s.push_str(&format!(
+        "- Host: {}, {} CPUs, shared with other work (the host benchmark takes the best of several alternating trials).\n\
+         - VM: the stock kernel {kernel}, {vcpus} vCPUs, under QEMU TCG (software emulation, no KVM): \
+         absolute times are many times slower than on hardware, and the guest's clock and \
+         scheduling are emulated too.\n\n",
+        host.as_ref()
+            .and_then(|h| h["cpu"].as_str().map(str::to_string))
+            .unwrap_or_else(host::cpu_model),
+        host.as_ref().map_or("?".into(), |h| h["n_cpus"].to_string()),
+    ));
+
+    s.push_str("## Aims\n\n| aim | measured | result |\n|---|---|---|\n");
+    for aim in aims(
+        host.as_ref(),
+        paced.as_ref(),
+        full.as_ref(),
+        blk.as_ref(),
+        pb.as_ref(),
+    ) {
+        s.push_str(&format!(
+            "| {} | {} | {} |\n",
+            aim.aim,
+            aim.measured,
+            verdict(aim.pass)
+        ));
+    }
+
+    s.push_str("\n## Host: the reader core against memcpy\n\n");
+    match &host {
+        Some(h) => {
+            s.push_str(&format!(
+                "`relay-bench host` (release build), no kernel: the relay model's writer fills \
+                 sub-buffers with {}-byte records (not timed), then either the reader core \
+                 (`AbiSource::drain` over the model, its callback copying each sub-buffer into \
+                 a sink buffer, as write(2) into the page cache would) or a plain `copy_from_slice` \
+                 of the same sub-buffers into the same sink buffer is timed. Rounds alternate; the \
+                 best of {} trials of {} MiB counts. ioctls per sub-buffer are the reader's \
+                 calls into the ABI (GET_STATE, GET_SUBBUF, CONSUME), each one ioctl against the kernel; \
+                 a trivial system call (getppid) costs {:.0} ns on this host. Besides them the reader makes one \
+                 poll(2) per wake-up and the sink one write(2) per sub-buffer.\n\n",
+                h["record_size"],
+                h["trials"],
+                h["mib_per_trial"],
+                h["syscall_ns"].as_f64().unwrap_or(f64::NAN),
+            ));
+            s.push_str(&host::table(h));
+        }
+        None => s.push_str("Not run.\n"),
+    }
+
+    s.push_str(
+        "\n## VM: relay-reader, a cat loop and dd under the relay_bench producer\n\n\
+         Each contender reads the relay_bench channel (module loaded afresh for each) into \
+         /dev/null while every CPU writes the same numbered records; CPU seconds are the \
+         reader's user + system time (getrusage), records lost are what the kernel refused \
+         because the buffer was full. `dd` from /dev/zero to /dev/null moves the same bytes: \
+         the floor.\n\n",
+    );
+    for (title, run) in [
+        ("A paced producer", &paced),
+        (
+            "The producer at full speed (an in-kernel loop fills the buffers in milliseconds, \
+             faster than any reader under TCG gets scheduled)",
+            &full,
+        ),
+    ] {
+        s.push_str(&format!("{title}:\n\n"));
+        match run {
+            Some(r) => s.push_str(&table(r)),
+            None => s.push_str("Not run.\n"),
+        }
+        s.push('\n');
+    }
+
+    s.push_str(
+        "## VM: blktrace against relay-blktrace\n\n\
+         Debian's `blktrace` and `relay-blktrace` each record the same blktrace relay channel \
+         (`<debugfs>/block/nullb0/trace<cpu>`) to per-CPU files on the guest's tmpfs while the \
+         same fio load runs; tracer CPU is user + system time of the tracer alone, trace data \
+         is the size of its files, drops the kernel's `dropped` count both print.\n\n",
+    );
+    match &blk {
+        Some(b) => s.push_str(&blktrace::table(b)),
+        None => s.push_str("Not run.\n"),
+    }
+    s.push_str(
+        "\n## VM: the producer side\n\n\
+         The relay_pbench module times each way to log an event in a loop in the kernel \
+         (`relay-bench pbench`). klog off is a static-key branch over the call; klog on \
+         goes through relay_klog's handler into its relay channel.\n\n",
+    );
+    match &pb {
+        Some(p) => s.push_str(&pbench::table(p)),
+        None => s.push_str("Not run.\n"),
+    }
+    std::fs::write(out, s).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("report: wrote {}", out.display());
+    Ok(())
+}
