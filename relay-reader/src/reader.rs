@@ -82,8 +82,16 @@ impl Reader {
     /// brought online creates its buffer). Returns how many were added.
     pub fn rescan(&mut self) -> Result<usize> {
         self.last_scan = Instant::now();
+        let files = match buffer_files(&self.base) {
+            Ok(files) => files,
+            // The channel is going away under the reader (its module was
+            // unloaded): the open buffers report POLLERR and are drained
+            // and closed by `poll`; there is nothing new to add.
+            Err(Error::ChannelNotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
         let mut added = 0;
-        for file in buffer_files(&self.base)? {
+        for file in files {
             if self.sources.iter().all(|s| s.path() != file.path) {
                 self.add(&file)?;
                 added += 1;
