@@ -140,9 +140,22 @@ struct Mapping {
 
 impl Mapping {
     fn new(fd: RawFd, len: usize, prot: i32) -> Result<Mapping, i32> {
+        Mapping::at(fd, len, prot, 0)
+    }
+
+    fn at(fd: RawFd, len: usize, prot: i32, offset: libc::off_t) -> Result<Mapping, i32> {
         // SAFETY: a fresh shared mapping chosen by the kernel; nothing else
         // refers to that address range.
-        let addr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                fd,
+                offset,
+            )
+        };
         if addr == libc::MAP_FAILED {
             Err(errno())
         } else {
@@ -281,6 +294,33 @@ fn get_info_describes_buffer_and_mapping() {
         std::fs::metadata(format!("{DIR}/cpu1")).is_err(),
         "a global channel has no cpu1 file"
     );
+}
+
+#[test]
+fn mapping_at_an_offset_is_refused() {
+    if !in_vm() {
+        return;
+    }
+    let _m = Modules::klog("subbuf_size=8192 n_subbufs=4");
+    generate_klog(100);
+    let buf = Buf::cpu(0);
+    let len = buf.info().mmap_len as usize;
+    // Relay's fault handler would hand out the pages after the buffer for
+    // a mapping that starts at an offset; every such mapping is refused.
+    for pages in [1, 4, 8, 64] {
+        let offset = (pages * page_size()) as libc::off_t;
+        match Mapping::at(buf.fd(), len, libc::PROT_READ, offset) {
+            Ok(_) => panic!("mmap of {len} bytes at offset {offset} succeeded, expected EINVAL"),
+            Err(e) => assert_eq!(
+                e,
+                libc::EINVAL,
+                "mmap at offset {offset}: {}, expected EINVAL",
+                errno_name(e)
+            ),
+        }
+    }
+    buf.map(len as u64)
+        .unwrap_or_else(|e| panic!("mmap at offset 0: {}", errno_name(e)));
 }
 
 #[test]

@@ -1229,8 +1229,14 @@ static __poll_t relay_app_buf_poll(struct file *filp, poll_table *wait)
 	return relay_file_operations.poll(filp, wait);
 }
 
+/*
+ * Stock relay checks a mapping's length but not its offset, and its fault
+ * handler would hand out the pages after the buffer: only offset 0.
+ */
 static int relay_app_buf_mmap(struct file *filp, struct vm_area_struct *vma)
 {
+	if (vma->vm_pgoff)
+		return -EINVAL;
 	return relay_file_operations.mmap(filp, vma);
 }
 
@@ -1249,6 +1255,8 @@ static const struct file_operations relay_app_buf_mmap_fops = {
 #ifdef RELAY_APP_HAVE_MMAP_PREPARE
 static int relay_app_buf_mmap_prepare(struct vm_area_desc *desc)
 {
+	if (desc->pgoff)
+		return -EINVAL;
 	return relay_file_operations.mmap_prepare(desc);
 }
 
