@@ -11,6 +11,7 @@ mod demo;
 mod fuzz;
 mod kernel;
 mod modules;
+mod reliability;
 mod setup;
 mod test;
 mod util;
@@ -86,6 +87,15 @@ enum Command {
         vm: VmArgs,
         #[command(flatten)]
         args: bench::BenchArgs,
+    },
+    /// The reliability run (fuzzing on the host; in one VM boot stress
+    /// through every reader mode, faults during a recording, bad input) and
+    /// RELIABILITY.md from its measurements.
+    Reliability {
+        #[command(flatten)]
+        vm: VmArgs,
+        #[command(flatten)]
+        args: reliability::ReliabilityArgs,
     },
     /// Build a kernel with a patch series of kernel-patches/series/ applied:
     /// verified Debian base, `git am`, slim config, ccache (runs
@@ -213,6 +223,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo { vm, kdir, count } => demo::run(&tools, &root, &vm, kdir, count)?,
         Command::Bench { vm, args } => bench::run(&tools, &root, &vm, &args)?,
         Command::Fuzz { runs } => fuzz::run(&root, runs)?,
+        Command::Reliability { vm, args } => reliability::run(&tools, &root, &vm, &args)?,
         Command::Codegen { check } => codegen::run(&root, check)?,
     }
     Ok(ExitCode::SUCCESS)

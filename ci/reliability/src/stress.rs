@@ -1,0 +1,186 @@
+//! Stress: relay_readtest's numbered events from every CPU, read in-process
+//! with the relay-reader library in one mode while the writers run, then
+//! every event accounted for: received + counted lost == produced.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use relay_reader::{Mode, Reader, SubBuf};
+use serde::{Deserialize, Serialize};
+
+use crate::events::{Checker, Counts};
+use crate::guest::{self, Kmsg, Setup};
+
+/// One stress run: one channel mode, one reader mode.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StressRow {
+    /// Overwrite mode of the channel.
+    pub overwrite: bool,
+    /// The reader's mode.
+    pub mode: String,
+    /// Events the kernel offered to the channel (`write_count`).
+    pub produced: u64,
+    /// Valid distinct events received, duplicates, corrupt runs.
+    pub counts: Counts,
+    /// produced - received: the events missing from the sequences.
+    pub missing: u64,
+    /// Events counted lost, and by whom; `None` if nobody counts them.
+    pub counted_lost: Option<u64>,
+    /// Where `counted_lost` comes from.
+    pub counted_by: String,
+    /// Sub-buffers delivered (read(2) chunks in read mode).
+    pub subbufs: u64,
+    /// Seconds from start to the last event drained.
+    pub seconds: f64,
+    /// Kernel splat lines logged meanwhile.
+    pub splats: Vec<String>,
+    /// The first problems the checker found.
+    pub problems: Vec<String>,
+    /// received + counted lost == produced, missing == counted lost, no
+    /// corrupt, duplicated or reordered event, no splat.
+    pub pass: bool,
+}
+
+/// Mode names as `relay-reader --mode` spells them.
+pub fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Auto => "auto",
+        Mode::Mmap => "mmap",
+        Mode::RelayApp => "relay-app",
+        Mode::Read => "read",
+    }
+}
+
+/// Runs one test with `setup` while reading in `mode`.
+pub fn run(setup: Setup, mode: Mode) -> Result<StressRow> {
+    let kmsg = Kmsg::since();
+    setup.apply()?;
+    let mut reader = Reader::open(guest::channel(), mode)
+        .with_context(|| format!("opening the readtest channel in {} mode", mode_name(mode)))?;
+    let stream = reader.mode() == Mode::Read;
+    let mut checker = Checker::new(setup.event_size, setup.event_n);
+    if stream {
+        // read(2) returns each sub-buffer's padding word as data.
+        checker = checker.with_padding_words(setup.subbuf_size);
+    }
+    let dropped_before = guest::get("dropped")?;
+    let started = Instant::now();
+    {
+        let mut check = |sb: SubBuf<'_>| {
+            checker.feed(sb.cpu, sb.data, stream);
+            Ok(())
+        };
+        guest::start_test()?;
+        loop {
+            let finished = guest::done()?;
+            reader.poll(Duration::from_millis(10), &mut check)?;
+            if finished {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(1800) {
+                anyhow::bail!("the stress test did not finish in 30 minutes");
+            }
+        }
+        reader.flush_and_drain(&mut check)?;
+    }
+    checker.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    let produced = guest::get("write_count")?;
+    let dropped = guest::get("dropped")? - dropped_before;
+    let per_subbuf = setup.events_per_subbuf();
+
+    // What each mode can count of its losses.
+    let stats = reader.stats();
+    let subbufs = stats.iter().map(|s| s.subbufs).sum();
+    let (counted_lost, counted_by) = if !setup.overwrite {
+        match reader.mode() {
+            Mode::Mmap => {
+                let full: u64 = stats
+                    .iter()
+                    .map(|s| s.kernel.map_or(0, |k| k.lost_full + k.lost_toobig))
+                    .sum();
+                (
+                    Some(full),
+                    format!("kernel lost_full via the ABI (relay_app dropped: {dropped})"),
+                )
+            }
+            _ => (Some(dropped), "relay_app `dropped` file".to_string()),
+        }
+    } else {
+        match reader.mode() {
+            Mode::Mmap => {
+                let lost: u64 = stats.iter().map(|s| s.lost_subbufs).sum();
+                (
+                    Some(lost * per_subbuf),
+                    format!("reader: {lost} sub-buffers lost x {per_subbuf} events"),
+                )
+            }
+            _ => {
+                // The mode has no loss count of its own: the kernel's count
+                // of overwritten sub-buffers, through the ioctl ABI.
+                let mut overwritten = 0;
+                for file in relay_reader::channel::buffer_files(&guest::channel())? {
+                    let f = std::fs::File::open(&file.path)?;
+                    if let Some(state) = relay_reader::kernel::query_state(&f, &file.path)? {
+                        overwritten += state.lost_overwritten;
+                    }
+                }
+                (
+                    Some(overwritten * per_subbuf),
+                    format!(
+                        "kernel: {overwritten} sub-buffers overwritten x {per_subbuf} events \
+                         ({} mode counts none)",
+                        mode_name(reader.mode())
+                    ),
+                )
+            }
+        }
+    };
+    drop(reader);
+    let counts = checker.counts;
+    let missing = produced.saturating_sub(counts.received);
+    let splats = kmsg.splats();
+    let pass = counted_lost
+        .is_some_and(|lost| counts.received + lost == produced && missing == lost)
+        && counts.duplicated == 0
+        && counts.corrupt == 0
+        && counts.out_of_order == 0
+        && splats.is_empty();
+    let row = StressRow {
+        overwrite: setup.overwrite,
+        mode: mode_name(mode).into(),
+        produced,
+        counts,
+        missing,
+        counted_lost,
+        counted_by,
+        subbufs,
+        seconds,
+        splats,
+        problems: checker.problems,
+        pass,
+    };
+    println!(
+        "stress: {} {}: produced {}, received {}, counted lost {:?} ({}), corrupt {}, \
+         duplicated {}, out of order {}, {:.1} s: {}",
+        if setup.overwrite {
+            "overwrite"
+        } else {
+            "no-overwrite"
+        },
+        row.mode,
+        row.produced,
+        row.counts.received,
+        row.counted_lost,
+        row.counted_by,
+        row.counts.corrupt,
+        row.counts.duplicated,
+        row.counts.out_of_order,
+        row.seconds,
+        if row.pass { "pass" } else { "FAIL" }
+    );
+    for p in &row.problems {
+        println!("  {p}");
+    }
+    Ok(row)
+}

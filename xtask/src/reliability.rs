@@ -1,0 +1,180 @@
+//! `cargo xtask reliability`: the reliability figures of the project, all
+//! measured in one run and written into RELIABILITY.md at the repository
+//! root by `relay-reliability report` (nothing typed by hand).
+//!
+//! 1. on the host, the cargo-fuzz targets for `--fuzz-runs` executions each
+//!    (the logs stay in `target/reliability/fuzz-<target>.log`; with
+//!    `--fuzz-runs 0` the logs of the last run are reported as such);
+//! 2. one VM boot running `relay-reliability guest` (ci/reliability/):
+//!    stress through relay_readtest in every reader mode, faults during a
+//!    recording, bad input; its JSON goes to `target/reliability/`;
+//! 3. `relay-reliability report`: RELIABILITY.md.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+
+use crate::setup::Tools;
+use crate::{modules, util, vm, VmArgs};
+
+/// Hard timeout of the VM run, in seconds.
+const TIMEOUT: u64 = 1800;
+/// Events per stress run, all CPUs together (the 10^7).
+const EVENTS: u64 = 10_000_000;
+/// Fuzz executions per target.
+const FUZZ_RUNS: u64 = 1_000_000;
+/// The fuzz targets (those of `cargo xtask fuzz`), in the order they run.
+const FUZZ_TARGETS: [&str; 2] = ["reader_vs_model", "relay_app_subbuf"];
+
+/// What `cargo xtask reliability` takes besides the VM options.
+#[derive(clap::Args, Debug)]
+pub struct ReliabilityArgs {
+    /// Events per stress run, all CPUs together.
+    #[arg(long, default_value_t = EVENTS)]
+    events: u64,
+    /// Fuzz executions per target (0: do not fuzz, report the last run's logs).
+    #[arg(long, default_value_t = FUZZ_RUNS)]
+    fuzz_runs: u64,
+}
+
+impl ReliabilityArgs {
+    /// The command line that reproduces a run with these arguments.
+    fn command(&self) -> String {
+        let mut cmd = String::from("cargo xtask reliability");
+        if self.events != EVENTS {
+            cmd.push_str(&format!(" --events {}", self.events));
+        }
+        if self.fuzz_runs != FUZZ_RUNS {
+            cmd.push_str(&format!(" --fuzz-runs {}", self.fuzz_runs));
+        }
+        cmd
+    }
+}
+
+/// Runs a fuzz target for `runs` executions, its output into `log`.
+fn fuzz(root: &Path, target: &str, runs: u64, log: &Path) -> Result<()> {
+    let fuzz = root.join("fuzz");
+    let corpus = fuzz.join("corpus").join(target);
+    std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
+    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut cmd = Command::new(util::cargo());
+    cmd.current_dir(&fuzz)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args(["fuzz", "run", "-O", target])
+        .arg(&corpus)
+        .arg("--")
+        .arg(format!("-runs={runs}"))
+        .arg("-max_len=4096")
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    println!("$ {}  > {}", util::display(&cmd), log.display());
+    let status = cmd.status().context("running cargo fuzz")?;
+    if !status.success() {
+        // The report shows the crash; the run goes on.
+        eprintln!(
+            "reliability: fuzz target {target} failed ({status}): see {} and fuzz/artifacts/{target}/",
+            log.display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs everything and writes RELIABILITY.md.
+pub fn run(tools: &Tools, root: &Path, vm_args: &VmArgs, args: &ReliabilityArgs) -> Result<()> {
+    let kdir = modules::kdir_for(vm_args, None)?;
+    let modules_dir = modules::build(root, &kdir).context("building the kernel modules")?;
+    util::run(Command::new(util::cargo()).current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "relay-reader",
+        "-p",
+        "relay-reliability",
+    ]))
+    .context("building relay-reader and relay-reliability")?;
+    let target = util::metadata(root)?.target_dir;
+    let release = target.join("release");
+    let driver = release.join("relay-reliability");
+    let out_dir = target.join("reliability");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let json = out_dir.join("guest.json");
+    let _ = std::fs::remove_file(&json);
+
+    let logs: Vec<(&str, std::path::PathBuf)> = FUZZ_TARGETS
+        .iter()
+        .map(|t| (*t, out_dir.join(format!("fuzz-{t}.log"))))
+        .collect();
+    let fuzz_command = out_dir.join("fuzz-command");
+    if args.fuzz_runs > 0 {
+        have_cargo_fuzz()?;
+        for (target, log) in &logs {
+            println!("reliability: fuzzing {target} for {} runs", args.fuzz_runs);
+            fuzz(root, target, args.fuzz_runs, log)?;
+        }
+        std::fs::write(
+            &fuzz_command,
+            format!("cargo xtask fuzz --runs {}", args.fuzz_runs),
+        )?;
+    }
+
+    let mut opts = vm::VmOptions::from_args(vm_args, TIMEOUT)?;
+    opts.rwdirs.push(out_dir.clone());
+    let q = |p: &Path| util::shell_quote_path(p);
+    let command = format!(
+        "{} guest --modules {} --reader {} --out {} --events {}",
+        q(&driver),
+        q(&modules_dir),
+        q(&release.join("relay-reader")),
+        q(&json),
+        args.events
+    );
+    vm::run(tools, root, &opts, &command)?
+        .check(&command)
+        .context("the reliability run failed in the guest")?;
+
+    let report = root.join("RELIABILITY.md");
+    let mut cmd = Command::new(&driver);
+    cmd.arg("report")
+        .arg("--guest")
+        .arg(&json)
+        .arg("--command")
+        .arg(args.command())
+        .arg("--corpus")
+        .arg(root.join("fuzz/corpus"))
+        .arg("--out")
+        .arg(&report);
+    for (target, log) in &logs {
+        if log.is_file() {
+            cmd.arg("--fuzz-log")
+                .arg(format!("{target}={}", log.display()));
+        }
+    }
+    if let Ok(fuzz_cmd) = std::fs::read_to_string(&fuzz_command) {
+        cmd.arg("--fuzz-command").arg(fuzz_cmd.trim());
+    }
+    if args.fuzz_runs == 0 {
+        cmd.arg("--fuzz-earlier");
+    }
+    util::run(cmd.stdin(Stdio::null())).context("writing RELIABILITY.md")?;
+    println!(
+        "\nreliability: {} written (measurements in {})",
+        report.display(),
+        out_dir.display()
+    );
+    Ok(())
+}
+
+/// Installs cargo-fuzz from crates.io when missing, as `cargo xtask fuzz` does.
+fn have_cargo_fuzz() -> Result<()> {
+    let have = Command::new(util::cargo())
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        util::run(Command::new(util::cargo()).args(["install", "--locked", "cargo-fuzz"]))
+            .context("installing cargo-fuzz")?;
+    }
+    Ok(())
+}
