@@ -46,6 +46,13 @@ pub enum Error {
         /// The file.
         path: PathBuf,
     },
+    /// The relay-app mode was asked for on a channel in overwrite mode,
+    /// whose laps that protocol cannot detect.
+    #[error("{path}: the channel is in overwrite mode, where the relay-app protocol cannot tell a sub-buffer the writer overwrote while it was read; use --mode mmap")]
+    RelayAppOverwrite {
+        /// The file.
+        path: PathBuf,
+    },
     /// The kernel refused to map the buffer.
     #[error("{path}: mmap of the relay buffer failed; a file created with debugfs_create_file() cannot be mapped (ENODEV), use --mode read")]
     Map {

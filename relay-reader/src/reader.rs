@@ -73,7 +73,15 @@ impl Reader {
         source.set_read_finished_only(self.read_finished_only);
         self.waiter
             .add(source.as_fd(), self.sources.len())
-            .map_err(|e| Error::io(&file.path, "poll registration", e))?;
+            .map_err(|e| match e.raw_os_error() {
+                // epoll refuses files without a poll method with EPERM:
+                // every relay file has one, so this is some other file.
+                Some(libc::EPERM) => Error::NotRelayFile {
+                    path: file.path.clone(),
+                    why: "it cannot be polled, which every relay buffer file can".into(),
+                },
+                _ => Error::io(&file.path, "poll registration", e),
+            })?;
         self.sources.push(source);
         Ok(())
     }

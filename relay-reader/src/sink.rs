@@ -36,9 +36,15 @@ pub struct PerCpuFiles {
 #[derive(Debug)]
 struct CpuFile {
     path: PathBuf,
-    out: BufWriter<File>,
+    /// `None` once a write failed and the file was cut back.
+    out: Option<BufWriter<File>>,
     /// Bytes in the current file.
     bytes: u64,
+    /// Where the sub-buffers handed in since the writer's buffer was last
+    /// empty end: the file may be cut at one of these, or at `durable`.
+    ends: Vec<u64>,
+    /// Bytes known to be in the file: everything up to here was written.
+    durable: u64,
     /// Index of the current file when rotating.
     index: u64,
 }
@@ -48,20 +54,85 @@ impl CpuFile {
         let f = File::create(&path).map_err(|e| Error::io(&path, "create", e))?;
         Ok(CpuFile {
             path,
-            out: BufWriter::with_capacity(WRITE_BUFFER, f),
+            out: Some(BufWriter::with_capacity(WRITE_BUFFER, f)),
             bytes: 0,
+            ends: Vec::new(),
+            durable: 0,
             index,
         })
     }
 
+    /// Appends one sub-buffer; on failure (a full disk) the file is cut
+    /// back to the end of the last sub-buffer that reached it whole, so it
+    /// never ends in a torn record.
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        let result = match self.out.as_mut() {
+            Some(out) => out.write_all(data),
+            None => return Err(self.failed_before()),
+        };
+        match result {
+            Ok(()) => {
+                self.bytes += data.len() as u64;
+                self.ends.push(self.bytes);
+                self.note_durable();
+                Ok(())
+            }
+            Err(source) => Err(self.cut_back(source)),
+        }
+    }
+
     fn finish(&mut self) -> Result<()> {
-        self.out
-            .flush()
-            .and_then(|()| self.out.get_ref().sync_data())
-            .map_err(|source| Error::Sink {
-                target: self.path.display().to_string(),
-                source,
-            })
+        let result = match self.out.as_mut() {
+            Some(out) => out.flush().and_then(|()| out.get_ref().sync_data()),
+            None => return Err(self.failed_before()),
+        };
+        match result {
+            Ok(()) => {
+                self.note_durable();
+                Ok(())
+            }
+            Err(source) => Err(self.cut_back(source)),
+        }
+    }
+
+    /// Once the writer's buffer is empty, everything handed in is in the file.
+    fn note_durable(&mut self) {
+        if self.out.as_ref().is_some_and(|out| out.buffer().is_empty()) {
+            self.durable = self.bytes;
+            self.ends.clear();
+        }
+    }
+
+    /// Drops what is still buffered (writing it would tear a record again)
+    /// and truncates the file to the last sub-buffer boundary it holds.
+    fn cut_back(&mut self, source: std::io::Error) -> Error {
+        let target = self.path.display().to_string();
+        let Some(out) = self.out.take() else {
+            return Error::Sink { target, source };
+        };
+        let (file, _unwritten) = out.into_parts();
+        let cut = file.metadata().map(|m| m.len()).ok().map(|len| {
+            self.ends
+                .iter()
+                .copied()
+                .filter(|&end| end <= len)
+                .max()
+                .unwrap_or(self.durable)
+                .max(self.durable.min(len))
+        });
+        if let Some(cut) = cut {
+            // Best effort: the write error is what the caller must hear of.
+            let _ = file.set_len(cut);
+            self.bytes = cut;
+        }
+        Error::Sink { target, source }
+    }
+
+    fn failed_before(&self) -> Error {
+        Error::Sink {
+            target: self.path.display().to_string(),
+            source: std::io::Error::other("an earlier write to this file failed"),
+        }
     }
 }
 
@@ -112,12 +183,7 @@ impl Sink for PerCpuFiles {
                 *file = CpuFile::open(path, index)?;
             }
         }
-        file.out.write_all(sb.data).map_err(|source| Error::Sink {
-            target: file.path.display().to_string(),
-            source,
-        })?;
-        file.bytes += len;
-        Ok(())
+        file.write(sb.data)
     }
 
     fn finish(&mut self) -> Result<()> {

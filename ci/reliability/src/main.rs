@@ -100,6 +100,10 @@ pub struct GuestResults {
     pub seconds: f64,
     /// Sections that did not complete, with the error.
     pub errors: Vec<String>,
+    /// Channel and reader modes the reader refuses to combine, with its
+    /// message (relay-app mode cannot detect laps in overwrite mode).
+    #[serde(default)]
+    pub refused: Vec<String>,
 }
 
 fn save(results: &GuestResults, out: &Path) -> Result<()> {
@@ -141,6 +145,18 @@ fn guest_run(args: GuestArgs) -> Result<()> {
                 let setup = guest::Setup { overwrite, ..base };
                 match stress::run(setup, mode) {
                     Ok(row) => results.stress.push(row),
+                    Err(e)
+                        if overwrite
+                            && mode == Mode::RelayApp
+                            && e.chain().any(|c| {
+                                matches!(
+                                    c.downcast_ref(),
+                                    Some(relay_reader::Error::RelayAppOverwrite { .. })
+                                )
+                            }) =>
+                    {
+                        results.refused.push(format!("overwrite, relay-app: {e:#}"));
+                    }
                     Err(e) => {
                         let what = format!(
                             "stress {} {}: {e:#}",

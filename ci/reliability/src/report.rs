@@ -244,6 +244,16 @@ pub fn run(args: &ReportArgs) -> Result<()> {
             )
         })
         .collect();
+    if !g.refused.is_empty() {
+        writeln!(
+            w,
+            "\nCombinations the reader refuses, because it could not account for every event \
+             in them (no row, no data):\n"
+        )?;
+        for r in &g.refused {
+            writeln!(w, "- {}", cell(r))?;
+        }
+    }
     if !problems.is_empty() {
         writeln!(w, "\nFirst problems the checker found:\n")?;
         for p in problems {

@@ -150,8 +150,12 @@ fn bad_input_gets_clear_errors() {
         return;
     }
     let _modules = Modules::klog("");
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["record", "/etc/hostname"], "not a relay buffer file"),
+        (
+            &["record", "/sys/kernel/debug/klog_gen/run"],
+            "not a relay buffer file",
+        ),
         (
             &["record", "--mode", "mmap", "/sys/kernel/debug/klog_gen/run"],
             "mmap mode needs the relay ioctl ABI",
@@ -223,6 +227,65 @@ fn module_unloaded_while_recording_saves_everything_and_exits() {
         assert!(
             seqs.iter().copied().eq(0..N),
             "cpu {cpu}: {} records saved, expected 0..{N}",
+            seqs.len()
+        );
+    }
+}
+
+#[test]
+fn full_disk_fails_clearly_and_leaves_no_torn_record() {
+    if !in_vm() {
+        return;
+    }
+    // 64 small sub-buffers per CPU fill with about 256 KiB of records each
+    // before the reader starts; the output disk holds 128 KiB.
+    let _m = Modules::klog("subbuf_size=4096 n_subbufs=64");
+    generate_klog(20_000);
+    let dir = fresh_dir("relay-full-disk");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_arg = dir.to_str().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=128k", "relay-full-disk", dir_arg])
+        .status()
+        .expect("running mount");
+    assert!(mounted.success(), "mounting a 128 KiB tmpfs on {dir_arg}");
+    let out = relay_reader(&[
+        "record",
+        "--mode",
+        "mmap",
+        "--duration",
+        "20",
+        "-o",
+        dir_arg,
+        CHANNEL,
+    ]);
+    let files: BTreeMap<u32, Vec<u8>> = online_cpus()
+        .into_iter()
+        .filter_map(|cpu| Some((cpu, std::fs::read(dir.join(format!("cpu{cpu}"))).ok()?)))
+        .collect();
+    let _ = Command::new("umount").arg(&dir).status();
+    let err = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "relay-reader exited 0 although the disk was full: {err}"
+    );
+    assert!(
+        err.contains("No space left on device"),
+        "the error does not say the disk is full: {err}"
+    );
+    let saved: usize = files.values().map(Vec::len).sum();
+    assert!(saved > 0, "nothing saved before the disk filled: {err}");
+    for (cpu, data) in &files {
+        assert!(
+            data.is_empty() || data.ends_with(b"\n"),
+            "cpu{cpu}: the file ends in a torn record ({} bytes)",
+            data.len()
+        );
+    }
+    for (cpu, seqs) in klog_gen_records(&files) {
+        assert!(
+            seqs.iter().copied().eq(0..seqs.len() as u64),
+            "cpu{cpu}: the saved records are not 0..{} in order",
             seqs.len()
         );
     }

@@ -137,6 +137,13 @@ impl RelayAppBuffer {
                 what: format!("geometry {n_subbufs} x {subbuf_size} bytes"),
             });
         }
+        // relay_app's `overwrite` file (not part of relay-apps 0.9x): the
+        // protocol has no way to detect a lap, so refuse rather than hand
+        // out sub-buffers that may have been overwritten while read.
+        let overwrite = sibling(path, "overwrite");
+        if overwrite.exists() && read_number(&overwrite)? != 0 {
+            return Err(Error::RelayAppOverwrite { path: path.into() });
+        }
         let mmap_len = (subbuf_size * n_subbufs).next_multiple_of(page_size());
         let map = Mapping::new(&file, mmap_len, path)?;
         Ok(RelayAppBuffer {
