@@ -72,19 +72,8 @@ impl BenchArgs {
 pub fn run(tools: &Tools, root: &Path, vm_args: &VmArgs, args: &BenchArgs) -> Result<()> {
     let kdir = modules::kdir_for(vm_args, None)?;
     let modules_dir = modules::build(root, &kdir).context("building the kernel modules")?;
-    util::run(Command::new(util::cargo()).current_dir(root).args([
-        "build",
-        "--release",
-        "-p",
-        "relay-reader",
-        "-p",
-        "relay-bench",
-        "-p",
-        "relay-blktrace",
-    ]))
-    .context("building relay-reader, relay-blktrace and relay-bench")?;
-    let target = util::metadata(root)?.target_dir;
-    let release = target.join("release");
+    let (target, release) =
+        util::build_release(root, &["relay-reader", "relay-bench", "relay-blktrace"])?;
     let bench = release.join("relay-bench");
     let out_dir = target.join("bench");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;

@@ -16,14 +16,7 @@ const TARGETS: [&str; 2] = ["reader_vs_model", "relay_app_subbuf"];
 
 /// Runs every target for `runs` executions.
 pub fn run(root: &Path, runs: u64) -> Result<()> {
-    let have = Command::new(util::cargo())
-        .args(["fuzz", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have {
-        util::run(Command::new(util::cargo()).args(["install", "--locked", "cargo-fuzz"]))
-            .context("installing cargo-fuzz")?;
-    }
+    ensure_cargo_fuzz()?;
     let fuzz = root.join("fuzz");
     for target in TARGETS {
         let corpus = fuzz.join("corpus").join(target);
@@ -44,5 +37,18 @@ pub fn run(root: &Path, runs: u64) -> Result<()> {
         })?;
     }
     println!("fuzz: {} targets x {runs} runs, no crash", TARGETS.len());
+    Ok(())
+}
+
+/// Installs cargo-fuzz from crates.io when missing.
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    let have = Command::new(util::cargo())
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        util::run(Command::new(util::cargo()).args(["install", "--locked", "cargo-fuzz"]))
+            .context("installing cargo-fuzz")?;
+    }
     Ok(())
 }

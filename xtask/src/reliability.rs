@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 
 use crate::setup::Tools;
-use crate::{modules, util, vm, VmArgs};
+use crate::{fuzz, modules, util, vm, VmArgs};
 
 /// Hard timeout of the VM run, in seconds.
 const TIMEOUT: u64 = 1800;
@@ -85,17 +85,7 @@ fn fuzz(root: &Path, target: &str, runs: u64, log: &Path) -> Result<()> {
 pub fn run(tools: &Tools, root: &Path, vm_args: &VmArgs, args: &ReliabilityArgs) -> Result<()> {
     let kdir = modules::kdir_for(vm_args, None)?;
     let modules_dir = modules::build(root, &kdir).context("building the kernel modules")?;
-    util::run(Command::new(util::cargo()).current_dir(root).args([
-        "build",
-        "--release",
-        "-p",
-        "relay-reader",
-        "-p",
-        "relay-reliability",
-    ]))
-    .context("building relay-reader and relay-reliability")?;
-    let target = util::metadata(root)?.target_dir;
-    let release = target.join("release");
+    let (target, release) = util::build_release(root, &["relay-reader", "relay-reliability"])?;
     let driver = release.join("relay-reliability");
     let out_dir = target.join("reliability");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
@@ -108,7 +98,7 @@ pub fn run(tools: &Tools, root: &Path, vm_args: &VmArgs, args: &ReliabilityArgs)
         .collect();
     let fuzz_command = out_dir.join("fuzz-command");
     if args.fuzz_runs > 0 {
-        have_cargo_fuzz()?;
+        fuzz::ensure_cargo_fuzz()?;
         for (target, log) in &logs {
             println!("reliability: fuzzing {target} for {} runs", args.fuzz_runs);
             fuzz(root, target, args.fuzz_runs, log)?;
@@ -163,18 +153,5 @@ pub fn run(tools: &Tools, root: &Path, vm_args: &VmArgs, args: &ReliabilityArgs)
         report.display(),
         out_dir.display()
     );
-    Ok(())
-}
-
-/// Installs cargo-fuzz from crates.io when missing, as `cargo xtask fuzz` does.
-fn have_cargo_fuzz() -> Result<()> {
-    let have = Command::new(util::cargo())
-        .args(["fuzz", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have {
-        util::run(Command::new(util::cargo()).args(["install", "--locked", "cargo-fuzz"]))
-            .context("installing cargo-fuzz")?;
-    }
     Ok(())
 }

@@ -50,6 +50,20 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Builds `packages` in release mode; returns the target directory and
+/// its `release` directory, where their binaries are.
+pub fn build_release(root: &Path, packages: &[&str]) -> Result<(PathBuf, PathBuf)> {
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(root).args(["build", "--release"]);
+    for package in packages {
+        cmd.args(["-p", package]);
+    }
+    run(&mut cmd).with_context(|| format!("building {}", packages.join(", ")))?;
+    let target = metadata(root)?.target_dir;
+    let release = target.join("release");
+    Ok((target, release))
+}
+
 /// Runs `cmd` quietly and returns its stdout; fails (with its stderr) unless it exits 0.
 pub fn output(cmd: &mut Command) -> Result<String> {
     let line = display(cmd);
