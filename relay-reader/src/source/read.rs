@@ -113,6 +113,15 @@ impl ReadSource {
                 Ok(0) => return Ok(delivered),
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // relay_file_read() never fails with EINVAL; a file without
+                // a read method (a write-only control file) does.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    return Err(Error::NotRelayFile {
+                        path: self.path.clone(),
+                        why: "read(2) refuses it with EINVAL, which a relay buffer file never does"
+                            .into(),
+                    })
+                }
                 Err(e) => return Err(Error::io(&self.path, "read", e)),
             };
             let seq = self.stats.subbufs;
