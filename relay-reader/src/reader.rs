@@ -141,13 +141,26 @@ impl Reader {
         timeout: Duration,
         f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,
     ) -> Result<u64> {
+        let mut ready = Vec::new();
         if self.last_scan.elapsed() >= RESCAN_INTERVAL {
             self.rescan()?;
+            // relay_close() finalizes a buffer without waking its pollers
+            // unless a partly filled sub-buffer is flushed, so poll may
+            // never report POLLERR: a buffer whose file is gone is closed.
+            ready.extend(
+                self.sources
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| !s.finished() && !s.path().exists())
+                    .map(|(key, _)| (key, true)),
+            );
         }
-        let ready = self
-            .waiter
-            .wait(timeout)
-            .map_err(|e| Error::io(&self.base, "poll", e))?;
+        if ready.is_empty() {
+            ready = self
+                .waiter
+                .wait(timeout)
+                .map_err(|e| Error::io(&self.base, "poll", e))?;
+        }
         let mut delivered = 0;
         for &(key, closed) in &ready {
             if !closed {
