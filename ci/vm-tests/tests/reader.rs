@@ -290,3 +290,60 @@ fn full_disk_fails_clearly_and_leaves_no_torn_record() {
         );
     }
 }
+
+#[test]
+fn module_unloaded_after_the_buffers_filled_ends_the_recording() {
+    if !in_vm() {
+        return;
+    }
+    // Far more records than 4 x 4 KiB hold: every buffer fills and stays
+    // marked full, so relay_close() flushes nothing and wakes no poller.
+    let mut modules = Modules::klog("subbuf_size=4096 n_subbufs=4");
+    generate_klog(5000);
+    let dir = fresh_dir("relay-unload-full-test");
+    let mut child = Command::new(bin("relay-reader"))
+        .args([
+            "record",
+            "--mode",
+            "mmap",
+            "-o",
+            dir.to_str().unwrap(),
+            CHANNEL,
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting relay-reader");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
+    assert!(
+        first.contains("recording"),
+        "relay-reader did not start: {first}"
+    );
+    modules.unload("relay_klog");
+    // A hang guard, not a speed check: the reader must notice at all.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for relay-reader") {
+            break status;
+        }
+        if std::time::Instant::now() > give_up {
+            let _ = child.kill();
+            panic!("relay-reader still runs 60 s after its channel was removed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(
+        status.success(),
+        "relay-reader failed when the channel went away ({status}): {rest}"
+    );
+    for (cpu, seqs) in klog_gen_records(&read_per_cpu(&dir, "")) {
+        assert!(
+            !seqs.is_empty() && seqs.iter().copied().eq(0..seqs.len() as u64),
+            "cpu {cpu}: saved records are not 0..k in order: {} records",
+            seqs.len()
+        );
+    }
+}
