@@ -70,8 +70,7 @@ impl BenchArgs {
 
 /// Runs the benchmarks and writes BENCHMARKS.md.
 pub fn run(tools: &Tools, root: &Path, vm_args: &VmArgs, args: &BenchArgs) -> Result<()> {
-    let kdir = modules::kdir_for(vm_args, None)?;
-    let modules_dir = modules::build(root, &kdir).context("building the kernel modules")?;
+    let modules_dir = modules::for_vm(root, vm_args, None)?;
     let (target, release) =
         util::build_release(root, &["relay-reader", "relay-bench", "relay-blktrace"])?;
     let bench = release.join("relay-bench");

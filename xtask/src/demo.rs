@@ -22,8 +22,7 @@ pub fn run(
     kdir: Option<PathBuf>,
     count: u64,
 ) -> Result<()> {
-    let kdir = modules::kdir_for(vm_args, kdir)?;
-    let modules_dir = modules::build(root, &kdir).context("building the kernel modules")?;
+    let modules_dir = modules::for_vm(root, vm_args, kdir)?;
     util::run(Command::new(util::cargo()).current_dir(root).args([
         "build",
         "-p",

@@ -38,6 +38,17 @@ fn release_kdir(release: &str) -> Result<PathBuf> {
 
 /// The tree to build modules against for a VM run: `--kdir` if given, else
 /// the tree `--kernel` comes from, else the stock headers.
+/// The modules for the kernel the VM boots: a kernel built from a series
+/// has its own samples (in-tree modules), any other gets them built out of
+/// tree against its headers or build tree.
+pub fn for_vm(root: &Path, vm: &VmArgs, kdir: Option<PathBuf>) -> Result<PathBuf> {
+    let kdir = kdir_for(vm, kdir)?;
+    if crate::kernel::is_series_build(&kdir) {
+        return crate::kernel::intree_modules(root, &kdir);
+    }
+    build(root, &kdir).context("building the kernel modules")
+}
+
 pub fn kdir_for(vm: &VmArgs, kdir: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(kdir) = kdir {
         return Ok(kdir);

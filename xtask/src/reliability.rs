@@ -83,8 +83,7 @@ fn fuzz(root: &Path, target: &str, runs: u64, log: &Path) -> Result<()> {
 
 /// Runs everything and writes RELIABILITY.md.
 pub fn run(tools: &Tools, root: &Path, vm_args: &VmArgs, args: &ReliabilityArgs) -> Result<()> {
-    let kdir = modules::kdir_for(vm_args, None)?;
-    let modules_dir = modules::build(root, &kdir).context("building the kernel modules")?;
+    let modules_dir = modules::for_vm(root, vm_args, None)?;
     let (target, release) = util::build_release(root, &["relay-reader", "relay-reliability"])?;
     let driver = release.join("relay-reliability");
     let out_dir = target.join("reliability");

@@ -125,12 +125,7 @@ pub fn run(
     })?;
     let modules_dir = steps
         .run("modules", || {
-            let kdir = modules::kdir_for(vm_args, kdir)?;
-            if kernel::is_series_build(&kdir) {
-                // A kernel of the series: its own samples build.
-                return kernel::intree_modules(root, &kdir);
-            }
-            modules::build(root, &kdir)
+            modules::for_vm(root, vm_args, kdir)
         })?
         .unwrap_or_default();
     let closing = steps.run("vm tests", || {
