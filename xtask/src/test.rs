@@ -124,9 +124,7 @@ pub fn run(
         cargo(&["test", "--workspace", "--exclude", VM_TEST_PACKAGE])
     })?;
     let modules_dir = steps
-        .run("modules", || {
-            modules::for_vm(root, vm_args, kdir)
-        })?
+        .run("modules", || modules::for_vm(root, vm_args, kdir))?
         .unwrap_or_default();
     let closing = steps.run("vm tests", || {
         if modules_dir.as_os_str().is_empty() {
