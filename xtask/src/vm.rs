@@ -164,6 +164,9 @@ fn interrupted_flag() -> Result<Arc<AtomicBool>> {
     Ok(INTERRUPTED.get_or_init(|| flag).clone())
 }
 
+/// Longer guest commands run from a script file (see [`run`]).
+const LONG_COMMAND: usize = 512;
+
 /// Boots the VM, runs `command` in the guest (as root, cwd = `root`), streams
 /// its output and returns how it ended. Fails on timeout or interruption.
 pub fn run(tools: &Tools, root: &Path, opts: &VmOptions, command: &str) -> Result<VmOutcome> {
@@ -183,7 +186,21 @@ pub fn run(tools: &Tools, root: &Path, opts: &VmOptions, command: &str) -> Resul
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         cmd.arg(format!("--rwdir={}", dir.display()));
     }
-    cmd.arg("--exec").arg(command);
+    // virtme-ng passes the command on the kernel command line, which the
+    // kernel truncates at 2 KiB (with the module and mount parameters of a
+    // built tree, a long command no longer fits): run long ones from a file.
+    if command.len() > LONG_COMMAND {
+        let script = root
+            .join("target/vm")
+            .join(format!("command-{}.sh", std::process::id()));
+        std::fs::create_dir_all(script.parent().unwrap_or(root))
+            .and_then(|()| std::fs::write(&script, format!("{command}\n")))
+            .with_context(|| format!("writing {}", script.display()))?;
+        cmd.arg("--exec")
+            .arg(format!("bash {}", util::shell_quote_path(&script)));
+    } else {
+        cmd.arg("--exec").arg(command);
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
