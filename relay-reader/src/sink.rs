@@ -111,14 +111,14 @@ impl CpuFile {
             return Error::Sink { target, source };
         };
         let (file, _unwritten) = out.into_parts();
+        // Every end is past `durable`, which the file holds already.
         let cut = file.metadata().map(|m| m.len()).ok().map(|len| {
             self.ends
                 .iter()
                 .copied()
                 .filter(|&end| end <= len)
                 .max()
-                .unwrap_or(self.durable)
-                .max(self.durable.min(len))
+                .unwrap_or(self.durable.min(len))
         });
         if let Some(cut) = cut {
             // Best effort: the write error is what the caller must hear of.

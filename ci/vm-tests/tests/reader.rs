@@ -37,6 +37,32 @@ fn read_per_cpu(dir: &Path, suffix: &str) -> BTreeMap<u32, Vec<u8>> {
         .collect()
 }
 
+/// Starts `relay-reader record --mode mmap [extra] -o dir CHANNEL` and waits
+/// for its "recording" line; returns the child and the rest of its stderr.
+fn start_recording(
+    dir: &Path,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStderr>,
+) {
+    let mut child = Command::new(bin("relay-reader"))
+        .args(["record", "--mode", "mmap"])
+        .args(extra)
+        .args(["-o", dir.to_str().unwrap(), CHANNEL])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting relay-reader");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
+    assert!(
+        first.contains("recording"),
+        "relay-reader did not start: {first}"
+    );
+    (child, stderr)
+}
+
 #[test]
 fn snapshot_of_a_flight_recorder_keeps_the_newest_records() {
     if !in_vm() {
@@ -191,26 +217,7 @@ fn module_unloaded_while_recording_saves_everything_and_exits() {
     }
     let mut modules = Modules::klog("");
     let dir = fresh_dir("relay-unload-test");
-    let mut child = Command::new(bin("relay-reader"))
-        .args([
-            "record",
-            "--mode",
-            "mmap",
-            "--json",
-            "-o",
-            dir.to_str().unwrap(),
-            CHANNEL,
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("starting relay-reader");
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
-    assert!(
-        first.contains("recording"),
-        "relay-reader did not start: {first}"
-    );
+    let (mut child, mut stderr) = start_recording(&dir, &["--json"]);
     const N: u64 = 1500;
     generate_klog(N);
     // The channel goes away under the reader: relay_app flushes and closes
@@ -301,25 +308,7 @@ fn module_unloaded_after_the_buffers_filled_ends_the_recording() {
     let mut modules = Modules::klog("subbuf_size=4096 n_subbufs=4");
     generate_klog(5000);
     let dir = fresh_dir("relay-unload-full-test");
-    let mut child = Command::new(bin("relay-reader"))
-        .args([
-            "record",
-            "--mode",
-            "mmap",
-            "-o",
-            dir.to_str().unwrap(),
-            CHANNEL,
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("starting relay-reader");
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
-    assert!(
-        first.contains("recording"),
-        "relay-reader did not start: {first}"
-    );
+    let (mut child, mut stderr) = start_recording(&dir, &[]);
     modules.unload("relay_klog");
     // A hang guard, not a speed check: the reader must notice at all.
     let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
