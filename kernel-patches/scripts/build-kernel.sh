@@ -34,7 +34,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 kp=$(dirname "$here")
 repo=$(dirname "$kp")
 cache=${RELAY_KERNEL_CACHE:-$repo/.cache/kernel}
-ident=(-c user.name="relay developers" -c user.email=relay@example.org)
+# No automatic gc: "git commit" and "git am" would start a detached
+# "gc --auto" on the freshly unpacked tree (tens of thousands of loose
+# objects), and its reflog expiry holds .git/HEAD.lock while the next git
+# command here wants it.
+ident=(-c user.name="relay developers" -c user.email=relay@example.org
+       -c gc.auto=0 -c maintenance.auto=false)
 
 kasan=0
 tree_only=0
@@ -152,12 +157,18 @@ if [[ $(git -C "$src" rev-parse -q --verify 'refs/tags/relay-base^{commit}' 2>/d
 	mkdir -p "$src.tmp"
 	tar -xf "$tarball" -C "$src.tmp" --strip-components=1
 	git -C "$src.tmp" init -q
+	git -C "$src.tmp" config gc.auto 0
+	git -C "$src.tmp" config maintenance.auto false
 	git -C "$src.tmp" add -A -f
 	git -C "$src.tmp" "${ident[@]}" commit -q -m "Debian $PACKAGE $PACKAGE_VERSION ($TARBALL, sha256 $SHA256)"
 	git -C "$src.tmp" tag relay-base
 	echo "$SHA256" >"$src.tmp/.git/relay-base-sha256"
 	mv "$src.tmp" "$src"
 fi
+
+# Trees unpacked by older versions of this script had automatic gc on.
+git -C "$src" config gc.auto 0
+git -C "$src" config maintenance.auto false
 
 # Step 3: the series.
 mapfile -t patches < <(find "$series" -maxdepth 1 -name '[0-9][0-9][0-9][0-9]-*.patch' ! -name '0000-*' | sort)
