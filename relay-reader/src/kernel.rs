@@ -53,6 +53,20 @@ mod ioc {
     nix::ioctl_none!(flush, sys::RELAY_IOC_MAGIC, sys::nr::FLUSH);
 }
 
+/// Asks the writer of the relay file `file` to finish its partly filled
+/// sub-buffer (`RELAY_IOC_FLUSH`). `Ok(false)` when it cannot: the file has
+/// no relay ABI (ENOTTY, EINVAL), or its client implements no flush
+/// (EOPNOTSUPP), so that sub-buffer comes only with the client's own
+/// flush or close.
+pub fn request_flush(file: &File, path: &Path) -> Result<bool> {
+    // SAFETY: RELAY_IOC_FLUSH takes no argument.
+    match unsafe { ioc::flush(file.as_raw_fd()) } {
+        Ok(_) => Ok(true),
+        Err(Errno::ENOTTY | Errno::EINVAL | Errno::EOPNOTSUPP) => Ok(false),
+        Err(e) => Err(Error::io(path, "RELAY_IOC_FLUSH", e.into())),
+    }
+}
+
 /// Asks the kernel for the geometry of the relay file `file`. `Ok(None)`
 /// when the file does not implement the relay ABI (ENOTTY, EINVAL).
 pub fn query_info(file: &File, path: &Path) -> Result<Option<BufInfo>> {
@@ -266,10 +280,7 @@ impl RelayAbi for KernelBuffer {
     }
 
     fn flush(&mut self) -> Result<()> {
-        // SAFETY: RELAY_IOC_FLUSH takes no argument.
-        unsafe { ioc::flush(self.file.as_raw_fd()) }
-            .map_err(|e| Error::io(&self.path, "RELAY_IOC_FLUSH", e.into()))?;
-        Ok(())
+        request_flush(&self.file, &self.path).map(|_| ())
     }
 
     fn data(&self, loc: &SubbufLoc) -> &[u8] {

@@ -134,7 +134,8 @@ impl Source {
     }
 
     /// Takes the partly filled sub-buffer too, then delivers everything.
-    /// read(2) already returns partly filled sub-buffers.
+    /// In read mode the flush is asked for where the channel supports it
+    /// (see [`ReadSource::drain_all`]).
     pub fn flush_and_drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
         match self {
             Source::Mmap(s) => s.flush_and_drain(f),

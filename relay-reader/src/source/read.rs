@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::path::PathBuf;
 
-use crate::subbuf::{BufStats, SubBuf};
+use crate::subbuf::{BufStats, KernelCounters, SubBuf};
 use crate::{Error, Result};
 
 /// Bytes asked for per read(2); relay returns at most one sub-buffer's worth
@@ -21,6 +21,8 @@ pub struct ReadSource {
     stats: BufStats,
     closed: bool,
     finished_only: bool,
+    /// Whether the file answers `RELAY_IOC_GET_STATE` (unknown at first).
+    has_state: Option<bool>,
 }
 
 impl ReadSource {
@@ -32,6 +34,7 @@ impl ReadSource {
             buf: vec![0; READ_CHUNK],
             closed: false,
             finished_only: false,
+            has_state: None,
             stats: BufStats {
                 cpu,
                 ..BufStats::default()
@@ -59,14 +62,17 @@ impl ReadSource {
         self.closed = true;
     }
 
-    /// Counters so far (no loss counts: read(2) cannot see them).
+    /// Counters so far. read(2) itself tells nothing of losses; where the
+    /// file also answers `RELAY_IOC_GET_STATE` (a kernel with the series,
+    /// or a relay_app channel), the kernel's loss counters are in
+    /// [`BufStats::kernel`], refreshed after every drain.
     pub fn stats(&self) -> &BufStats {
         &self.stats
     }
 
     /// With `on`, [`ReadSource::drain`] reads only the data of finished
-    /// sub-buffers, never the one being written. relay's read(2) returns
-    /// bytes up to the writer's offset, but `relay_reserve()` moves that
+    /// sub-buffers, never the one being written. A stock kernel's read(2)
+    /// returns bytes up to the writer's offset, but `relay_reserve()` moves that
     /// offset before its caller fills the record (blktrace does so): read
     /// concurrently, such a record arrives as stale bytes and is lost. The
     /// limit is the file size, which relay keeps at the bytes of finished
@@ -86,11 +92,50 @@ impl ReadSource {
     }
 
     /// Reads everything there is, the sub-buffer being written included.
+    /// Asks the writer to flush that sub-buffer first where the channel
+    /// supports `RELAY_IOC_FLUSH`: kernels whose read(2) is safe against a
+    /// concurrent writer (the kernel series) return its data only once it
+    /// is flushed or the channel is closed, since before that some of its
+    /// reserved bytes may not be written yet.
     pub fn drain_all(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
+        crate::kernel::request_flush(&self.file, &self.path)?;
         self.read_until_empty(false, f)
     }
 
     fn read_until_empty(
+        &mut self,
+        finished_only: bool,
+        f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,
+    ) -> Result<u64> {
+        let delivered = self.read_chunks(finished_only, f)?;
+        self.refresh_kernel_counters();
+        Ok(delivered)
+    }
+
+    /// The kernel's counters, where the file has the relay ABI.
+    fn refresh_kernel_counters(&mut self) {
+        if self.has_state == Some(false) {
+            return;
+        }
+        match crate::kernel::query_state(&self.file, &self.path) {
+            Ok(Some(s)) => {
+                self.has_state = Some(true);
+                self.stats.kernel = Some(KernelCounters {
+                    produced: s.produced,
+                    lost_full: s.lost_full,
+                    lost_toobig: s.lost_toobig,
+                    lost_overwritten: s.lost_overwritten,
+                });
+            }
+            Ok(None) => self.has_state = Some(false),
+            // The data matters more than the counters: a file that read(2)
+            // still drains but that no longer answers (debugfs' proxy after
+            // the file's removal: EIO) keeps the counters it last gave.
+            Err(_) => self.has_state = Some(false),
+        }
+    }
+
+    fn read_chunks(
         &mut self,
         finished_only: bool,
         f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,

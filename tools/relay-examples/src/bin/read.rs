@@ -2,7 +2,9 @@
 //! `relay_read` channel with read(2) only (the kernel strips padding and
 //! counts what it returned as consumed; relay's read never blocks, so poll
 //! with a short timeout says when to read again), until Ctrl-C, into one
-//! file per CPU (`cpu0`, `cpu1`, ... as in relay-apps) or stdout.
+//! file per CPU (`cpu0`, `cpu1`, ... as in relay-apps) or stdout. At the
+//! end it asks the kernel to flush the partly filled sub-buffers: a kernel
+//! with the series returns their data to read(2) only then.
 //!
 //! The module's channel has no sub-buffer header, so what read(2) returns
 //! is the records and nothing else.
@@ -63,11 +65,13 @@ fn main() -> Result<()> {
     );
     let mut write = |sb: relay_reader::SubBuf<'_>| sink.write(&sb);
     while !until.done() {
-        // Read mode drains every buffer after the wait, partly filled
-        // sub-buffers included.
+        // Read mode drains every buffer after the wait (on a stock kernel,
+        // partly filled sub-buffers included).
         reader.poll(Duration::from_millis(100), &mut write)?;
     }
-    reader.consume(&mut write)?;
+    // A kernel with the series returns a partly filled sub-buffer only once
+    // it is flushed: ask for that (RELAY_IOC_FLUSH), then read the rest.
+    reader.flush_and_drain(&mut write)?;
     sink.finish()?;
     for s in reader.stats() {
         eprintln!("cpu{}: {} bytes in {} reads", s.cpu, s.bytes, s.subbufs);
