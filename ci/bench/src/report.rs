@@ -163,6 +163,12 @@ pub fn run(dir: &Path, command: &str, out: &Path) -> Result<()> {
         .as_ref()
         .or(full.as_ref())
         .map_or("?".into(), |v| v["n_cpus"].to_string());
+    // Series kernels are named <version>-relay[-variant] (build-kernel.sh).
+    let kind = if kernel.contains("-relay") {
+        "built from kernel-patches/series"
+    } else {
+        "stock Debian"
+    };
     let mut s = String::new();
     s.push_str("# Benchmarks\n\n");
     s.push_str(&format!(
@@ -173,7 +179,7 @@ pub fn run(dir: &Path, command: &str, out: &Path) -> Result<()> {
     ));
     s.push_str(&format!(
         "- Host: {}, {} CPUs, shared with other work (the host benchmark takes the best of several alternating trials).\n\
-         - VM: the stock kernel {kernel}, {vcpus} vCPUs, under QEMU TCG (software emulation, no KVM): \
+         - VM: the kernel {kernel} ({kind}), {vcpus} vCPUs, under QEMU TCG (software emulation, no KVM): \
          absolute times are many times slower than on hardware, and the guest's clock and \
          scheduling are emulated too.\n\n",
         host.as_ref()
