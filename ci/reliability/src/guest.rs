@@ -201,9 +201,27 @@ pub fn release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Whether the running kernel has KASAN and lockdep (from its config in
-/// /boot or /proc/config.gz), `None` when the config is not found.
+/// Whether the running kernel has KASAN and lockdep: from its config in
+/// /boot or /proc/config.gz, else from what the running kernel shows (the
+/// slim series kernels have neither config file): KASAN's report function
+/// in /proc/kallsyms, lockdep's /proc/lockdep_chains (CONFIG_PROVE_LOCKING).
 pub fn debug_options() -> (Option<bool>, Option<bool>) {
+    match debug_options_from_config() {
+        (None, None) => {
+            let kasan = std::fs::read_to_string("/proc/kallsyms").ok().map(|syms| {
+                syms.lines()
+                    .any(|l| l.split_whitespace().nth(2) == Some("kasan_report"))
+            });
+            (
+                kasan,
+                Some(std::path::Path::new("/proc/lockdep_chains").exists()),
+            )
+        }
+        known => known,
+    }
+}
+
+fn debug_options_from_config() -> (Option<bool>, Option<bool>) {
     let release = release();
     let text = std::fs::read_to_string(format!("/boot/config-{release}")).ok();
     let text = text.or_else(|| {

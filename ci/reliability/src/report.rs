@@ -260,6 +260,28 @@ pub fn run(args: &ReportArgs) -> Result<()> {
             writeln!(w, "{p}")?;
         }
     }
+    // Events missing beyond the kernel's count, and nothing else wrong: the
+    // limit of a writer-side lap count beside a read(2) reader.
+    let uncounted_laps = g.stress.iter().any(|r| {
+        r.overwrite
+            && r.mode != "mmap"
+            && r.counted_lost.is_some_and(|l| r.missing > l)
+            && r.counts.corrupt == 0
+            && r.counts.duplicated == 0
+            && r.counts.out_of_order == 0
+    });
+    if uncounted_laps {
+        writeln!(
+            w,
+            "\nOverwrite mode without mmap: read(2) has no loss count of its own, so the row \
+             uses the kernel's count of overwritten sub-buffers, which the writer keeps. When \
+             it starts a sub-buffer it first increments the produced count, then looks at the \
+             consumed count to tell whether it overwrites an unread sub-buffer; a read(2) that \
+             skips that lapped sub-buffer in between moves the consumed count past it, and the \
+             writer counts nothing. The events above the count are such whole sub-buffers \
+             (nothing is corrupt or duplicated). mmap mode counts its losses itself, exactly."
+        )?;
+    }
 
     writeln!(w, "\n## Faults\n")?;
     writeln!(
