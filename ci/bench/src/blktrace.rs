@@ -35,7 +35,9 @@ fn fio(ios: u64, jobs: u32) -> Command {
         "--bs=4k",
         "--direct=1",
         "--ioengine=psync",
-        "--size=256M",
+        // The whole 1 GiB device: fio stops at `size` bytes even before
+        // `number_ios` (262144 4 KiB I/Os per job at most).
+        "--size=1G",
         &format!("--numjobs={jobs}"),
         &format!("--number_ios={ios}"),
         "--randrepeat=1",

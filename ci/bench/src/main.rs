@@ -84,7 +84,7 @@ enum Cmd {
         #[arg(long, default_value = "/usr/sbin/blktrace")]
         blktrace: PathBuf,
         /// I/Os every fio job performs.
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 100_000)]
         ios: u64,
         /// fio jobs (one per CPU spreads the events over every buffer).
         #[arg(long, default_value_t = 2)]
