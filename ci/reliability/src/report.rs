@@ -274,12 +274,14 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         writeln!(
             w,
             "\nOverwrite mode without mmap: read(2) has no loss count of its own, so the row \
-             uses the kernel's count of overwritten sub-buffers, which the writer keeps. When \
-             it starts a sub-buffer it first increments the produced count, then looks at the \
-             consumed count to tell whether it overwrites an unread sub-buffer; a read(2) that \
-             skips that lapped sub-buffer in between moves the consumed count past it, and the \
-             writer counts nothing. The events above the count are such whole sub-buffers \
-             (nothing is corrupt or duplicated). mmap mode counts its losses itself, exactly."
+             uses the kernel's count of overwritten sub-buffers, which the writer keeps. On a \
+             kernel without the series' atomic hand-over (\"relay: hand sub-buffers between \
+             writer and readers atomically\") the writer first increments the produced count, \
+             then looks at the consumed count to tell whether it overwrites an unread \
+             sub-buffer; a read(2) that skips that lapped sub-buffer in between moves the \
+             consumed count past it, and the writer counts nothing. The events above the count \
+             are such whole sub-buffers (nothing is corrupt or duplicated). mmap mode counts \
+             its losses itself, exactly."
         )?;
     }
 
