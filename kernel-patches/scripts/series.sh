@@ -26,16 +26,8 @@
 
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-kp=$(dirname "$here")
-repo=$(dirname "$kp")
-cache=${RELAY_KERNEL_CACHE:-$repo/.cache/kernel}
-# No automatic gc: "git commit" and "git am" would start a detached
-# "gc --auto" on the freshly unpacked tree (tens of thousands of loose
-# objects), and its reflog expiry holds .git/HEAD.lock while the next git
-# command here wants it.
-ident=(-c user.name="relay developers" -c user.email=relay@example.org
-       -c gc.auto=0 -c maintenance.auto=false)
+# shellcheck source=common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 usage() {
 	sed -n '4,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
