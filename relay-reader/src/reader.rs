@@ -135,7 +135,8 @@ impl Reader {
     /// Waits up to `timeout` for ready sub-buffers, then delivers them.
     /// In read mode every buffer is drained after the wait, since a stock
     /// kernel's read(2) also returns data of the partly filled sub-buffer,
-    /// which poll does not announce. Returns how many sub-buffers (or chunks) were delivered.
+    /// which poll does not announce. Returns how many sub-buffers (or
+    /// chunks) were delivered.
     pub fn poll(
         &mut self,
         timeout: Duration,

@@ -44,6 +44,17 @@ pub struct KernelCounters {
     pub lost_overwritten: u64,
 }
 
+impl From<&crate::abi::BufState> for KernelCounters {
+    fn from(state: &crate::abi::BufState) -> Self {
+        KernelCounters {
+            produced: state.produced,
+            lost_full: state.lost_full,
+            lost_toobig: state.lost_toobig,
+            lost_overwritten: state.lost_overwritten,
+        }
+    }
+}
+
 impl BufStats {
     /// Sub-buffers accounted for: received plus lost. Equals the kernel's
     /// produced count once a buffer is flushed and drained.

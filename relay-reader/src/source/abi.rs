@@ -65,12 +65,7 @@ impl<B: RelayAbi> AbiSource<B> {
     pub fn drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
         let info = *self.buf.info();
         let state = self.buf.state()?;
-        self.stats.kernel = Some(KernelCounters {
-            produced: state.produced,
-            lost_full: state.lost_full,
-            lost_toobig: state.lost_toobig,
-            lost_overwritten: state.lost_overwritten,
-        });
+        self.stats.kernel = Some(KernelCounters::from(&state));
         // Another reader may have consumed meanwhile; what it took is not ours.
         self.next = self.next.max(state.consumed);
         let oldest = state.oldest_intact(info.n_subbufs, info.overwrite);

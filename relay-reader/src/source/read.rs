@@ -120,12 +120,7 @@ impl ReadSource {
         match crate::kernel::query_state(&self.file, &self.path) {
             Ok(Some(s)) => {
                 self.has_state = Some(true);
-                self.stats.kernel = Some(KernelCounters {
-                    produced: s.produced,
-                    lost_full: s.lost_full,
-                    lost_toobig: s.lost_toobig,
-                    lost_overwritten: s.lost_overwritten,
-                });
+                self.stats.kernel = Some(KernelCounters::from(&s));
             }
             Ok(None) => self.has_state = Some(false),
             // The data matters more than the counters: a file that read(2)
