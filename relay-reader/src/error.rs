@@ -90,6 +90,22 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The reading thread could not be given a real-time priority.
+    #[error("running the reader under SCHED_FIFO priority {priority}: {source}{}",
+        if matches!(source.raw_os_error(), Some(libc::EPERM)) {
+            "; this needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO of at least the priority (ulimit -r)"
+        } else if matches!(source.raw_os_error(), Some(libc::EINVAL)) {
+            "; SCHED_FIFO priorities go from 1 to 99"
+        } else {
+            ""
+        })]
+    Realtime {
+        /// The priority asked for.
+        priority: u8,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl Error {

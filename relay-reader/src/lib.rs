@@ -34,6 +34,7 @@ mod error;
 pub mod kernel;
 pub mod model;
 mod reader;
+pub mod realtime;
 pub mod sink;
 pub mod source;
 mod subbuf;

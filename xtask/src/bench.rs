@@ -27,7 +27,7 @@ const PACED_BYTES: u64 = 128 << 20;
 const FULL_BYTES: u64 = 64 << 20;
 const RECORD_SIZE: u32 = 256;
 const RATE: u32 = 32;
-const BLKTRACE_IOS: u64 = 100_000;
+const BLKTRACE_IOS: u64 = 250_000;
 
 /// What `cargo xtask bench` takes besides the VM options.
 #[derive(clap::Args, Debug)]

@@ -36,6 +36,8 @@ use nix::unistd::Pid;
 
 const CHANNEL: &str = "/sys/kernel/debug/relay_bench/cpu";
 const CTL: &str = "/sys/kernel/debug/relay_bench_ctl";
+/// The row of relay-reader under SCHED_FIFO (`--realtime`).
+const REALTIME_ROW: &str = "relay-reader --mode mmap --realtime 10";
 
 #[derive(Parser)]
 #[command(about)]
@@ -83,12 +85,16 @@ enum Cmd {
         /// Debian's blktrace.
         #[arg(long, default_value = "/usr/sbin/blktrace")]
         blktrace: PathBuf,
-        /// I/Os every fio job performs.
-        #[arg(long, default_value_t = 100_000)]
+        /// I/Os every fio job performs (at most 262144: fio stops at the
+        /// end of the 1 GiB device).
+        #[arg(long, default_value_t = 250_000)]
         ios: u64,
         /// fio jobs (one per CPU spreads the events over every buffer).
         #[arg(long, default_value_t = 2)]
         jobs: u32,
+        /// Runs of every tracer, taking turns; the median counts.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
         /// Also write the measurements as JSON here (for `report`).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -174,8 +180,16 @@ fn main() -> Result<()> {
             blktrace,
             ios,
             jobs,
+            rounds,
             json,
-        } => blktrace::run(&relay_blktrace, &blktrace, ios, jobs, json.as_deref()),
+        } => blktrace::run(
+            &relay_blktrace,
+            &blktrace,
+            ios,
+            jobs,
+            rounds.max(1),
+            json.as_deref(),
+        ),
         Cmd::Host {
             mib_per_trial,
             trials,
@@ -329,7 +343,7 @@ fn run(bench: &Bench, json: Option<&Path>) -> Result<()> {
     let _ = Command::new("rmmod").arg("relay_bench").status();
     let _ = Command::new("rmmod").arg("relay_app").status();
     sh(Command::new("insmod").arg(bench.modules.join("relay_app.ko")))?;
-    let reader = |mode: &str| {
+    let reader = |mode: &str, extra: &[&str]| {
         let mut cmd = Command::new(&bench.reader);
         cmd.args([
             "record",
@@ -339,16 +353,21 @@ fn run(bench: &Bench, json: Option<&Path>) -> Result<()> {
             mode,
             "--file",
             "/dev/null",
-            CHANNEL,
         ]);
+        cmd.args(extra).arg(CHANNEL);
         cmd
     };
     let mut cat = Command::new(std::env::current_exe()?);
     cat.args(["cat-loop", CHANNEL]);
     let mut rows = vec![
         measure(bench, "producer alone (no reader)", None)?,
-        measure(bench, "relay-reader --mode mmap", Some(reader("mmap")))?,
-        measure(bench, "relay-reader --mode read", Some(reader("read")))?,
+        measure(bench, "relay-reader --mode mmap", Some(reader("mmap", &[])))?,
+        measure(
+            bench,
+            REALTIME_ROW,
+            Some(reader("mmap", &["--realtime", "10"])),
+        )?,
+        measure(bench, "relay-reader --mode read", Some(reader("read", &[])))?,
         measure(bench, "cat loop (4 KiB read(2) + poll)", Some(cat))?,
     ];
     let n_cpus = online_cpus()?;

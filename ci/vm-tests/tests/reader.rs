@@ -336,3 +336,67 @@ fn module_unloaded_after_the_buffers_filled_ends_the_recording() {
         );
     }
 }
+
+/// The scheduling policy of process `pid` (field 41 of /proc/PID/stat).
+fn sched_policy(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("reading stat");
+    // Fields 3 on follow the ")" that closes the command name.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat has a command name")
+        .1
+        .split_whitespace()
+        .collect();
+    fields[41 - 3].parse().expect("a policy number")
+}
+
+#[test]
+fn realtime_reader_runs_under_sched_fifo_and_records_everything() {
+    if !in_vm() {
+        return;
+    }
+    let _modules = Modules::klog("");
+    let dir = fresh_dir("relay-realtime-test");
+    let (mut child, mut log) = start_recording(&dir, &["--realtime", "10"]);
+    assert_eq!(
+        sched_policy(child.id()),
+        libc::SCHED_FIFO as u32,
+        "relay-reader --realtime 10 is not under SCHED_FIFO"
+    );
+    const N: u64 = 1500;
+    generate_klog(N);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().expect("waiting for relay-reader");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut log, &mut rest).unwrap();
+    assert!(status.success(), "relay-reader failed ({status}): {rest}");
+    for (cpu, seqs) in klog_gen_records(&read_per_cpu(&dir, "")) {
+        assert!(
+            seqs.iter().copied().eq(0..N),
+            "cpu {cpu}: {} records saved, expected 0..{N}",
+            seqs.len()
+        );
+    }
+
+    // Without the privilege the error says what is missing, before anything
+    // is opened.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin("relay-reader"))
+        .args(["record", "--realtime", "10", CHANNEL])
+        .output()
+        .expect("running setpriv");
+    let err = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "an unprivileged --realtime succeeded"
+    );
+    assert!(
+        err.contains("SCHED_FIFO priority 10") && err.contains("CAP_SYS_NICE"),
+        "unclear error for an unprivileged --realtime: {err}"
+    );
+}

@@ -22,6 +22,8 @@ Examples:
   relay-reader record --stdout --mode read -w 10 /sys/kernel/debug/relay_klog/cpu
   # per-CPU files of at most 64 MiB each (cpu0.0, cpu0.1, ...), stop after 1 GiB
   relay-reader record -o trace --rotate-size 64M --size-limit 1G /sys/kernel/debug/relay_klog/cpu
+  # keep up with a producer that writes flat out on every CPU (real-time reader)
+  relay-reader record -o trace --realtime 10 /sys/kernel/debug/relay_klog/cpu
   # dump a flight-recorder (overwrite mode) channel once
   relay-reader snapshot -o crash /sys/kernel/debug/relay_klog/cpu
   # geometry and counters of every buffer
@@ -103,6 +105,13 @@ struct RecordArgs {
     /// No progress line, even on a terminal.
     #[arg(short, long)]
     quiet: bool,
+    /// Read under SCHED_FIFO at this priority (1-99), as `perf record
+    /// --realtime`: woken readers then run at once, so a producer writing
+    /// flat out on every CPU cannot fill the buffers while the reader waits
+    /// for a CPU. Needs root or CAP_SYS_NICE.
+    #[arg(long, value_name = "PRIO",
+          value_parser = clap::value_parser!(u8).range(1..=99))]
+    realtime: Option<u8>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -322,13 +331,18 @@ fn record(args: RecordArgs) -> Result<()> {
             .context("installing signal handlers")?;
     }
     let out = &args.out;
+    if let Some(priority) = args.realtime {
+        relay_reader::realtime::set_fifo_priority(priority)?;
+    }
     let mut reader = Reader::open(&out.channel, out.mode.into())?;
     let mut sink = open_sink(out, args.rotate_size)?;
     eprintln!(
-        "relay-reader: recording {} ({} buffers, {} mode); Ctrl-C stops",
+        "relay-reader: recording {} ({} buffers, {} mode{}); Ctrl-C stops",
         out.channel.display(),
         reader.sources().len(),
-        mode_name(reader.mode())
+        mode_name(reader.mode()),
+        args.realtime
+            .map_or_else(String::new, |p| format!(", SCHED_FIFO priority {p}"))
     );
     let started = Instant::now();
     let deadline = args.duration.map(|s| started + Duration::from_secs_f64(s));

@@ -36,6 +36,8 @@ Examples:
   relay-blktrace -d /dev/sda -o - | blkparse -i -
   # queue and completion events only, 8 sub-buffers of 1 MiB per CPU
   relay-blktrace -d /dev/sda -a queue -a complete -b 1024 -n 8
+  # a real-time tracer on busy CPUs
+  relay-blktrace -d /dev/sda --realtime 10
   # remove a trace that a killed tracer left set up
   relay-blktrace -k -d /dev/sda";
 
@@ -95,6 +97,12 @@ struct Cli {
     /// offers it, read(2) otherwise (auto); or force one.
     #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
     mode: ModeArg,
+    /// Read under SCHED_FIFO at this priority (1-99), as `perf record
+    /// --realtime`, so that busy CPUs do not keep the tracer from emptying
+    /// the buffers before they fill.
+    #[arg(long, value_name = "PRIO",
+          value_parser = clap::value_parser!(u8).range(1..=99))]
+    realtime: Option<u8>,
     /// Remove traces left set up on the devices (by a killed tracer), then exit.
     #[arg(short = 'k', long = "kill")]
     kill: bool,
@@ -420,6 +428,10 @@ fn run(cli: Cli) -> Result<bool> {
     let to_stdout = cli.output.as_deref() == Some("-");
     if cli.output.is_some() && !to_stdout && cli.devices.len() > 1 {
         bail!("-o NAME names the files of one device; with several devices leave it out (each gets <dev>.blktrace.<cpu>) or use -o -");
+    }
+    if let Some(priority) = cli.realtime {
+        // Before any thread starts: the recording threads inherit it.
+        relay_reader::realtime::set_fifo_priority(priority)?;
     }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [
