@@ -20,7 +20,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::{cpu_seconds_of_children, sh};
+use crate::{cpu_seconds_of_children, local_copy, sh};
 
 const DEV: &str = "/dev/nullb0";
 const DEBUGFS_DIR: &str = "/sys/kernel/debug/block/nullb0";
@@ -199,17 +199,7 @@ pub fn run(
             "load_secs": t.elapsed().as_secs_f64(),
             "load_cpu_seconds": cpu_seconds_of_children()? - before,
         });
-        // The tracers run from the guest's tmpfs: started from the host's 9p
-        // share, every page of a binary is fetched over virtio at each start,
-        // which costs the larger binary more and is no part of tracing.
-        let local = PathBuf::from("/tmp/relay-bench-blktrace/bin");
-        std::fs::create_dir_all(&local)?;
-        let local_copy = |program: &Path| -> Result<PathBuf> {
-            let to = local.join(program.file_name().context("a program file name")?);
-            std::fs::copy(program, &to)
-                .with_context(|| format!("copying {} to {}", program.display(), to.display()))?;
-            Ok(to)
-        };
+        // The tracers run from the guest's tmpfs (see local_copy).
         let blktrace_local = local_copy(blktrace)?;
         let relay_local = local_copy(relay_blktrace)?;
         let tracers: [(&str, &Path, &[&str]); 3] = [
@@ -399,5 +389,5 @@ pub fn above_floor_vs_blktrace(result: &Value, name: &str) -> Option<f64> {
 }
 
 fn fmt2(v: Option<f64>) -> String {
-    v.map_or("?".into(), |v| format!("{v:.1}"))
+    v.map_or("-".into(), |v| format!("{v:.1}"))
 }

@@ -244,6 +244,19 @@ fn read_number(path: &str) -> Result<u64> {
         .with_context(|| format!("{path}: {text:?}"))
 }
 
+/// A copy of `program` on the guest's tmpfs, to run contenders from: started
+/// from the host's 9p share, every page of a binary is fetched over virtio
+/// at each start, which costs a larger binary more and is no part of what
+/// is measured.
+fn local_copy(program: &Path) -> Result<PathBuf> {
+    let dir = Path::new("/tmp/relay-bench-bin");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let to = dir.join(program.file_name().context("a program file name")?);
+    std::fs::copy(program, &to)
+        .with_context(|| format!("copying {} to {}", program.display(), to.display()))?;
+    Ok(to)
+}
+
 /// Starts `cmd` and waits for its first stderr line (it is reading then).
 fn start(mut cmd: Command) -> Result<(Child, BufReader<std::process::ChildStderr>)> {
     let mut child = cmd
@@ -343,8 +356,9 @@ fn run(bench: &Bench, json: Option<&Path>) -> Result<()> {
     let _ = Command::new("rmmod").arg("relay_bench").status();
     let _ = Command::new("rmmod").arg("relay_app").status();
     sh(Command::new("insmod").arg(bench.modules.join("relay_app.ko")))?;
+    let reader_local = local_copy(&bench.reader)?;
     let reader = |mode: &str, extra: &[&str]| {
-        let mut cmd = Command::new(&bench.reader);
+        let mut cmd = Command::new(&reader_local);
         cmd.args([
             "record",
             "--quiet",
@@ -357,7 +371,7 @@ fn run(bench: &Bench, json: Option<&Path>) -> Result<()> {
         cmd.args(extra).arg(CHANNEL);
         cmd
     };
-    let mut cat = Command::new(std::env::current_exe()?);
+    let mut cat = Command::new(local_copy(&std::env::current_exe()?)?);
     cat.args(["cat-loop", CHANNEL]);
     let mut rows = vec![
         measure(bench, "producer alone (no reader)", None)?,

@@ -243,7 +243,8 @@ pub fn run(dir: &Path, command: &str, out: &Path) -> Result<()> {
 
     s.push_str(
         "\n## VM: relay-reader, a cat loop and dd under the relay_bench producer\n\n\
-         Each contender reads the relay_bench channel (module loaded afresh for each) into \
+         Each contender (run from the guest's tmpfs) reads the relay_bench channel (module \
+         loaded afresh for each) into \
          /dev/null while every CPU writes the same numbered records; CPU seconds are the \
          reader's user + system time (getrusage), records lost are what the kernel refused \
          because the buffer was full. `dd` from /dev/zero to /dev/null moves the same bytes: \
