@@ -13,7 +13,8 @@
  *                progress, then flushes every buffer
  *   dropped      writes dropped because a buffer was full or a write was
  *                larger than a sub-buffer
- *   cpuN.produced  binary size_t: sub-buffers produced
+ *   cpuN.produced  binary size_t: sub-buffers produced whose padding word
+ *                  is written
  *   cpuN.consumed  binary size_t; a write adds the size_t it carries (a
  *                  delta) to the sub-buffers consumed
  *
@@ -120,6 +121,7 @@ struct relay_app_chan {
 	spinlock_t lock;		/* serialises writers of a global buffer */
 	struct mutex flush_lock;	/* serialises FLUSH with closing */
 	bool closed;
+	size_t __percpu *headed;	/* see relay_app_headed() */
 #ifndef RELAY_HAS_USER_ABI
 	struct relay_app_stats __percpu *stats;
 #endif
@@ -202,12 +204,25 @@ relay_app_buf_stats(struct relay_app_chan *ch, struct rchan_buf *buf)
 }
 #endif
 
+/*
+ * The sub-buffers of @buf whose padding word is written.  relay counts a
+ * sub-buffer produced before it calls subbuf_start, which writes the word:
+ * a reader going by the produced count alone could take the sub-buffer
+ * before its word is there.  cpuN.produced reports this count instead.
+ */
+static size_t *relay_app_headed(struct relay_app_chan *ch,
+				struct rchan_buf *buf)
+{
+	return per_cpu_ptr(ch->headed, ch->global ? 0 : buf->cpu);
+}
+
 static void relay_app_chan_release(struct kref *kref)
 {
 	struct relay_app_chan *ch = container_of(kref, struct relay_app_chan,
 						 kref);
 
 	mutex_destroy(&ch->flush_lock);
+	free_percpu(ch->headed);
 #ifndef RELAY_HAS_USER_ABI
 	free_percpu(ch->stats);
 #endif
@@ -231,9 +246,13 @@ static int relay_app_subbuf_start(struct rchan_buf *buf, void *subbuf,
 	 * writer from switching, this rewrites the same value on every
 	 * attempt, which is harmless.
 	 */
-	if (prev_subbuf && !ch->raw)
+	if (prev_subbuf && !ch->raw) {
 		*(unsigned int *)prev_subbuf =
 			buf->padding[(buf->subbufs_produced - 1) % n_subbufs];
+		/* Pairs with smp_load_acquire() in relay_app_cpu_read(). */
+		smp_store_release(relay_app_headed(ch, buf),
+				  buf->subbufs_produced);
+	}
 
 	if (relay_buf_full(buf)) {
 		/* No-overwrite: the write is dropped and counted. */
@@ -678,9 +697,15 @@ static int relay_app_open_chan(struct relay_app *app)
 	ch = kzalloc_obj(*ch);
 	if (!ch)
 		return -ENOMEM;
+	ch->headed = alloc_percpu(size_t);
+	if (!ch->headed) {
+		kfree(ch);
+		return -ENOMEM;
+	}
 #ifndef RELAY_HAS_USER_ABI
 	ch->stats = alloc_percpu(struct relay_app_stats);
 	if (!ch->stats) {
+		free_percpu(ch->headed);
 		kfree(ch);
 		return -ENOMEM;
 	}
@@ -887,13 +912,15 @@ static const struct file_operations relay_app_ctl_fops = {
 /* Binary per-CPU control files cpuN.produced and cpuN.consumed. */
 
 static struct rchan_buf *relay_app_cpu_buf(struct relay_app *app,
-					   unsigned int cpu)
+					   unsigned int cpu,
+					   struct relay_app_chan **chp)
 {
 	struct relay_app_chan *ch;
 
 	ch = rcu_dereference_protected(app->chan, lockdep_is_held(&app->lock));
 	if (!ch)
 		return NULL;
+	*chp = ch;
 	return READ_ONCE(*per_cpu_ptr(ch->rchan->buf, cpu));
 }
 
@@ -902,14 +929,19 @@ static ssize_t relay_app_cpu_read(struct file *file, char __user *ubuf,
 {
 	struct relay_app_cpu_ctl *ctl = file->private_data;
 	struct relay_app *app = ctl->app;
+	struct relay_app_chan *ch;
 	struct rchan_buf *buf;
 	size_t val = 0;
 
 	mutex_lock(&app->lock);
-	buf = relay_app_cpu_buf(app, ctl->cpu);
-	if (buf)
-		val = produced ? READ_ONCE(buf->subbufs_produced) :
-				 READ_ONCE(buf->subbufs_consumed);
+	buf = relay_app_cpu_buf(app, ctl->cpu, &ch);
+	if (buf && !produced)
+		val = READ_ONCE(buf->subbufs_consumed);
+	else if (buf && ch->raw)
+		val = READ_ONCE(buf->subbufs_produced);
+	else if (buf)
+		/* Pairs with smp_store_release() in relay_app_subbuf_start(). */
+		val = smp_load_acquire(relay_app_headed(ch, buf));
 	mutex_unlock(&app->lock);
 
 	if (!buf)
@@ -935,6 +967,7 @@ static ssize_t relay_app_consumed_write(struct file *file,
 {
 	struct relay_app_cpu_ctl *ctl = file->private_data;
 	struct relay_app *app = ctl->app;
+	struct relay_app_chan *ch;
 	struct rchan_buf *buf;
 	struct inode *inode;
 	size_t delta;
@@ -945,7 +978,7 @@ static ssize_t relay_app_consumed_write(struct file *file,
 		return -EFAULT;
 
 	mutex_lock(&app->lock);
-	buf = relay_app_cpu_buf(app, ctl->cpu);
+	buf = relay_app_cpu_buf(app, ctl->cpu, &ch);
 	if (buf) {
 		/* Serialise with read(2) and RELAY_IOC_CONSUME. */
 		inode = d_inode(buf->dentry);
