@@ -6,8 +6,7 @@
 
 use std::collections::BTreeMap;
 
-/// Bytes of the event header.
-const HEADER: usize = 16;
+use relay_examples::readtest::Event;
 
 /// What the received events showed.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
@@ -110,15 +109,13 @@ impl Checker {
     }
 
     /// The event at the start of `ev` (at least `size` bytes), if valid.
-    fn parse(&self, ev: &[u8]) -> Option<(u32, u64)> {
-        let cpu = u32::from_ne_bytes(ev[0..4].try_into().ok()?);
-        let len = u32::from_ne_bytes(ev[4..8].try_into().ok()?);
-        let seq = u64::from_ne_bytes(ev[8..16].try_into().ok()?);
-        let valid = len as usize == self.size
-            && cpu < 4096
-            && seq < self.event_n
-            && ev[HEADER..self.size].iter().all(|&b| b == seq as u8);
-        valid.then_some((cpu, seq))
+    fn parse(&self, bytes: &[u8]) -> Option<(u32, u64)> {
+        let ev = Event::parse(bytes)?;
+        let valid = ev.size as usize == self.size
+            && ev.cpu < 4096
+            && ev.seq < self.event_n
+            && ev.payload_intact(bytes);
+        valid.then_some((ev.cpu, ev.seq))
     }
 
     fn accept(&mut self, buf: u32, cpu: u32, seq: u64) {

@@ -14,6 +14,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, RawFd};
 use std::process::Command;
 
+use relay_examples::readtest::Event;
 use relay_sys::{
     ioc, relay_buf_info, relay_buf_state, relay_consume, relay_subbuf, IOC_READ, IOC_WRITE,
     RELAY_BUF_FINALIZED, RELAY_BUF_GLOBAL, RELAY_BUF_OVERWRITE, RELAY_IOC_CONSUME, RELAY_IOC_FLUSH,
@@ -1010,13 +1011,12 @@ impl ReadCheck {
                 chunk.len()
             );
             let events = per_subbuf.min((chunk.len() - start) / 32);
-            for ev in chunk[start..start + 32 * events].chunks_exact(32) {
-                let ev_cpu = u32::from_ne_bytes(ev[0..4].try_into().unwrap());
-                let size = u32::from_ne_bytes(ev[4..8].try_into().unwrap());
-                let seq = u64::from_ne_bytes(ev[8..16].try_into().unwrap());
+            for bytes in chunk[start..start + 32 * events].chunks_exact(32) {
+                let ev = Event::parse(bytes).expect("32 bytes");
+                let seq = ev.seq;
                 assert!(
-                    ev_cpu == cpu && size == 32 && ev[16..].iter().all(|&b| b == seq as u8),
-                    "cpu{cpu}: a corrupt event after event {}: cpu {ev_cpu}, size {size}, seq {seq}",
+                    ev.cpu == cpu && ev.size == 32 && ev.payload_intact(bytes),
+                    "cpu{cpu}: a corrupt event after event {}: {ev:?}",
                     self.next.wrapping_sub(1)
                 );
                 assert!(

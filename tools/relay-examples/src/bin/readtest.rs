@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use relay_examples::readtest::{Event, HEADER_LEN};
 use relay_examples::{load_hint, read_control, write_control};
 use relay_reader::{Mode, Reader, SubBuf};
 use serde::Serialize;
@@ -50,7 +51,8 @@ struct Cli {
     #[arg(long, default_value_t = 10000)]
     event_n: u64,
     /// Bytes per event (16 or more).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(HEADER_LEN as u64..))]
     event_size: u64,
     /// Sub-buffer size (default: the module's).
     #[arg(long)]
@@ -66,10 +68,6 @@ struct Cli {
     #[arg(long)]
     json: bool,
 }
-
-/// `struct relay_readtest_event`: cpu, size, seq; then `size - 16` bytes,
-/// each the low byte of seq.
-const EVENT_HEADER: usize = 16;
 
 /// What one CPU's events showed.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -121,17 +119,16 @@ fn check_events(sb: &SubBuf<'_>, size: usize, cpus: &mut [CpuResult]) -> relay_r
             sb.data.len()
         )));
     }
-    for ev in sb.data.chunks_exact(size) {
-        let cpu = u32::from_ne_bytes(ev[0..4].try_into().expect("4 bytes"));
-        let len = u32::from_ne_bytes(ev[4..8].try_into().expect("4 bytes"));
-        let seq = u64::from_ne_bytes(ev[8..16].try_into().expect("8 bytes"));
-        if cpu != sb.cpu || len as usize != size {
+    for bytes in sb.data.chunks_exact(size) {
+        let ev = Event::parse(bytes).expect("--event-size is at least the header's");
+        let (cpu, seq) = (ev.cpu, ev.seq);
+        if cpu != sb.cpu || ev.size as usize != size {
             return Err(corrupt(format!(
-                "event of cpu {cpu}, {len} bytes, in the buffer of cpu {}",
-                sb.cpu
+                "event of cpu {cpu}, {} bytes, in the buffer of cpu {}",
+                ev.size, sb.cpu
             )));
         }
-        if ev[EVENT_HEADER..].iter().any(|&b| b != seq as u8) {
+        if !ev.payload_intact(bytes) {
             return Err(corrupt(format!("event {seq}: torn or overwritten payload")));
         }
         let c = cpus
