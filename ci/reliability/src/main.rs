@@ -64,6 +64,11 @@ struct GuestArgs {
     /// Sub-buffers per CPU.
     #[arg(long, default_value_t = 8)]
     n_subbufs: u64,
+    /// Sub-buffer size in the overwrite stress runs: smaller, so that the
+    /// writer laps the reader often, also on a KASAN kernel where it writes
+    /// slowly (with 16 KiB sub-buffers it lapped only a few times there).
+    #[arg(long, default_value_t = 4096)]
+    overwrite_subbuf_size: u64,
     /// Sections to run.
     #[arg(long, value_delimiter = ',', default_value = "stress,faults,bad-input")]
     sections: Vec<String>,
@@ -90,6 +95,10 @@ pub struct GuestResults {
     pub subbuf_size: u64,
     /// Channel geometry.
     pub n_subbufs: u64,
+    /// Sub-buffer size in the overwrite stress runs (older results: none,
+    /// the same as `subbuf_size`).
+    #[serde(default)]
+    pub overwrite_subbuf_size: Option<u64>,
     /// The stress runs.
     pub stress: Vec<stress::StressRow>,
     /// The faults.
@@ -128,6 +137,7 @@ fn guest_run(args: GuestArgs) -> Result<()> {
         event_size: args.event_size,
         subbuf_size: args.subbuf_size,
         n_subbufs: args.n_subbufs,
+        overwrite_subbuf_size: Some(args.overwrite_subbuf_size),
         ..GuestResults::default()
     };
     guest::ensure_loaded(&args.modules)?;
@@ -142,7 +152,15 @@ fn guest_run(args: GuestArgs) -> Result<()> {
     if want("stress") {
         for overwrite in [false, true] {
             for mode in [Mode::Mmap, Mode::RelayApp, Mode::Read] {
-                let setup = guest::Setup { overwrite, ..base };
+                let setup = guest::Setup {
+                    overwrite,
+                    subbuf_size: if overwrite {
+                        args.overwrite_subbuf_size
+                    } else {
+                        base.subbuf_size
+                    },
+                    ..base
+                };
                 match stress::run(setup, mode) {
                     Ok(row) => results.stress.push(row),
                     Err(e)

@@ -167,7 +167,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         w,
         "`relay_readtest`: every CPU writes {} numbered {}-byte events as fast as it can \
          ({} in all per run{}); the relay-reader library reads the channel ({} x {} bytes per \
-         CPU) in-process in one mode meanwhile, then flushes and drains. Every event is checked \
+         CPU{}) in-process in one mode meanwhile, then flushes and drains. Every event is checked \
          (CPU, size, sequence number, payload) and marked in a bitmap per CPU: *received* counts \
          distinct valid events, *corrupt* byte runs that are no valid event, *duplicated* events \
          seen twice. *Counted lost* is what the reader or the kernel counted, not inferred: \
@@ -189,7 +189,14 @@ pub fn run(args: &ReportArgs) -> Result<()> {
             String::new()
         },
         g.n_subbufs,
-        g.subbuf_size
+        g.subbuf_size,
+        match g.overwrite_subbuf_size {
+            Some(o) if o != g.subbuf_size => format!(
+                "; {} x {o} in overwrite mode, so that the writer laps the reader often",
+                g.n_subbufs
+            ),
+            _ => String::new(),
+        }
     )?;
     writeln!(
         w,
