@@ -15,12 +15,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use nix::sys::resource::{getrusage, UsageWho};
+use nix::sys::resource::UsageWho;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::{cpu_seconds_of_children, local_copy, sh};
+use crate::{cpu_seconds, cpu_seconds_of_children, local_copy, sh};
 
 const DEV: &str = "/dev/nullb0";
 const DEBUGFS_DIR: &str = "/sys/kernel/debug/block/nullb0";
@@ -228,7 +228,7 @@ pub fn run(
                 }
             }
         }
-        let rows: Vec<Value> = runs
+        let mut rows: Vec<Value> = runs
             .into_iter()
             .filter(|r| !r.is_empty())
             .map(|mut r| {
@@ -255,7 +255,6 @@ pub fn run(
             .map(|_| write_floor(bytes))
             .collect::<Result<_>>()?;
         floor.sort_by(f64::total_cmp);
-        let mut rows = rows;
         rows.push(json!({
             "name": FLOOR_ROW,
             "bytes": bytes,
@@ -298,11 +297,7 @@ fn write_floor(bytes: u64) -> Result<f64> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let chunk = vec![0x5au8; 512 << 10];
-    let self_cpu = || -> Result<f64> {
-        let usage = getrusage(UsageWho::RUSAGE_SELF).context("getrusage")?;
-        let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-        Ok(secs(usage.user_time()) + secs(usage.system_time()))
-    };
+    let self_cpu = || cpu_seconds(UsageWho::RUSAGE_SELF);
     let before = self_cpu()?;
     for (i, share) in [bytes / 2, bytes - bytes / 2].into_iter().enumerate() {
         let mut file = File::create(dir.join(format!("floor.{i}")))?;

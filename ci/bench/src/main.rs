@@ -225,10 +225,16 @@ struct Row {
     written: u64,
 }
 
-fn cpu_seconds_of_children() -> Result<f64> {
-    let usage = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage")?;
+/// User + system CPU seconds of `who` so far.
+fn cpu_seconds(who: UsageWho) -> Result<f64> {
+    let usage = getrusage(who).context("getrusage")?;
     let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
     Ok(secs(usage.user_time()) + secs(usage.system_time()))
+}
+
+/// CPU seconds of the children waited for so far.
+fn cpu_seconds_of_children() -> Result<f64> {
+    cpu_seconds(UsageWho::RUSAGE_CHILDREN)
 }
 
 fn sh(cmd: &mut Command) -> Result<()> {
