@@ -911,6 +911,7 @@ static const struct file_operations relay_app_ctl_fops = {
 
 /* Binary per-CPU control files cpuN.produced and cpuN.consumed. */
 
+/* The buffer of @cpu, and its channel in *@chp unless @chp is NULL. */
 static struct rchan_buf *relay_app_cpu_buf(struct relay_app *app,
 					   unsigned int cpu,
 					   struct relay_app_chan **chp)
@@ -920,7 +921,8 @@ static struct rchan_buf *relay_app_cpu_buf(struct relay_app *app,
 	ch = rcu_dereference_protected(app->chan, lockdep_is_held(&app->lock));
 	if (!ch)
 		return NULL;
-	*chp = ch;
+	if (chp)
+		*chp = ch;
 	return READ_ONCE(*per_cpu_ptr(ch->rchan->buf, cpu));
 }
 
@@ -967,7 +969,6 @@ static ssize_t relay_app_consumed_write(struct file *file,
 {
 	struct relay_app_cpu_ctl *ctl = file->private_data;
 	struct relay_app *app = ctl->app;
-	struct relay_app_chan *ch;
 	struct rchan_buf *buf;
 	struct inode *inode;
 	size_t delta;
@@ -978,7 +979,7 @@ static ssize_t relay_app_consumed_write(struct file *file,
 		return -EFAULT;
 
 	mutex_lock(&app->lock);
-	buf = relay_app_cpu_buf(app, ctl->cpu, &ch);
+	buf = relay_app_cpu_buf(app, ctl->cpu, NULL);
 	if (buf) {
 		/* Serialise with read(2) and RELAY_IOC_CONSUME. */
 		inode = d_inode(buf->dentry);
