@@ -20,7 +20,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::{cpu_seconds, cpu_seconds_of_children, local_copy, sh};
+use crate::{cpu_seconds, cpu_seconds_of_children, local_copy, median_run, runs_cell, sh};
 
 const DEV: &str = "/dev/nullb0";
 const DEBUGFS_DIR: &str = "/sys/kernel/debug/block/nullb0";
@@ -231,15 +231,9 @@ pub fn run(
         let mut rows: Vec<Value> = runs
             .into_iter()
             .filter(|r| !r.is_empty())
-            .map(|mut r| {
-                r.sort_by(|a, b| {
-                    a["cpu_seconds"]
-                        .as_f64()
-                        .partial_cmp(&b["cpu_seconds"].as_f64())
-                        .unwrap_or(std::cmp::Ordering::Equal)
-                });
-                let cpu: Vec<f64> = r.iter().filter_map(|x| x["cpu_seconds"].as_f64()).collect();
-                let mut median = r[r.len() / 2].clone();
+            .map(|r| {
+                let (mut median, cpu) =
+                    median_run(r, |x| x["cpu_seconds"].as_f64().unwrap_or(f64::NAN));
                 median["cpu_seconds_of_rounds"] = json!(cpu);
                 median
             })
@@ -251,14 +245,14 @@ pub fn run(
             .find(|r| r["name"] == "relay-blktrace")
             .and_then(|r| r["bytes"].as_u64())
             .unwrap_or(0);
-        let mut floor: Vec<f64> = (0..rounds)
+        let floor: Vec<f64> = (0..rounds)
             .map(|_| write_floor(bytes))
             .collect::<Result<_>>()?;
-        floor.sort_by(f64::total_cmp);
+        let (median, floor) = median_run(floor, |&c| c);
         rows.push(json!({
             "name": FLOOR_ROW,
             "bytes": bytes,
-            "cpu_seconds": floor[floor.len() / 2],
+            "cpu_seconds": median,
             "cpu_seconds_of_rounds": floor,
         }));
         let version = Command::new(blktrace)
@@ -348,13 +342,10 @@ pub fn table(result: &Value) -> String {
             r["bytes"].as_u64().unwrap_or(0) as f64 / (1u64 << 20) as f64,
             cell(&r["dropped"]),
             r["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
-            r["cpu_seconds_of_rounds"]
-                .as_array()
-                .map_or("-".into(), |runs| runs
-                    .iter()
-                    .map(|c| format!("{:.2}", c.as_f64().unwrap_or(f64::NAN)))
-                    .collect::<Vec<_>>()
-                    .join(", ")),
+            runs_cell(r, "cpu_seconds_of_rounds", &|c| format!(
+                "{:.2}",
+                c.as_f64().unwrap_or(f64::NAN)
+            )),
             per_gib(r),
             per_gib(r) / base,
             if r["name"] == FLOOR_ROW {

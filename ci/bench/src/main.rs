@@ -260,6 +260,28 @@ fn read_number(path: &str) -> Result<u64> {
         .with_context(|| format!("{path}: {text:?}"))
 }
 
+/// The run with the median CPU time of `runs` (taken in turns), and the CPU
+/// seconds of every run in run order.
+fn median_run<T>(mut runs: Vec<T>, cpu: impl Fn(&T) -> f64) -> (T, Vec<f64>) {
+    let of_each = runs.iter().map(&cpu).collect();
+    runs.sort_by(|a, b| cpu(a).total_cmp(&cpu(b)));
+    (runs.swap_remove(runs.len() / 2), of_each)
+}
+
+/// A table cell listing the per-run values `row[key]` (`-` without runs).
+fn runs_cell(
+    row: &serde_json::Value,
+    key: &str,
+    fmt: &dyn Fn(&serde_json::Value) -> String,
+) -> String {
+    row[key]
+        .as_array()
+        .filter(|runs| !runs.is_empty())
+        .map_or("-".into(), |runs| {
+            runs.iter().map(fmt).collect::<Vec<_>>().join(", ")
+        })
+}
+
 /// A copy of `program` on the guest's tmpfs, to run contenders from: started
 /// from the host's 9p share, every page of a binary is fetched over virtio
 /// at each start, which costs a larger binary more and is no part of what
@@ -412,11 +434,9 @@ fn run(bench: &Bench, json: Option<&Path>) -> Result<()> {
             runs[i].push(measure(bench, name, Some(command()))?);
         }
     }
-    for mut of_contender in runs {
+    for of_contender in runs {
         let lost: Vec<u64> = of_contender.iter().map(|r| r.lost).collect();
-        let cpu: Vec<f64> = of_contender.iter().map(|r| r.cpu_seconds).collect();
-        of_contender.sort_by(|a, b| a.cpu_seconds.total_cmp(&b.cpu_seconds));
-        let mut median = of_contender.swap_remove(of_contender.len() / 2);
+        let (mut median, cpu) = median_run(of_contender, |r| r.cpu_seconds);
         median.lost_of_rounds = lost;
         median.cpu_seconds_of_rounds = cpu;
         rows.push(median);
@@ -515,20 +535,12 @@ fn table(result: &serde_json::Value) -> String {
             Some(c) if bytes > 0 => format!("{:.2}x", per_gib(r) / per_gib(c)),
             _ => "-".into(),
         };
-        let list = |key: &str, fmt: &dyn Fn(&serde_json::Value) -> String| {
-            r[key]
-                .as_array()
-                .filter(|runs| !runs.is_empty())
-                .map_or("-".into(), |runs| {
-                    runs.iter().map(fmt).collect::<Vec<_>>().join(", ")
-                })
-        };
         s.push_str(&format!(
             "| {} | {:.1} | {:.2} | {} | {} | {} | {} | {} | {} |\n",
             r["name"].as_str().unwrap_or("?"),
             bytes as f64 / (1u64 << 20) as f64,
             r["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
-            list("cpu_seconds_of_rounds", &|c| format!(
+            runs_cell(r, "cpu_seconds_of_rounds", &|c| format!(
                 "{:.2}",
                 c.as_f64().unwrap_or(f64::NAN)
             )),
@@ -547,7 +559,7 @@ fn table(result: &serde_json::Value) -> String {
             } else {
                 "-".into()
             },
-            list("lost_of_rounds", &|l| l.to_string()),
+            runs_cell(r, "lost_of_rounds", &|l| l.to_string()),
             ratio
         ));
     }
@@ -599,4 +611,27 @@ fn cat_loop(channel: &Path) -> Result<()> {
     }
     eprintln!("{{\"bytes\": {bytes}}}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_run_keeps_the_median_and_every_run_in_order() {
+        let (median, of_each) = median_run(vec![("a", 3.0), ("b", 1.0), ("c", 2.0)], |r| r.1);
+        assert_eq!(median, ("c", 2.0));
+        assert_eq!(of_each, [3.0, 1.0, 2.0]);
+        let (only, of_each) = median_run(vec![0.5], |&c| c);
+        assert_eq!((only, of_each), (0.5, vec![0.5]));
+    }
+
+    #[test]
+    fn runs_cell_lists_the_runs_or_a_dash() {
+        let row = serde_json::json!({ "lost_of_rounds": [0, 16684], "none": [] });
+        let cell = |key| runs_cell(&row, key, &|l| l.to_string());
+        assert_eq!(cell("lost_of_rounds"), "0, 16684");
+        assert_eq!(cell("none"), "-");
+        assert_eq!(cell("missing"), "-");
+    }
 }
