@@ -106,9 +106,10 @@ struct RecordArgs {
     #[arg(short, long)]
     quiet: bool,
     /// Read under SCHED_FIFO at this priority (1-99), as `perf record
-    /// --realtime`: woken readers then run at once, so a producer writing
-    /// flat out on every CPU cannot fill the buffers while the reader waits
-    /// for a CPU. Needs root or CAP_SYS_NICE.
+    /// --realtime`: the woken reader runs at once instead of waiting for a
+    /// CPU that a producer writing flat out keeps busy. It narrows the time
+    /// in which buffers can fill; it does not guarantee zero loss. Needs
+    /// root or CAP_SYS_NICE.
     #[arg(long, value_name = "PRIO",
           value_parser = clap::value_parser!(u8).range(1..=99))]
     realtime: Option<u8>,
