@@ -98,8 +98,8 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
     mode: ModeArg,
     /// Read under SCHED_FIFO at this priority (1-99), as `perf record
-    /// --realtime`, so that busy CPUs do not keep the tracer from emptying
-    /// the buffers before they fill.
+    /// --realtime`: the woken tracer runs at once instead of waiting for a
+    /// busy CPU (fewer drops, no guarantee of none).
     #[arg(long, value_name = "PRIO",
           value_parser = clap::value_parser!(u8).range(1..=99))]
     realtime: Option<u8>,
