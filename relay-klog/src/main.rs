@@ -8,13 +8,12 @@ mod decode;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use relay_reader::sink::{OneStream, PerCpuFiles, Sink};
+use relay_reader::stop::Stop;
 use relay_reader::{Mode, Reader};
 
 /// Record klog traffic until Ctrl-C, or decode a recording.
@@ -93,11 +92,8 @@ fn count_records(data: &[u8]) -> u64 {
 }
 
 fn record(args: RecordArgs) -> Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
+    let stop = Stop::on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .context("installing signal handlers")?;
     let deadline = match args.duration {
         Some(s) => Some(
             Instant::now()
@@ -109,6 +105,8 @@ fn record(args: RecordArgs) -> Result<()> {
     let mut reader = Reader::open(&args.channel, Mode::Mmap).with_context(|| {
         "is the relay_klog module loaded? (insmod klog.ko relay_app.ko relay_klog.ko)"
     })?;
+    // A signal wakes the reader: it sleeps while nothing is logged.
+    stop.wake_on_stop(reader.waker());
     let mut sink: Box<dyn Sink> = if args.stdout {
         Box::new(OneStream::stdout())
     } else {
@@ -126,8 +124,11 @@ fn record(args: RecordArgs) -> Result<()> {
         }
         sink.write(&sb)
     };
-    while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
-        reader.poll(Duration::from_millis(100), &mut write)?;
+    while !stop.is_raised() && deadline.is_none_or(|d| Instant::now() < d) {
+        let timeout = deadline.map_or(Duration::from_secs(1), |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        reader.poll(timeout, &mut write)?;
     }
     reader.flush_and_drain(&mut write)?;
     sink.finish()?;

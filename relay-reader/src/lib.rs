@@ -37,6 +37,7 @@ mod reader;
 pub mod realtime;
 pub mod sink;
 pub mod source;
+pub mod stop;
 mod subbuf;
 mod wait;
 
@@ -44,4 +45,4 @@ pub use error::{Error, Result};
 pub use reader::Reader;
 pub use source::Mode;
 pub use subbuf::{BufStats, KernelCounters, SubBuf};
-pub use wait::Waiter;
+pub use wait::{Waiter, Waker};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::channel::{buffer_files, BufferFile};
 use crate::source::{Mode, Source};
 use crate::subbuf::{BufStats, SubBuf};
-use crate::wait::Waiter;
+use crate::wait::{Waiter, Waker};
 use crate::{Error, Result};
 
 /// All buffers of one relay channel.
@@ -137,6 +137,10 @@ impl Reader {
     /// kernel's read(2) also returns data of the partly filled sub-buffer,
     /// which poll does not announce. Returns how many sub-buffers (or
     /// chunks) were delivered.
+    ///
+    /// The wait ends early for a [`Waker`] and, once a second, to look for
+    /// buffer files of CPUs that came online: a long `timeout` with a waker
+    /// for stopping keeps an idle reader asleep.
     pub fn poll(
         &mut self,
         timeout: Duration,
@@ -159,7 +163,7 @@ impl Reader {
         if ready.is_empty() {
             ready = self
                 .waiter
-                .wait(timeout)
+                .wait(timeout.min(RESCAN_INTERVAL.saturating_sub(self.last_scan.elapsed())))
                 .map_err(|e| Error::io(&self.base, "poll", e))?;
         }
         let mut delivered = 0;
@@ -225,9 +229,10 @@ impl Reader {
         &mut self.sources
     }
 
-    /// Wakes a thread blocked in [`Reader::poll`] (from a signal thread, say).
-    pub fn waker(&self) -> &Waiter {
-        &self.waiter
+    /// A handle that wakes this reader's [`Reader::poll`] from another
+    /// thread (a signal thread, say: see [`crate::stop::Stop`]).
+    pub fn waker(&self) -> Waker {
+        self.waiter.waker()
     }
 }
 

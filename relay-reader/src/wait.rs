@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use polling::{Event, Events, PollMode, Poller};
@@ -16,7 +17,7 @@ use polling::{Event, Events, PollMode, Poller};
 /// A poller over the fds of a channel's buffers, keyed by buffer index.
 #[derive(Debug)]
 pub struct Waiter {
-    poller: Poller,
+    poller: Arc<Poller>,
     events: Events,
 }
 
@@ -24,7 +25,7 @@ impl Waiter {
     /// A new, empty poller.
     pub fn new() -> std::io::Result<Self> {
         Ok(Waiter {
-            poller: Poller::new()?,
+            poller: Arc::new(Poller::new()?),
             events: Events::new(),
         })
     }
@@ -61,6 +62,31 @@ impl Waiter {
 
     /// Wakes a thread blocked in [`Waiter::wait`].
     pub fn notify(&self) -> std::io::Result<()> {
+        self.poller.notify()
+    }
+
+    /// A handle that wakes this waiter from any thread.
+    pub fn waker(&self) -> Waker {
+        Waker {
+            poller: Arc::clone(&self.poller),
+        }
+    }
+}
+
+/// Wakes a [`Waiter`] (and so a [`Reader::poll`]) from another thread, for
+/// stopping a reader at once instead of checking a flag on a short timeout.
+/// A wake-up that comes while nobody waits makes the next wait return
+/// at once, so none is lost.
+///
+/// [`Reader::poll`]: crate::Reader::poll
+#[derive(Clone, Debug)]
+pub struct Waker {
+    poller: Arc<Poller>,
+}
+
+impl Waker {
+    /// Makes the waiting (or the next) wait return.
+    pub fn wake(&self) -> std::io::Result<()> {
         self.poller.notify()
     }
 }

@@ -4,13 +4,12 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use relay_reader::sink::{OneStream, PerCpuFiles, Sink};
+use relay_reader::stop::Stop;
 use relay_reader::{BufStats, Mode, Reader, SubBuf};
 use serde::Serialize;
 
@@ -292,6 +291,10 @@ fn open_sink(out: &OutputArgs, rotate: Option<u64>) -> Result<Box<dyn Sink>> {
     })
 }
 
+/// How often the progress line is refreshed; also the longest wait in
+/// `poll`, since stopping does not need a wake-up (see `Stop`).
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A one-line progress report on a terminal, refreshed once a second.
 struct Progress {
     enabled: bool,
@@ -300,7 +303,7 @@ struct Progress {
 
 impl Progress {
     fn update(&mut self, reader: &Reader, started: Instant) {
-        if !self.enabled || self.last.elapsed() < Duration::from_secs(1) {
+        if !self.enabled || self.last.elapsed() < PROGRESS_INTERVAL {
             return;
         }
         self.last = Instant::now();
@@ -326,16 +329,15 @@ impl Progress {
 }
 
 fn record(args: RecordArgs) -> Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
+    let stop = Stop::on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .context("installing signal handlers")?;
     let out = &args.out;
     if let Some(priority) = args.realtime {
         relay_reader::realtime::set_fifo_priority(priority)?;
     }
     let mut reader = Reader::open(&out.channel, out.mode.into())?;
+    // A signal wakes the reader: it sleeps while the channel is idle.
+    stop.wake_on_stop(reader.waker());
     let mut sink = open_sink(out, args.rotate_size)?;
     eprintln!(
         "relay-reader: recording {} ({} buffers, {} mode{}); Ctrl-C stops",
@@ -357,10 +359,14 @@ fn record(args: RecordArgs) -> Result<()> {
             let recorded = || reader.stats().iter().map(|s| s.bytes).sum::<u64>();
             let limit_reached = args.size_limit.is_some_and(|limit| recorded() >= limit);
             let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
-            if stop.load(Ordering::Relaxed) || reader.finished() || limit_reached || timed_out {
+            if stop.is_raised() || reader.finished() || limit_reached || timed_out {
                 break;
             }
-            reader.poll(Duration::from_millis(100), &mut write)?;
+            let timeout = deadline.map_or(PROGRESS_INTERVAL, |d| {
+                d.saturating_duration_since(Instant::now())
+                    .min(PROGRESS_INTERVAL)
+            });
+            reader.poll(timeout, &mut write)?;
             progress.update(&reader, started);
         }
         // What the kernel already holds is saved too, limit or not.

@@ -13,13 +13,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use relay_reader::sink::{OneStream, PerCpuFiles, Sink};
+use relay_reader::stop::Stop;
 use relay_reader::{Error as RelayError, Mode, Reader, SubBuf};
 
 use record::Cutter;
@@ -276,17 +276,19 @@ impl Device {
     }
 
     /// Records until `stop` or `deadline`.
-    fn record(&mut self, stop: &AtomicBool, deadline: Option<Instant>) -> Result<()> {
+    fn record(&mut self, stop: &Stop, deadline: Option<Instant>) -> Result<()> {
         let Device {
             reader,
             sink,
             cutters,
             ..
         } = self;
-        while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
-            reader.poll(Duration::from_millis(100), &mut |sb| {
-                deliver(cutters, sink.as_mut(), sb)
-            })?;
+        while !stop.is_raised() && deadline.is_none_or(|d| Instant::now() < d) {
+            // Stopping wakes the poll (Stop), so it may wait long.
+            let timeout = deadline.map_or(Duration::from_secs(1), |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            reader.poll(timeout, &mut |sb| deliver(cutters, sink.as_mut(), sb))?;
         }
         Ok(())
     }
@@ -313,10 +315,10 @@ impl Device {
 
     /// Records, then stops, drains, reads `dropped` and tears down, keeping
     /// every error. Sets `stop` on a failure so the other devices end too.
-    fn run(mut self, stop: &AtomicBool, deadline: Option<Instant>) -> Report {
+    fn run(mut self, stop: &Stop, deadline: Option<Instant>) -> Report {
         let mut errors = Vec::new();
         if let Err(e) = self.record(stop, deadline) {
-            stop.store(true, Ordering::Relaxed);
+            stop.raise();
             errors.push(e.context(format!("recording {}", self.tracer.name())));
         }
         if let Err(e) = self.tracer.stop() {
@@ -433,15 +435,12 @@ fn run(cli: Cli) -> Result<bool> {
         // Before any thread starts: the recording threads inherit it.
         relay_reader::realtime::set_fifo_priority(priority)?;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [
+    let stop = Stop::on_signals(&[
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
-    ] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
+    ])
+    .context("installing signal handlers")?;
     let output = if to_stdout {
         Output::Stdout(Arc::new(Mutex::new(OneStream::stdout())))
     } else {
@@ -466,6 +465,7 @@ fn run(cli: Cli) -> Result<bool> {
         let name = tracer.name().to_string();
         let device = Device::open(tracer, &cli.debugfs, &output, cli.mode)
             .with_context(|| format!("setting up {} ({name})", dev.display()))?;
+        stop.wake_on_stop(device.reader.waker());
         devices.push(device);
     }
     for device in &mut devices {
