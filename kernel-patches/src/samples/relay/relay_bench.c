@@ -13,6 +13,11 @@
  *             are done
  *   written   records stored, all runs and CPUs together
  *   dropped   records the channel refused (buffer full, disabled)
+ *   max_pause_ns
+ *             the longest a worker of the last run was kept from writing
+ *             (by the reader, interrupts, other tasks, or a virtual CPU
+ *             that its host did not run), sampled every 16 records; its
+ *             own sleeps at a paced RATE do not count
  *
  * Each record starts with struct relay_bench_record (CPU, sequence number
  * per CPU, length); the rest is a byte pattern derived from the sequence
@@ -26,6 +31,7 @@
 #include <linux/fs.h>
 #include <linux/ktime.h>
 #include <linux/math64.h>
+#include <linux/minmax.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/mutex.h>
@@ -68,6 +74,7 @@ struct relay_bench_work {
 	u64 seq;
 	u64 written;
 	u64 dropped;
+	u64 max_pause;	/* ns, this run */
 };
 
 static DEFINE_PER_CPU(struct relay_bench_work, relay_bench_works);
@@ -80,7 +87,7 @@ static void relay_bench_work_fn(struct work_struct *work)
 	struct relay_bench_work *w = container_of(work, struct relay_bench_work,
 						  work);
 	struct relay_bench_record *rec;
-	u64 offered, start = ktime_get_ns(), due;
+	u64 offered, start = ktime_get_ns(), due, now, last = start;
 
 	rec = kmalloc(w->size, GFP_KERNEL);
 	if (!rec)
@@ -92,8 +99,10 @@ static void relay_bench_work_fn(struct work_struct *work)
 			/* When this record is due at RATE MiB/s. */
 			due = start + div_u64(offered * NSEC_PER_SEC,
 					      (u64)w->rate << 20);
-			if (ktime_get_ns() + NSEC_PER_MSEC < due)
+			if (ktime_get_ns() + NSEC_PER_MSEC < due) {
 				usleep_range(1000, 2000);
+				last = ktime_get_ns();
+			}
 		}
 		rec->seq = w->seq++;
 		/* The payload byte pattern follows the sequence number. */
@@ -103,6 +112,13 @@ static void relay_bench_work_fn(struct work_struct *work)
 		else
 			WRITE_ONCE(w->written, w->written + 1);
 		cond_resched();
+		/* Every 16 records: the clock stays off the hot path. */
+		if (!(w->seq & 15)) {
+			now = ktime_get_ns();
+			if (now - last > w->max_pause)
+				WRITE_ONCE(w->max_pause, now - last);
+			last = now;
+		}
 	}
 	kfree(rec);
 }
@@ -134,6 +150,7 @@ static ssize_t relay_bench_run_write(struct file *file,
 		w->bytes = bytes;
 		w->size = size;
 		w->rate = rate;
+		w->max_pause = 0;
 		schedule_work_on(cpu, &w->work);
 	}
 	for_each_online_cpu(cpu)
@@ -179,6 +196,22 @@ static int relay_bench_dropped_get(void *data, u64 *val)
 DEFINE_DEBUGFS_ATTRIBUTE(relay_bench_dropped_fops, relay_bench_dropped_get,
 			 NULL, "%llu\n");
 
+static int relay_bench_max_pause_get(void *data, u64 *val)
+{
+	struct relay_bench_work *w;
+	unsigned int cpu;
+	u64 longest = 0;
+
+	for_each_possible_cpu(cpu) {
+		w = per_cpu_ptr(&relay_bench_works, cpu);
+		longest = max(longest, READ_ONCE(w->max_pause));
+	}
+	*val = longest;
+	return 0;
+}
+DEFINE_DEBUGFS_ATTRIBUTE(relay_bench_max_pause_fops, relay_bench_max_pause_get,
+			 NULL, "%llu\n");
+
 static int __init relay_bench_init(void)
 {
 	struct relay_app_params params = {
@@ -203,6 +236,8 @@ static int __init relay_bench_init(void)
 				   &relay_bench_written_fops);
 	debugfs_create_file_unsafe("dropped", 0444, relay_bench_dir, NULL,
 				   &relay_bench_dropped_fops);
+	debugfs_create_file_unsafe("max_pause_ns", 0444, relay_bench_dir, NULL,
+				   &relay_bench_max_pause_fops);
 	return 0;
 }
 module_init(relay_bench_init);
