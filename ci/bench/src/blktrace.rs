@@ -173,6 +173,25 @@ fn measure(name: &str, program: &Path, args: &[&str], ios: u64, jobs: u32) -> Re
     }))
 }
 
+/// CPU seconds of a tracer started, left tracing an idle device for `secs`
+/// and stopped: its cost without events.
+fn idle_cpu(name: &str, program: &Path, args: &[&str], secs: f64) -> Result<f64> {
+    let dir = PathBuf::from("/tmp/relay-bench-blktrace").join("idle");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let before = cpu_seconds_of_children()?;
+    let child = start(program, args, &dir)?;
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT)?;
+    let status = child.wait_with_output()?.status;
+    let cpu = cpu_seconds_of_children()? - before;
+    let stderr = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+    ensure!(status.success(), "{name} failed idle ({status}): {stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("{name}: {cpu:.2} CPU s idle over {secs:.1} s");
+    Ok(cpu)
+}
+
 /// Runs the comparison; writes JSON to `out` and Markdown to stdout.
 pub fn run(
     relay_blktrace: &Path,
@@ -238,6 +257,16 @@ pub fn run(
                 median
             })
             .collect();
+        // What each tracer costs without a load over the same wall time:
+        // setting the trace up (buffers, tracepoints patched in), starting,
+        // waiting and tearing down. One run each.
+        for (name, program, args) in &tracers {
+            if let Some(row) = rows.iter_mut().find(|r| r["name"] == *name) {
+                let secs = row["load_secs"].as_f64().unwrap_or(0.0);
+                eprint!("idle: ");
+                row["idle_cpu_seconds"] = json!(idle_cpu(name, program, args, secs)?);
+            }
+        }
         // The floor: the same number of bytes written to the same tmpfs, as
         // every tracer here must, with nothing else done.
         let bytes = rows
@@ -323,7 +352,7 @@ pub fn table(result: &Value) -> String {
         .find(|r| r["name"] == FLOOR_ROW)
         .map_or(f64::NAN, per_gib);
     let mut s = format!(
-        "Load: fio, {} jobs x {} random 4 KiB direct I/Os (75% reads) on null_blk ({DEV}), {} s and {:.2} CPU s without a tracer; both tracers with their default 4 x 512 KiB sub-buffers per CPU, run from the guest's tmpfs; kernel {}, {}. Each row is the median (by CPU time) of {} runs, the tracers taking turns; blktrace counts events as bytes / 48 (its estimate), relay-blktrace counts the records it wrote. The floor is this benchmark itself writing the same number of bytes to the same tmpfs in 512 KiB write(2)s: the copy into the page cache that every tracer here pays, and under TCG most of what relay-blktrace costs.\n\n",
+        "Load: fio, {} jobs x {} random 4 KiB direct I/Os (75% reads) on null_blk ({DEV}), {} s and {:.2} CPU s without a tracer; both tracers with their default 4 x 512 KiB sub-buffers per CPU, run from the guest's tmpfs; kernel {}, {}. Each row is the median (by CPU time) of {} runs, the tracers taking turns; blktrace counts events as bytes / 48 (its estimate), relay-blktrace counts the records it wrote. The floor is this benchmark itself writing the same number of bytes to the same tmpfs in 512 KiB write(2)s: the copy into the page cache that every tracer here pays, and under TCG most of what relay-blktrace costs. Idle is one run of each tracer on the idle device over its load's wall time (setting up the trace and its buffers, patching the tracepoints in, starting the program, tearing down): what it costs without events. The last ratio compares what is left of each tracer's CPU per GiB once its idle cost and the floor are taken off: the cost of moving the events.\n\n",
         result["jobs"],
         result["ios"],
         fmt2(result["load_alone"]["load_secs"].as_f64()),
@@ -332,11 +361,17 @@ pub fn table(result: &Value) -> String {
         result["blktrace_version"].as_str().unwrap_or("?"),
         result["rounds"].as_u64().unwrap_or(1),
     );
-    s.push_str("| tracer | events | MiB of trace data | events dropped | tracer CPU s | CPU s of each run | CPU s per GiB | CPU per GiB vs blktrace | above the floor vs blktrace | load wall s |\n");
-    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let base_moving = rows.first().and_then(|b| moving_per_gib(b, floor));
+    s.push_str("| tracer | events | MiB of trace data | events dropped | tracer CPU s | CPU s of each run | idle CPU s | CPU s per GiB | CPU per GiB vs blktrace | above the floor vs blktrace | above idle and the floor vs blktrace | load wall s |\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
+        let tracer = r["name"] != FLOOR_ROW;
+        let moving = moving_per_gib(r, floor)
+            .zip(base_moving)
+            .map(|(m, b)| m / b)
+            .filter(|x| tracer && x.is_finite());
         s.push_str(&format!(
-            "| {} | {} | {:.2} | {} | {:.2} | {} | {:.2} | {:.2}x | {} | {} |\n",
+            "| {} | {} | {:.2} | {} | {:.2} | {} | {} | {:.2} | {:.2}x | {} | {} | {} |\n",
             r["name"].as_str().unwrap_or("?"),
             cell(&r["events"]),
             r["bytes"].as_u64().unwrap_or(0) as f64 / (1u64 << 20) as f64,
@@ -346,17 +381,40 @@ pub fn table(result: &Value) -> String {
                 "{:.2}",
                 c.as_f64().unwrap_or(f64::NAN)
             )),
+            r["idle_cpu_seconds"]
+                .as_f64()
+                .map_or("-".into(), |c| format!("{c:.2}")),
             per_gib(r),
             per_gib(r) / base,
-            if r["name"] == FLOOR_ROW {
-                "-".to_string()
-            } else {
+            if tracer {
                 format!("{:.2}x", (per_gib(r) - floor) / (base - floor))
+            } else {
+                "-".to_string()
             },
+            moving.map_or("-".into(), |m| format!("{m:.2}x")),
             fmt2(r["load_secs"].as_f64()),
         ));
     }
     s
+}
+
+/// CPU seconds per GiB a tracer row spent beyond its idle cost and the
+/// floor's `floor` per GiB: moving the events. None without an idle run.
+fn moving_per_gib(row: &Value, floor: f64) -> Option<f64> {
+    let idle = row["idle_cpu_seconds"].as_f64()?;
+    let gib = row["bytes"].as_u64()? as f64 / (1u64 << 30) as f64;
+    Some((row["cpu_seconds"].as_f64()? - idle) / gib - floor)
+}
+
+/// A tracer's CPU per GiB beyond its idle cost and the floor over
+/// blktrace's, when all of them were measured.
+pub fn moving_vs_blktrace(result: &Value, name: &str) -> Option<f64> {
+    let rows = result["rows"].as_array()?;
+    let find = |n: &str| rows.iter().find(|r| r["name"] == n);
+    let floor = per_gib(find(FLOOR_ROW)?);
+    let r =
+        moving_per_gib(find(name)?, floor)? / moving_per_gib(find("blktrace (Debian)")?, floor)?;
+    r.is_finite().then_some(r)
 }
 
 /// A number of the table, `-` where a row has none.
@@ -376,4 +434,29 @@ pub fn above_floor_vs_blktrace(result: &Value, name: &str) -> Option<f64> {
 
 fn fmt2(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.1}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moving_cost_takes_off_idle_and_floor() {
+        let gib = 1u64 << 30;
+        let result = json!({"rows": [
+            {"name": "blktrace (Debian)", "bytes": gib, "cpu_seconds": 1.0, "idle_cpu_seconds": 0.2},
+            {"name": "relay-blktrace --mode mmap", "bytes": gib, "cpu_seconds": 0.7, "idle_cpu_seconds": 0.1},
+            {"name": "no idle run", "bytes": gib, "cpu_seconds": 0.7},
+            {"name": FLOOR_ROW, "bytes": gib, "cpu_seconds": 0.4},
+        ]});
+        // blktrace moves events for 1.0 - 0.2 - 0.4 = 0.4 s/GiB, the other
+        // for 0.7 - 0.1 - 0.4 = 0.2 s/GiB.
+        let r = moving_vs_blktrace(&result, "relay-blktrace --mode mmap").unwrap();
+        assert!((r - 0.5).abs() < 1e-9, "{r}");
+        assert_eq!(moving_vs_blktrace(&result, "no idle run"), None);
+        let above = above_floor_vs_blktrace(&result, "relay-blktrace --mode mmap").unwrap();
+        assert!((above - 0.5).abs() < 1e-9, "{above}");
+        let table = table(&result);
+        assert!(table.contains("| 0.50x | 0.50x |"), "{table}");
+    }
 }

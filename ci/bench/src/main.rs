@@ -233,6 +233,13 @@ struct Row {
     /// With rounds: what every run lost, and its CPU seconds, in run order.
     lost_of_rounds: Vec<u64>,
     cpu_seconds_of_rounds: Vec<f64>,
+    /// The longest a producer worker was kept from writing (relay_bench's
+    /// max_pause_ns), of the median run and of every run; None from a
+    /// module without that file.
+    max_pause_ns: Option<u64>,
+    max_pause_ns_of_rounds: Vec<Option<u64>>,
+    /// Wall seconds of the measured producer run.
+    produce_secs: f64,
 }
 
 /// User + system CPU seconds of `who` so far.
@@ -330,13 +337,22 @@ fn measure(bench: &Bench, name: &str, contender: Option<Command>) -> Result<Row>
     let result = (|| -> Result<Row> {
         let before = cpu_seconds_of_children()?;
         let started = contender.map(start).transpose()?;
-        let run = format!(
-            "{} {} {}",
-            bench.bytes_per_cpu, bench.record_size, bench.rate
-        );
-        let t = Instant::now();
-        std::fs::write(format!("{CTL}/run"), &run).context("starting the producer")?;
-        let produce_secs = t.elapsed().as_secs_f64();
+        let run = |bytes: u64| -> Result<f64> {
+            let t = Instant::now();
+            std::fs::write(
+                format!("{CTL}/run"),
+                format!("{bytes} {} {}", bench.record_size, bench.rate),
+            )
+            .context("starting the producer")?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        // Warm-up: half a buffer per CPU, which no reader can lose, so that
+        // under TCG the code paths of writer and reader are translated
+        // before the measured stream: the first execution of a path costs
+        // the emulator milliseconds in which a full-speed producer on the
+        // other CPU fills its buffer. Its records count like the others.
+        run(bench.subbuf_size * bench.n_subbufs / 2)?;
+        let produce_secs = run(bench.bytes_per_cpu)?;
         let (bytes, lost) = match started {
             Some((child, stderr)) => {
                 let summary = stop(child, stderr)?;
@@ -354,6 +370,8 @@ fn measure(bench: &Bench, name: &str, contender: Option<Command>) -> Result<Row>
             cpu_seconds: cpu_seconds_of_children()? - before,
             lost,
             written: read_number(&format!("{CTL}/written"))?,
+            max_pause_ns: read_number(&format!("{CTL}/max_pause_ns")).ok(),
+            produce_secs,
             ..Row::default()
         })
     })();
@@ -436,8 +454,10 @@ fn run(bench: &Bench, json: Option<&Path>) -> Result<()> {
     }
     for of_contender in runs {
         let lost: Vec<u64> = of_contender.iter().map(|r| r.lost).collect();
+        let pauses = of_contender.iter().map(|r| r.max_pause_ns).collect();
         let (mut median, cpu) = median_run(of_contender, |r| r.cpu_seconds);
         median.lost_of_rounds = lost;
+        median.max_pause_ns_of_rounds = pauses;
         median.cpu_seconds_of_rounds = cpu;
         rows.push(median);
     }
@@ -453,6 +473,7 @@ fn run(bench: &Bench, json: Option<&Path>) -> Result<()> {
         "rate": bench.rate,
         "subbuf_size": bench.subbuf_size,
         "n_subbufs": bench.n_subbufs,
+        "warm_up_bytes_per_cpu": bench.subbuf_size * bench.n_subbufs / 2,
         "rounds": bench.rounds,
         "rows": rows.iter().map(|r| serde_json::json!({
             "name": r.name,
@@ -462,6 +483,9 @@ fn run(bench: &Bench, json: Option<&Path>) -> Result<()> {
             "written": r.written,
             "lost_of_rounds": r.lost_of_rounds,
             "cpu_seconds_of_rounds": r.cpu_seconds_of_rounds,
+            "max_pause_ns": r.max_pause_ns,
+            "max_pause_ns_of_rounds": r.max_pause_ns_of_rounds,
+            "produce_secs": r.produce_secs,
         })).collect::<Vec<_>>(),
     });
     print!("{}", table(&result));
@@ -520,12 +544,28 @@ fn table(result: &serde_json::Value) -> String {
         num("subbuf_size") >> 10,
         result["kernel"].as_str().unwrap_or("?"),
     );
+    // The producer's speed while it writes (alone it mostly drops, which
+    // is faster): from the run of the reader that keeps up best.
+    if let Some(keeping_up) = row(result, REALTIME_ROW) {
+        let secs = keeping_up["produce_secs"].as_f64().unwrap_or(0.0);
+        let buffer = num("subbuf_size") * num("n_subbufs");
+        if secs > 0.0 {
+            let per_sec = num("bytes_per_cpu") as f64 / secs;
+            s.push_str(&format!(
+                "With relay-reader under SCHED_FIFO, the producer wrote {:.0} MiB/s per CPU: a CPU's {} MiB buffer is full {:.1} ms after its reader last emptied it.\n\n",
+                per_sec / (1u64 << 20) as f64,
+                buffer >> 20,
+                1e3 * buffer as f64 / per_sec,
+            ));
+        }
+    }
     s.push_str(&format!(
-        "Readers: the median (by CPU time) of {} runs each, taking turns; the producer alone ran once.\n\n",
-        num("rounds").max(1)
+        "Readers: the median (by CPU time) of {} runs each, taking turns; the producer alone ran once. Each run starts with a warm-up of {} KiB per CPU (half a buffer: nothing can be lost), counted in the run; the longest producer pause is the longest any producer worker of the measured stream was kept from writing (relay_bench's max_pause_ns).\n\n",
+        num("rounds").max(1),
+        num("warm_up_bytes_per_cpu") >> 10,
     ));
-    s.push_str("| reader | MiB recorded | CPU s | CPU s of each run | CPU s per GiB | records lost | of records offered | records lost in each run | CPU per GiB vs cat loop |\n");
-    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("| reader | MiB recorded | CPU s | CPU s of each run | CPU s per GiB | records lost | of records offered | records lost in each run | longest producer pause in each run, ms | CPU per GiB vs cat loop |\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let empty = Vec::new();
     for r in result["rows"].as_array().unwrap_or(&empty) {
         let bytes = r["bytes"].as_u64().unwrap_or(0);
@@ -535,8 +575,16 @@ fn table(result: &serde_json::Value) -> String {
             Some(c) if bytes > 0 => format!("{:.2}x", per_gib(r) / per_gib(c)),
             _ => "-".into(),
         };
+        let ms = |ns: &serde_json::Value| {
+            ns.as_u64()
+                .map_or("-".into(), |ns| format!("{:.1}", ns as f64 / 1e6))
+        };
+        let pauses = match r["max_pause_ns_of_rounds"].as_array() {
+            Some(runs) if !runs.is_empty() => runs.iter().map(ms).collect::<Vec<_>>().join(", "),
+            _ => ms(&r["max_pause_ns"]),
+        };
         s.push_str(&format!(
-            "| {} | {:.1} | {:.2} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {:.1} | {:.2} | {} | {} | {} | {} | {} | {pauses} | {} |\n",
             r["name"].as_str().unwrap_or("?"),
             bytes as f64 / (1u64 << 20) as f64,
             r["cpu_seconds"].as_f64().unwrap_or(f64::NAN),

@@ -76,13 +76,17 @@ fn aims(
     match (base, blk_row("relay-blktrace --mode mmap")) {
         (Some(base), Some(mmap)) => {
             let r = blktrace::per_gib(mmap) / base;
-            let above = blk
-                .and_then(|b| blktrace::above_floor_vs_blktrace(b, "relay-blktrace --mode mmap"));
+            let name = "relay-blktrace --mode mmap";
+            let above = blk.and_then(|b| blktrace::above_floor_vs_blktrace(b, name));
+            let moving = blk.and_then(|b| blktrace::moving_vs_blktrace(b, name));
             aims.push(Aim {
                 aim: "mmap mode <= 0.5x blktrace's CPU per GiB (same blktrace channel)".into(),
-                measured: match above {
-                    Some(a) => format!("{r:.2}x ({a:.2}x above the tmpfs write floor)"),
-                    None => format!("{r:.2}x"),
+                measured: match (above, moving) {
+                    (Some(a), Some(m)) => format!(
+                        "{r:.2}x ({a:.2}x above the tmpfs write floor, {m:.2}x above idle cost and the floor)"
+                    ),
+                    (Some(a), None) => format!("{r:.2}x ({a:.2}x above the tmpfs write floor)"),
+                    _ => format!("{r:.2}x"),
                 },
                 pass: Some(r <= 0.5),
             });
@@ -267,7 +271,10 @@ pub fn run(dir: &Path, command: &str, out: &Path) -> Result<()> {
         (
             "The producer at full speed (a kernel worker on every CPU fills the buffers in \
              milliseconds; a reader under the normal policy waits for its turn on a busy CPU \
-             while they fill, one under SCHED_FIFO runs as soon as the kernel wakes it)",
+             while they fill, one under SCHED_FIFO runs as soon as the kernel wakes it, \
+             unless its virtual CPU stops: under TCG a vCPU can stand still for milliseconds \
+             while the host runs the emulator's other threads, and a long producer pause in \
+             a run that lost records shows it)",
             &full,
         ),
     ] {
