@@ -400,3 +400,50 @@ fn realtime_reader_runs_under_sched_fifo_and_records_everything() {
         "unclear error for an unprivileged --realtime: {err}"
     );
 }
+
+#[test]
+fn writes_dropped_on_a_full_buffer_are_reported_with_what_to_do() {
+    if !in_vm() {
+        return;
+    }
+    // No reader yet: 4 x 4 KiB fill, and the kernel drops the rest.
+    let _modules = Modules::klog("subbuf_size=4096 n_subbufs=4");
+    generate_klog(5000);
+    let dir = fresh_dir("relay-dropped-test");
+    let out = relay_reader(&[
+        "record",
+        "--mode",
+        "mmap",
+        "--duration",
+        "1",
+        "-o",
+        dir.to_str().unwrap(),
+        CHANNEL,
+    ]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "relay-reader failed: {err}");
+    let hint = err
+        .lines()
+        .find(|l| l.contains("because a buffer was full"))
+        .unwrap_or_else(|| panic!("no word on the dropped writes: {err}"));
+    assert!(
+        hint.contains("larger sub-buffers") && hint.contains("--realtime"),
+        "the hint does not say what to do: {hint}"
+    );
+    // The count is the kernel's, as in the summary line.
+    let dropped: u64 = err
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("total: ")?
+                .split(", ")
+                .find_map(|part| part.strip_suffix(" writes dropped by the kernel"))
+        })
+        .unwrap_or_else(|| panic!("no total line: {err}"))
+        .parse()
+        .unwrap();
+    assert!(dropped > 0, "nothing dropped: {err}");
+    assert!(
+        hint.contains(&format!("dropped {dropped} writes")),
+        "the hint's count differs from the summary's {dropped}: {hint}"
+    );
+}

@@ -376,7 +376,21 @@ fn record(args: RecordArgs) -> Result<()> {
     progress.done();
     // Save what was read even when reading failed.
     let finished = sink.finish();
-    Summary::of(&reader, started).print(out.json)?;
+    let summary = Summary::of(&reader, started);
+    summary.print(out.json)?;
+    let full: u64 = summary.cpus.iter().filter_map(|c| c.lost_full).sum();
+    if full > 0 && !out.json {
+        eprintln!(
+            "relay-reader: the kernel dropped {full} writes because a buffer was full: give the \
+             channel more or larger sub-buffers{}",
+            if args.realtime.is_some() {
+                ""
+            } else {
+                ", or read under SCHED_FIFO (--realtime PRIO) so that the reader runs as soon \
+                 as it is woken"
+            }
+        );
+    }
     result?;
     finished?;
     Ok(())
