@@ -106,6 +106,22 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The reading thread could not be given a scheduling slice.
+    #[error("running the reader with a {} µs scheduling slice: {source}{}",
+        slice.as_micros(),
+        match source.raw_os_error() {
+            Some(libc::EINVAL) => "; slices go from 100 µs to 100 ms",
+            Some(libc::EOPNOTSUPP) => "; this kernel ignores custom slices of the normal policy (Linux 6.12 or later has them)",
+            Some(libc::EPERM) => "; the reader runs under a real-time policy, where slices do not apply",
+            _ => "",
+        })]
+    Slice {
+        /// The slice asked for.
+        slice: std::time::Duration,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl Error {

@@ -447,3 +447,100 @@ fn writes_dropped_on_a_full_buffer_are_reported_with_what_to_do() {
         "the hint's count differs from the summary's {dropped}: {hint}"
     );
 }
+
+/// The custom slice of thread `pid` (sched_getattr's sched_runtime), in ns.
+fn custom_slice(pid: u32) -> u64 {
+    let mut attr = libc::sched_attr {
+        size: 48,
+        sched_policy: 0,
+        sched_flags: 0,
+        sched_nice: 0,
+        sched_priority: 0,
+        sched_runtime: 0,
+        sched_deadline: 0,
+        sched_period: 0,
+    };
+    // SAFETY: sched_getattr(2) writes at most `size` (48) bytes into `attr`,
+    // a 48-byte `struct sched_attr` that outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getattr,
+            pid,
+            &mut attr as *mut libc::sched_attr,
+            48u32,
+            0u32,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "sched_getattr({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+    attr.sched_runtime
+}
+
+#[test]
+fn reader_with_a_short_slice_keeps_the_normal_policy_and_records_everything() {
+    if !in_vm() {
+        return;
+    }
+    let _modules = Modules::klog("");
+    let dir = fresh_dir("relay-slice-test");
+    let (mut child, mut log) = start_recording(&dir, &["--slice-us", "100"]);
+    assert_eq!(
+        sched_policy(child.id()),
+        libc::SCHED_OTHER as u32,
+        "relay-reader --slice-us left the normal policy"
+    );
+    assert_eq!(
+        custom_slice(child.id()),
+        100_000,
+        "relay-reader --slice-us 100 does not run with a 100 µs slice"
+    );
+    const N: u64 = 1500;
+    generate_klog(N);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().expect("waiting for relay-reader");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut log, &mut rest).unwrap();
+    assert!(status.success(), "relay-reader failed ({status}): {rest}");
+    for (cpu, seqs) in klog_gen_records(&read_per_cpu(&dir, "")) {
+        assert!(
+            seqs.iter().copied().eq(0..N),
+            "cpu {cpu}: {} records saved, expected 0..{N}",
+            seqs.len()
+        );
+    }
+
+    // An unprivileged user may ask for it; with --realtime it makes no sense.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin("relay-reader"))
+        .args([
+            "record",
+            "--slice-us",
+            "100",
+            "--stdout",
+            "-w",
+            "0.1",
+            CHANNEL,
+        ])
+        .output()
+        .expect("running setpriv");
+    assert!(
+        !stderr(&out).contains("slice"),
+        "an unprivileged --slice-us was refused: {}",
+        stderr(&out)
+    );
+    let out = relay_reader(&["record", "--slice-us", "100", "--realtime", "10", CHANNEL]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("cannot be used with"),
+        "--slice-us with --realtime was not refused: {}",
+        stderr(&out)
+    );
+}

@@ -112,6 +112,13 @@ struct RecordArgs {
     #[arg(long, value_name = "PRIO",
           value_parser = clap::value_parser!(u8).range(1..=99))]
     realtime: Option<u8>,
+    /// Read under the normal policy with a scheduling slice of this many
+    /// microseconds (100-100000): Linux 6.12's EEVDF lets a woken task with
+    /// a shorter slice than the running one preempt it, so a short slice
+    /// gets the reader its CPU from a busy producer without privileges.
+    #[arg(long, value_name = "MICROSECONDS", conflicts_with = "realtime",
+          value_parser = clap::value_parser!(u32).range(100..=100_000))]
+    slice_us: Option<u32>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -335,6 +342,9 @@ fn record(args: RecordArgs) -> Result<()> {
     if let Some(priority) = args.realtime {
         relay_reader::realtime::set_fifo_priority(priority)?;
     }
+    if let Some(us) = args.slice_us {
+        relay_reader::realtime::set_slice(Duration::from_micros(us.into()))?;
+    }
     let mut reader = Reader::open(&out.channel, out.mode.into())?;
     // A signal wakes the reader: it sleeps while the channel is idle.
     stop.wake_on_stop(reader.waker());
@@ -344,8 +354,11 @@ fn record(args: RecordArgs) -> Result<()> {
         out.channel.display(),
         reader.sources().len(),
         mode_name(reader.mode()),
-        args.realtime
-            .map_or_else(String::new, |p| format!(", SCHED_FIFO priority {p}"))
+        match (args.realtime, args.slice_us) {
+            (Some(p), _) => format!(", SCHED_FIFO priority {p}"),
+            (None, Some(us)) => format!(", {us} µs slice"),
+            (None, None) => String::new(),
+        }
     );
     let started = Instant::now();
     let deadline = args.duration.map(|s| started + Duration::from_secs_f64(s));
@@ -386,8 +399,8 @@ fn record(args: RecordArgs) -> Result<()> {
             if args.realtime.is_some() {
                 ""
             } else {
-                ", or read under SCHED_FIFO (--realtime PRIO) so that the reader runs as soon \
-                 as it is woken"
+                ", or let the reader run sooner once woken (--slice-us 100, or --realtime PRIO \
+                 for SCHED_FIFO)"
             }
         );
     }
