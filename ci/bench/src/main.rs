@@ -38,6 +38,8 @@ const CHANNEL: &str = "/sys/kernel/debug/relay_bench/cpu";
 const CTL: &str = "/sys/kernel/debug/relay_bench_ctl";
 /// The row of relay-reader under SCHED_FIFO (`--realtime`).
 const REALTIME_ROW: &str = "relay-reader --mode mmap --realtime 10";
+/// The row of relay-reader under the normal policy with a short slice.
+const SLICE_ROW: &str = "relay-reader --mode mmap --slice-us 100";
 
 #[derive(Parser)]
 #[command(about)]
@@ -435,8 +437,9 @@ fn run(bench: &Bench, json: Option<&Path>) -> Result<()> {
         cmd.args(["cat-loop", CHANNEL]);
         cmd
     };
-    let contenders: [(&str, &dyn Fn() -> Command); 4] = [
+    let contenders: [(&str, &dyn Fn() -> Command); 5] = [
         ("relay-reader --mode mmap", &|| reader("mmap", &[])),
+        (SLICE_ROW, &|| reader("mmap", &["--slice-us", "100"])),
         (REALTIME_ROW, &|| reader("mmap", &["--realtime", "10"])),
         ("relay-reader --mode read", &|| reader("read", &[])),
         ("cat loop (4 KiB read(2) + poll)", &cat),
@@ -527,6 +530,36 @@ fn row<'a>(result: &'a serde_json::Value, prefix: &str) -> Option<&'a serde_json
         .find(|r| r["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
 }
 
+/// The producer's bytes per second per CPU while it writes, and the
+/// milliseconds in which it fills an emptied buffer at that speed: from
+/// the run of the reader that keeps up best (alone the producer mostly
+/// drops, which is faster).
+fn producer_speed(result: &serde_json::Value) -> Option<(f64, f64)> {
+    let secs = row(result, REALTIME_ROW)?["produce_secs"].as_f64()?;
+    let num = |key: &str| result[key].as_u64().unwrap_or(0) as f64;
+    let per_sec = num("bytes_per_cpu") / secs;
+    let fill_ms = 1e3 * num("subbuf_size") * num("n_subbufs") / per_sec;
+    (secs > 0.0 && fill_ms.is_finite()).then_some((per_sec, fill_ms))
+}
+
+/// The runs (1-based) of `row` that lost records while some producer was
+/// kept from writing for at least `fill_ms`, with that pause in ms: the
+/// time in which a buffer fills, so no reader on that virtual CPU could
+/// have run either.
+fn lost_in_a_stall(row: &serde_json::Value, fill_ms: f64) -> Vec<(usize, f64)> {
+    let empty = Vec::new();
+    let lost = row["lost_of_rounds"].as_array().unwrap_or(&empty);
+    let pauses = row["max_pause_ns_of_rounds"].as_array().unwrap_or(&empty);
+    lost.iter()
+        .zip(pauses)
+        .enumerate()
+        .filter_map(|(i, (lost, pause))| {
+            let ms = pause.as_u64()? as f64 / 1e6;
+            (lost.as_u64()? > 0 && ms >= fill_ms).then_some((i + 1, ms))
+        })
+        .collect()
+}
+
 /// The Markdown of a `run` result: a line on the producer, then the table.
 fn table(result: &serde_json::Value) -> String {
     let num = |key: &str| result[key].as_u64().unwrap_or(0);
@@ -544,20 +577,12 @@ fn table(result: &serde_json::Value) -> String {
         num("subbuf_size") >> 10,
         result["kernel"].as_str().unwrap_or("?"),
     );
-    // The producer's speed while it writes (alone it mostly drops, which
-    // is faster): from the run of the reader that keeps up best.
-    if let Some(keeping_up) = row(result, REALTIME_ROW) {
-        let secs = keeping_up["produce_secs"].as_f64().unwrap_or(0.0);
-        let buffer = num("subbuf_size") * num("n_subbufs");
-        if secs > 0.0 {
-            let per_sec = num("bytes_per_cpu") as f64 / secs;
-            s.push_str(&format!(
-                "With relay-reader under SCHED_FIFO, the producer wrote {:.0} MiB/s per CPU: a CPU's {} MiB buffer is full {:.1} ms after its reader last emptied it.\n\n",
-                per_sec / (1u64 << 20) as f64,
-                buffer >> 20,
-                1e3 * buffer as f64 / per_sec,
-            ));
-        }
+    if let Some((per_sec, fill_ms)) = producer_speed(result) {
+        s.push_str(&format!(
+            "With relay-reader under SCHED_FIFO, the producer wrote {:.0} MiB/s per CPU: a CPU's {} MiB buffer is full {fill_ms:.1} ms after its reader last emptied it.\n\n",
+            per_sec / (1u64 << 20) as f64,
+            (num("subbuf_size") * num("n_subbufs")) >> 20,
+        ));
     }
     s.push_str(&format!(
         "Readers: the median (by CPU time) of {} runs each, taking turns; the producer alone ran once. Each run starts with a warm-up of {} KiB per CPU (half a buffer: nothing can be lost), counted in the run; the longest producer pause is the longest any producer worker of the measured stream was kept from writing (relay_bench's max_pause_ns).\n\n",
@@ -672,6 +697,17 @@ mod tests {
         assert_eq!(of_each, [3.0, 1.0, 2.0]);
         let (only, of_each) = median_run(vec![0.5], |&c| c);
         assert_eq!((only, of_each), (0.5, vec![0.5]));
+    }
+
+    #[test]
+    fn lost_in_a_stall_names_the_losing_runs_with_a_long_pause() {
+        let row = serde_json::json!({
+            "lost_of_rounds": [0, 12, 7, 0],
+            "max_pause_ns_of_rounds": [9_000_000, 5_000_000, 1_000_000, null],
+        });
+        // Run 1 paused long but lost nothing; run 3 lost with a short pause.
+        assert_eq!(lost_in_a_stall(&row, 3.4), vec![(2, 5.0)]);
+        assert!(lost_in_a_stall(&serde_json::json!({}), 3.4).is_empty());
     }
 
     #[test]

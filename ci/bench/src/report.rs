@@ -109,6 +109,10 @@ fn aims(
     for (name, how) in [
         ("relay-reader --mode mmap", "mmap mode, normal scheduling"),
         (
+            crate::SLICE_ROW,
+            "mmap mode, normal scheduling with a 100 µs slice: `--slice-us 100`",
+        ),
+        (
             crate::REALTIME_ROW,
             "mmap mode under SCHED_FIFO: `--realtime 10`",
         ),
@@ -123,8 +127,29 @@ fn aims(
                     r["lost"].as_u64().unwrap_or(0) + r["written"].as_u64().unwrap_or(0);
                 let runs = lost_of_runs(r);
                 let worst = runs.iter().copied().max().unwrap_or(0);
+                let stalls = match crate::producer_speed(f) {
+                    Some((_, fill_ms)) => {
+                        let stalls = crate::lost_in_a_stall(r, fill_ms);
+                        if stalls.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                "; {} lost while a producer was held up for {}, at least the {fill_ms:.1} ms a buffer takes to fill (a stalled vCPU, see below)",
+                                match stalls.len() {
+                                    1 => format!("run {}", stalls[0].0),
+                                    _ => format!(
+                                        "runs {}",
+                                        stalls.iter().map(|(i, _)| i.to_string()).collect::<Vec<_>>().join(", ")
+                                    ),
+                                },
+                                stalls.iter().map(|(_, ms)| format!("{ms:.1} ms")).collect::<Vec<_>>().join(", "),
+                            )
+                        }
+                    }
+                    None => String::new(),
+                };
                 format!(
-                    "records lost in each of {} runs: {} of {offered} (at most {:.2}%), {} x {} KiB on {} CPUs",
+                    "records lost in each of {} runs: {} of {offered} (at most {:.2}%), {} x {} KiB on {} CPUs{stalls}",
                     runs.len(),
                     runs.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
                     100.0 * worst as f64 / offered.max(1) as f64,
@@ -271,7 +296,8 @@ pub fn run(dir: &Path, command: &str, out: &Path) -> Result<()> {
         (
             "The producer at full speed (a kernel worker on every CPU fills the buffers in \
              milliseconds; a reader under the normal policy waits for its turn on a busy CPU \
-             while they fill, one under SCHED_FIFO runs as soon as the kernel wakes it, \
+             while they fill, one with a short slice may preempt it once woken (Linux 6.12's \
+             EEVDF), one under SCHED_FIFO runs as soon as the kernel wakes it, \
              unless its virtual CPU stops: under TCG a vCPU can stand still for milliseconds \
              while the host runs the emulator's other threads, and a long producer pause in \
              a run that lost records shows it)",
