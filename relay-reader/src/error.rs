@@ -112,7 +112,6 @@ pub enum Error {
         match source.raw_os_error() {
             Some(libc::EINVAL) => "; slices go from 100 µs to 100 ms",
             Some(libc::EOPNOTSUPP) => "; this kernel ignores custom slices of the normal policy (Linux 6.12 or later has them)",
-            Some(libc::EPERM) => "; the reader runs under a real-time policy, where slices do not apply",
             _ => "",
         })]
     Slice {

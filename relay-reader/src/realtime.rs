@@ -106,10 +106,16 @@ pub fn set_slice(slice: Duration) -> Result<()> {
     }
     let mut attr = sched_getattr().map_err(|source| Error::Slice { slice, source })?;
     if ![libc::SCHED_OTHER, libc::SCHED_BATCH].contains(&(attr.sched_policy as i32)) {
-        return Err(fail(libc::EPERM));
+        return Err(Error::Slice {
+            slice,
+            source: io::Error::other(
+                "the thread runs under a real-time policy, where slices do not apply",
+            ),
+        });
     }
     attr.size = SCHED_ATTR_SIZE_VER0;
-    attr.sched_flags = 0;
+    // Only reset-on-fork is kept: an unprivileged thread may not clear it.
+    attr.sched_flags &= libc::SCHED_FLAG_RESET_ON_FORK as u64;
     attr.sched_runtime = slice.as_nanos() as u64;
     // SAFETY: sched_setattr(2) only reads the 48-byte `attr`, which outlives
     // the call; pid 0 names the calling thread.
