@@ -20,7 +20,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::{cpu_seconds, cpu_seconds_of_children, local_copy, median_run, runs_cell, sh};
+use crate::{
+    cpu_seconds, cpu_seconds_of_children, local_copy, median_run, runs_cell, sh, take_turns,
+};
 
 const DEV: &str = "/dev/nullb0";
 const DEBUGFS_DIR: &str = "/sys/kernel/debug/block/nullb0";
@@ -230,23 +232,20 @@ pub fn run(
                 &["-d", DEV, "--mode", "mmap"],
             ),
         ];
-        // Rounds alternate the tracers, so that a slow phase of the host
-        // hits all of them; each row is the run with the median CPU time.
-        let mut runs: Vec<Vec<Value>> = vec![Vec::new(); tracers.len()];
-        for round in 1..=rounds {
-            for (i, (name, program, args)) in tracers.iter().enumerate() {
-                eprint!("round {round}/{rounds}: ");
-                match measure(name, program, args, ios, jobs) {
-                    Ok(row) => runs[i].push(row),
-                    // mmap needs the relay ABI on blktrace's files (the
-                    // patched kernel); the others must work.
-                    Err(e) if name.contains("mmap") => {
-                        eprintln!("{name}: not measured: {e:#}")
-                    }
-                    Err(e) => return Err(e),
+        // Each row is the run with the median CPU time.
+        let runs = take_turns(rounds, tracers.len(), |i| {
+            let (name, program, args) = tracers[i];
+            match measure(name, program, args, ios, jobs) {
+                Ok(row) => Ok(Some(row)),
+                // mmap needs the relay ABI on blktrace's files (the patched
+                // kernel); the others must work.
+                Err(e) if name.contains("mmap") => {
+                    eprintln!("{name}: not measured: {e:#}");
+                    Ok(None)
                 }
+                Err(e) => Err(e),
             }
-        }
+        })?;
         let mut rows: Vec<Value> = runs
             .into_iter()
             .filter(|r| !r.is_empty())

@@ -269,6 +269,25 @@ fn read_number(path: &str) -> Result<u64> {
         .with_context(|| format!("{path}: {text:?}"))
 }
 
+/// Runs `measure(i)` for every contender `i` in each of `rounds` rounds,
+/// the contenders taking turns so that a slow phase of the host hits all of
+/// them. Returns every contender's results in run order; a contender whose
+/// `measure` gives `None` (could not be measured) has none from that round.
+fn take_turns<T>(
+    rounds: u32,
+    contenders: usize,
+    mut measure: impl FnMut(usize) -> Result<Option<T>>,
+) -> Result<Vec<Vec<T>>> {
+    let mut runs: Vec<Vec<T>> = (0..contenders).map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        for (i, of_contender) in runs.iter_mut().enumerate() {
+            eprint!("round {round}/{rounds}: ");
+            of_contender.extend(measure(i)?);
+        }
+    }
+    Ok(runs)
+}
+
 /// The run with the median CPU time of `runs` (taken in turns), and the CPU
 /// seconds of every run in run order.
 fn median_run<T>(mut runs: Vec<T>, cpu: impl Fn(&T) -> f64) -> (T, Vec<f64>) {
@@ -445,16 +464,12 @@ fn run(bench: &Bench, json: Option<&Path>) -> Result<()> {
         ("cat loop (4 KiB read(2) + poll)", &cat),
     ];
     let mut rows = vec![measure(bench, "producer alone (no reader)", None)?];
-    // Rounds alternate the readers, so that a slow phase of the host hits
-    // all of them; each row is the run with the median CPU time, and the
-    // losses of every run are kept (one lucky run proves no zero loss).
-    let mut runs: Vec<Vec<Row>> = contenders.iter().map(|_| Vec::new()).collect();
-    for round in 1..=bench.rounds {
-        for (i, (name, command)) in contenders.iter().enumerate() {
-            eprint!("round {round}/{}: ", bench.rounds);
-            runs[i].push(measure(bench, name, Some(command()))?);
-        }
-    }
+    // Each row is the run with the median CPU time, and the losses of every
+    // run are kept (one lucky run proves no zero loss).
+    let runs = take_turns(bench.rounds, contenders.len(), |i| {
+        let (name, command) = contenders[i];
+        measure(bench, name, Some(command())).map(Some)
+    })?;
     for of_contender in runs {
         let lost: Vec<u64> = of_contender.iter().map(|r| r.lost).collect();
         let pauses = of_contender.iter().map(|r| r.max_pause_ns).collect();
@@ -708,6 +723,18 @@ mod tests {
         // Run 1 paused long but lost nothing; run 3 lost with a short pause.
         assert_eq!(lost_in_a_stall(&row, 3.4), vec![(2, 5.0)]);
         assert!(lost_in_a_stall(&serde_json::json!({}), 3.4).is_empty());
+    }
+
+    #[test]
+    fn take_turns_alternates_the_contenders_and_keeps_run_order() {
+        let mut order = Vec::new();
+        let runs = take_turns(2, 3, |i| {
+            order.push(i);
+            Ok((i != 1).then_some(order.len()))
+        })
+        .unwrap();
+        assert_eq!(order, [0, 1, 2, 0, 1, 2]);
+        assert_eq!(runs, [vec![1, 4], vec![], vec![3, 6]]);
     }
 
     #[test]
