@@ -60,7 +60,8 @@ pub const SLICES: RangeInclusive<Duration> =
 /// `struct sched_attr` as sched_setattr(2) first knew it (`SCHED_ATTR_SIZE_VER0`).
 const SCHED_ATTR_SIZE_VER0: u32 = 48;
 
-fn sched_getattr() -> io::Result<libc::sched_attr> {
+/// sched_getattr(2) of thread `tid` (0: the calling thread).
+fn sched_getattr(tid: u32) -> io::Result<libc::sched_attr> {
     let mut attr = libc::sched_attr {
         size: SCHED_ATTR_SIZE_VER0,
         sched_policy: 0,
@@ -72,12 +73,11 @@ fn sched_getattr() -> io::Result<libc::sched_attr> {
         sched_period: 0,
     };
     // SAFETY: sched_getattr(2) writes at most `size` (48) bytes into `attr`,
-    // which is a 48-byte `struct sched_attr` that outlives the call; pid 0
-    // names the calling thread.
+    // which is a 48-byte `struct sched_attr` that outlives the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_sched_getattr,
-            0,
+            tid,
             &mut attr as *mut libc::sched_attr,
             SCHED_ATTR_SIZE_VER0,
             0,
@@ -104,7 +104,7 @@ pub fn set_slice(slice: Duration) -> Result<()> {
     if !SLICES.contains(&slice) {
         return Err(fail(libc::EINVAL));
     }
-    let mut attr = sched_getattr().map_err(|source| Error::Slice { slice, source })?;
+    let mut attr = sched_getattr(0).map_err(|source| Error::Slice { slice, source })?;
     if ![libc::SCHED_OTHER, libc::SCHED_BATCH].contains(&(attr.sched_policy as i32)) {
         return Err(Error::Slice {
             slice,
@@ -133,11 +133,19 @@ pub fn set_slice(slice: Duration) -> Result<()> {
             source: io::Error::last_os_error(),
         });
     }
-    let now = sched_getattr().map_err(|source| Error::Slice { slice, source })?;
+    let now = sched_getattr(0).map_err(|source| Error::Slice { slice, source })?;
     if now.sched_runtime != attr.sched_runtime {
         return Err(fail(libc::EOPNOTSUPP));
     }
     Ok(())
+}
+
+/// The custom slice thread `tid` (a pid names its main thread; 0 the
+/// calling thread) runs with, if it asked for one (see [`set_slice`]).
+pub fn custom_slice(tid: u32) -> io::Result<Option<Duration>> {
+    let attr = sched_getattr(tid)?;
+    let fair = [libc::SCHED_OTHER, libc::SCHED_BATCH].contains(&(attr.sched_policy as i32));
+    Ok((fair && attr.sched_runtime > 0).then(|| Duration::from_nanos(attr.sched_runtime)))
 }
 
 #[cfg(test)]

@@ -350,21 +350,16 @@ fn sched_policy(pid: u32) -> u32 {
     fields[41 - 3].parse().expect("a policy number")
 }
 
-#[test]
-fn realtime_reader_runs_under_sched_fifo_and_records_everything() {
-    if !in_vm() {
-        return;
-    }
-    let _modules = Modules::klog("");
-    let dir = fresh_dir("relay-realtime-test");
-    let (mut child, mut log) = start_recording(&dir, &["--realtime", "10"]);
-    assert_eq!(
-        sched_policy(child.id()),
-        libc::SCHED_FIFO as u32,
-        "relay-reader --realtime 10 is not under SCHED_FIFO"
-    );
-    const N: u64 = 1500;
-    generate_klog(N);
+/// Has klog_gen write `n` records per CPU while `child` (from
+/// `start_recording` into `dir`) records, stops it with SIGINT, and checks
+/// that it exited well with every record saved.
+fn generate_stop_and_check(
+    mut child: std::process::Child,
+    mut log: std::io::BufReader<std::process::ChildStderr>,
+    dir: &Path,
+    n: u64,
+) {
+    generate_klog(n);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -374,22 +369,43 @@ fn realtime_reader_runs_under_sched_fifo_and_records_everything() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut log, &mut rest).unwrap();
     assert!(status.success(), "relay-reader failed ({status}): {rest}");
-    for (cpu, seqs) in klog_gen_records(&read_per_cpu(&dir, "")) {
+    for (cpu, seqs) in klog_gen_records(&read_per_cpu(dir, "")) {
         assert!(
-            seqs.iter().copied().eq(0..N),
-            "cpu {cpu}: {} records saved, expected 0..{N}",
+            seqs.iter().copied().eq(0..n),
+            "cpu {cpu}: {} records saved, expected 0..{n}",
             seqs.len()
         );
     }
+}
+
+/// relay-reader with `args` as the unprivileged user 65534.
+fn relay_reader_unprivileged(args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin("relay-reader"))
+        .args(args)
+        .output()
+        .expect("running setpriv")
+}
+
+#[test]
+fn realtime_reader_runs_under_sched_fifo_and_records_everything() {
+    if !in_vm() {
+        return;
+    }
+    let _modules = Modules::klog("");
+    let dir = fresh_dir("relay-realtime-test");
+    let (child, log) = start_recording(&dir, &["--realtime", "10"]);
+    assert_eq!(
+        sched_policy(child.id()),
+        libc::SCHED_FIFO as u32,
+        "relay-reader --realtime 10 is not under SCHED_FIFO"
+    );
+    generate_stop_and_check(child, log, &dir, 1500);
 
     // Without the privilege the error says what is missing, before anything
     // is opened.
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(bin("relay-reader"))
-        .args(["record", "--realtime", "10", CHANNEL])
-        .output()
-        .expect("running setpriv");
+    let out = relay_reader_unprivileged(&["record", "--realtime", "10", CHANNEL]);
     let err = stderr(&out);
     assert!(
         !out.status.success(),
@@ -448,38 +464,6 @@ fn writes_dropped_on_a_full_buffer_are_reported_with_what_to_do() {
     );
 }
 
-/// The custom slice of thread `pid` (sched_getattr's sched_runtime), in ns.
-fn custom_slice(pid: u32) -> u64 {
-    let mut attr = libc::sched_attr {
-        size: 48,
-        sched_policy: 0,
-        sched_flags: 0,
-        sched_nice: 0,
-        sched_priority: 0,
-        sched_runtime: 0,
-        sched_deadline: 0,
-        sched_period: 0,
-    };
-    // SAFETY: sched_getattr(2) writes at most `size` (48) bytes into `attr`,
-    // a 48-byte `struct sched_attr` that outlives the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_sched_getattr,
-            pid,
-            &mut attr as *mut libc::sched_attr,
-            48u32,
-            0u32,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "sched_getattr({pid}): {}",
-        std::io::Error::last_os_error()
-    );
-    attr.sched_runtime
-}
-
 #[test]
 fn reader_with_a_short_slice_keeps_the_normal_policy_and_records_everything() {
     if !in_vm() {
@@ -487,51 +471,29 @@ fn reader_with_a_short_slice_keeps_the_normal_policy_and_records_everything() {
     }
     let _modules = Modules::klog("");
     let dir = fresh_dir("relay-slice-test");
-    let (mut child, mut log) = start_recording(&dir, &["--slice-us", "100"]);
+    let (child, log) = start_recording(&dir, &["--slice-us", "100"]);
     assert_eq!(
         sched_policy(child.id()),
         libc::SCHED_OTHER as u32,
         "relay-reader --slice-us left the normal policy"
     );
     assert_eq!(
-        custom_slice(child.id()),
-        100_000,
+        relay_reader::realtime::custom_slice(child.id()).expect("sched_getattr"),
+        Some(std::time::Duration::from_micros(100)),
         "relay-reader --slice-us 100 does not run with a 100 µs slice"
     );
-    const N: u64 = 1500;
-    generate_klog(N);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let status = child.wait().expect("waiting for relay-reader");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut log, &mut rest).unwrap();
-    assert!(status.success(), "relay-reader failed ({status}): {rest}");
-    for (cpu, seqs) in klog_gen_records(&read_per_cpu(&dir, "")) {
-        assert!(
-            seqs.iter().copied().eq(0..N),
-            "cpu {cpu}: {} records saved, expected 0..{N}",
-            seqs.len()
-        );
-    }
+    generate_stop_and_check(child, log, &dir, 1500);
 
     // An unprivileged user may ask for it; with --realtime it makes no sense.
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(bin("relay-reader"))
-        .args([
-            "record",
-            "--slice-us",
-            "100",
-            "--stdout",
-            "-w",
-            "0.1",
-            CHANNEL,
-        ])
-        .output()
-        .expect("running setpriv");
+    let out = relay_reader_unprivileged(&[
+        "record",
+        "--slice-us",
+        "100",
+        "--stdout",
+        "-w",
+        "0.1",
+        CHANNEL,
+    ]);
     assert!(
         !stderr(&out).contains("slice"),
         "an unprivileged --slice-us was refused: {}",
