@@ -89,6 +89,11 @@ fn sched_getattr(tid: u32) -> io::Result<libc::sched_attr> {
     Ok(attr)
 }
 
+/// True for the policies a custom slice applies to (the fair ones).
+fn is_fair(attr: &libc::sched_attr) -> bool {
+    [libc::SCHED_OTHER, libc::SCHED_BATCH].contains(&(attr.sched_policy as i32))
+}
+
 /// Gives the calling thread a scheduling slice of `slice` (100 µs to
 /// 100 ms) under its normal policy, its nice value kept. Threads it starts
 /// afterwards inherit it. Needs no privilege.
@@ -97,21 +102,15 @@ fn sched_getattr(tid: u32) -> io::Result<libc::sched_attr> {
 /// (sched_getattr(2) then reports no custom slice) and returned as an
 /// error, as is a thread under a real-time policy.
 pub fn set_slice(slice: Duration) -> Result<()> {
-    let fail = |errno: i32| Error::Slice {
-        slice,
-        source: io::Error::from_raw_os_error(errno),
-    };
+    let fail = |source: io::Error| Error::Slice { slice, source };
     if !SLICES.contains(&slice) {
-        return Err(fail(libc::EINVAL));
+        return Err(fail(io::Error::from_raw_os_error(libc::EINVAL)));
     }
-    let mut attr = sched_getattr(0).map_err(|source| Error::Slice { slice, source })?;
-    if ![libc::SCHED_OTHER, libc::SCHED_BATCH].contains(&(attr.sched_policy as i32)) {
-        return Err(Error::Slice {
-            slice,
-            source: io::Error::other(
-                "the thread runs under a real-time policy, where slices do not apply",
-            ),
-        });
+    let mut attr = sched_getattr(0).map_err(fail)?;
+    if !is_fair(&attr) {
+        return Err(fail(io::Error::other(
+            "the thread runs under a real-time policy, where slices do not apply",
+        )));
     }
     attr.size = SCHED_ATTR_SIZE_VER0;
     // Only reset-on-fork is kept: an unprivileged thread may not clear it.
@@ -128,14 +127,10 @@ pub fn set_slice(slice: Duration) -> Result<()> {
         )
     };
     if rc != 0 {
-        return Err(Error::Slice {
-            slice,
-            source: io::Error::last_os_error(),
-        });
+        return Err(fail(io::Error::last_os_error()));
     }
-    let now = sched_getattr(0).map_err(|source| Error::Slice { slice, source })?;
-    if now.sched_runtime != attr.sched_runtime {
-        return Err(fail(libc::EOPNOTSUPP));
+    if custom_slice(0).map_err(fail)? != Some(slice) {
+        return Err(fail(io::Error::from_raw_os_error(libc::EOPNOTSUPP)));
     }
     Ok(())
 }
@@ -144,8 +139,10 @@ pub fn set_slice(slice: Duration) -> Result<()> {
 /// calling thread) runs with, if it asked for one (see [`set_slice`]).
 pub fn custom_slice(tid: u32) -> io::Result<Option<Duration>> {
     let attr = sched_getattr(tid)?;
-    let fair = [libc::SCHED_OTHER, libc::SCHED_BATCH].contains(&(attr.sched_policy as i32));
-    Ok((fair && attr.sched_runtime > 0).then(|| Duration::from_nanos(attr.sched_runtime)))
+    Ok(
+        (is_fair(&attr) && attr.sched_runtime > 0)
+            .then(|| Duration::from_nanos(attr.sched_runtime)),
+    )
 }
 
 #[cfg(test)]
