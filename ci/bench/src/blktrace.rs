@@ -132,27 +132,44 @@ fn parse_total(stdout: &str) -> Option<(u64, u64)> {
     Some((events, dropped))
 }
 
+/// Runs `program` as a tracer writing into a fresh `dir` while `during`
+/// runs, then stops it with SIGINT and checks that it exited well. Returns
+/// what `during` returned and the tracer's CPU seconds (any child `during`
+/// starts must be reaped by then, so that the two tell apart).
+fn with_tracer<T>(
+    name: &str,
+    program: &Path,
+    args: &[&str],
+    dir: &Path,
+    during: impl FnOnce() -> Result<T>,
+) -> Result<(T, f64)> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let child = start(program, args, dir)?;
+    let result = during()?;
+    let before = cpu_seconds_of_children()?;
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT)?;
+    let status = child.wait_with_output()?.status;
+    let cpu = cpu_seconds_of_children()? - before;
+    let stderr = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+    ensure!(status.success(), "{name} failed ({status}): {stderr}");
+    Ok((result, cpu))
+}
+
 /// One tracer under the load.
 fn measure(name: &str, program: &Path, args: &[&str], ios: u64, jobs: u32) -> Result<Value> {
     let dir = PathBuf::from("/tmp/relay-bench-blktrace").join(name.replace([' ', '-'], "_"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let before = cpu_seconds_of_children()?;
-    let child = start(program, args, &dir)?;
-    let t = Instant::now();
-    sh(&mut fio(ios, jobs))?;
-    let load_secs = t.elapsed().as_secs_f64();
-    let mid = cpu_seconds_of_children()?;
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT)?;
-    let output = child.wait_with_output()?;
-    let after = cpu_seconds_of_children()?;
+    let ((load_secs, load_cpu_seconds), cpu_seconds) =
+        with_tracer(name, program, args, &dir, || {
+            let before = cpu_seconds_of_children()?;
+            let t = Instant::now();
+            sh(&mut fio(ios, jobs))?;
+            Ok((
+                t.elapsed().as_secs_f64(),
+                cpu_seconds_of_children()? - before,
+            ))
+        })?;
     let stdout = std::fs::read_to_string(dir.join("stdout")).unwrap_or_default();
-    let stderr = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
-    ensure!(
-        output.status.success(),
-        "{name} failed ({}): {stderr}",
-        output.status
-    );
     let (events, dropped) =
         parse_total(&stdout).with_context(|| format!("{name}: no Total line in {stdout:?}"))?;
     let mut bytes = 0;
@@ -169,8 +186,8 @@ fn measure(name: &str, program: &Path, args: &[&str], ios: u64, jobs: u32) -> Re
         "events": events,
         "dropped": dropped,
         "bytes": bytes,
-        "cpu_seconds": after - mid,
-        "load_cpu_seconds": mid - before,
+        "cpu_seconds": cpu_seconds,
+        "load_cpu_seconds": load_cpu_seconds,
         "load_secs": load_secs,
     }))
 }
@@ -179,16 +196,11 @@ fn measure(name: &str, program: &Path, args: &[&str], ios: u64, jobs: u32) -> Re
 /// and stopped: its cost without events.
 fn idle_cpu(name: &str, program: &Path, args: &[&str], secs: f64) -> Result<f64> {
     let dir = PathBuf::from("/tmp/relay-bench-blktrace").join("idle");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let before = cpu_seconds_of_children()?;
-    let child = start(program, args, &dir)?;
-    std::thread::sleep(Duration::from_secs_f64(secs));
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT)?;
-    let status = child.wait_with_output()?.status;
-    let cpu = cpu_seconds_of_children()? - before;
-    let stderr = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
-    ensure!(status.success(), "{name} failed idle ({status}): {stderr}");
+    let ((), cpu) = with_tracer(name, program, args, &dir, || {
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        Ok(())
+    })
+    .context("the idle run")?;
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("{name}: {cpu:.2} CPU s idle over {secs:.1} s");
     Ok(cpu)

@@ -224,6 +224,13 @@ struct Bench {
     rounds: u32,
 }
 
+impl Bench {
+    /// Half a buffer: what each run writes first, which no reader can lose.
+    fn warm_up_bytes_per_cpu(&self) -> u64 {
+        self.subbuf_size * self.n_subbufs / 2
+    }
+}
+
 /// One measured row.
 #[derive(Default)]
 struct Row {
@@ -372,7 +379,7 @@ fn measure(bench: &Bench, name: &str, contender: Option<Command>) -> Result<Row>
         // before the measured stream: the first execution of a path costs
         // the emulator milliseconds in which a full-speed producer on the
         // other CPU fills its buffer. Its records count like the others.
-        run(bench.subbuf_size * bench.n_subbufs / 2)?;
+        run(bench.warm_up_bytes_per_cpu())?;
         let produce_secs = run(bench.bytes_per_cpu)?;
         let (bytes, lost) = match started {
             Some((child, stderr)) => {
@@ -491,7 +498,7 @@ fn run(bench: &Bench, json: Option<&Path>) -> Result<()> {
         "rate": bench.rate,
         "subbuf_size": bench.subbuf_size,
         "n_subbufs": bench.n_subbufs,
-        "warm_up_bytes_per_cpu": bench.subbuf_size * bench.n_subbufs / 2,
+        "warm_up_bytes_per_cpu": bench.warm_up_bytes_per_cpu(),
         "rounds": bench.rounds,
         "rows": rows.iter().map(|r| serde_json::json!({
             "name": r.name,
@@ -619,9 +626,10 @@ fn table(result: &serde_json::Value) -> String {
             ns.as_u64()
                 .map_or("-".into(), |ns| format!("{:.1}", ns as f64 / 1e6))
         };
-        let pauses = match r["max_pause_ns_of_rounds"].as_array() {
-            Some(runs) if !runs.is_empty() => runs.iter().map(ms).collect::<Vec<_>>().join(", "),
-            _ => ms(&r["max_pause_ns"]),
+        // Rows measured once (the producer alone) have no runs to list.
+        let pauses = match runs_cell(r, "max_pause_ns_of_rounds", &ms) {
+            none if none == "-" => ms(&r["max_pause_ns"]),
+            runs => runs,
         };
         s.push_str(&format!(
             "| {} | {:.1} | {:.2} | {} | {} | {} | {} | {} | {pauses} | {} |\n",

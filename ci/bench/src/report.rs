@@ -45,6 +45,28 @@ fn lost_of_runs(row: &Value) -> Vec<u64> {
     }
 }
 
+/// "; run 3 lost while a producer was held up for 4.7 ms, ..." naming the
+/// runs of `row` that lost records in a stall of at least a buffer's fill
+/// time (see `lost_in_a_stall`), or nothing.
+fn stall_note(row: &Value, full: &Value) -> String {
+    let Some((_, fill_ms)) = crate::producer_speed(full) else {
+        return String::new();
+    };
+    let stalls = crate::lost_in_a_stall(row, fill_ms);
+    let list = |cell: &dyn Fn(&(usize, f64)) -> String| {
+        stalls.iter().map(cell).collect::<Vec<_>>().join(", ")
+    };
+    match stalls.len() {
+        0 => String::new(),
+        n => format!(
+            "; {} {} lost while a producer was held up for {}, at least the {fill_ms:.1} ms a buffer takes to fill (a stalled vCPU, see below)",
+            if n == 1 { "run" } else { "runs" },
+            list(&|(run, _)| run.to_string()),
+            list(&|(_, ms)| format!("{ms:.1} ms")),
+        ),
+    }
+}
+
 /// mmap mode's CPU per GiB over the cat loop's in one `run` result.
 fn mmap_vs_cat(run: &Value) -> Option<f64> {
     let ratio = per_gib(row(run, "relay-reader --mode mmap")?) / per_gib(row(run, "cat loop")?);
@@ -127,27 +149,7 @@ fn aims(
                     r["lost"].as_u64().unwrap_or(0) + r["written"].as_u64().unwrap_or(0);
                 let runs = lost_of_runs(r);
                 let worst = runs.iter().copied().max().unwrap_or(0);
-                let stalls = match crate::producer_speed(f) {
-                    Some((_, fill_ms)) => {
-                        let stalls = crate::lost_in_a_stall(r, fill_ms);
-                        if stalls.is_empty() {
-                            String::new()
-                        } else {
-                            format!(
-                                "; {} lost while a producer was held up for {}, at least the {fill_ms:.1} ms a buffer takes to fill (a stalled vCPU, see below)",
-                                match stalls.len() {
-                                    1 => format!("run {}", stalls[0].0),
-                                    _ => format!(
-                                        "runs {}",
-                                        stalls.iter().map(|(i, _)| i.to_string()).collect::<Vec<_>>().join(", ")
-                                    ),
-                                },
-                                stalls.iter().map(|(_, ms)| format!("{ms:.1} ms")).collect::<Vec<_>>().join(", "),
-                            )
-                        }
-                    }
-                    None => String::new(),
-                };
+                let stalls = stall_note(r, f);
                 format!(
                     "records lost in each of {} runs: {} of {offered} (at most {:.2}%), {} x {} KiB on {} CPUs{stalls}",
                     runs.len(),
@@ -336,4 +338,30 @@ pub fn run(dir: &Path, command: &str, out: &Path) -> Result<()> {
     std::fs::write(out, s).with_context(|| format!("writing {}", out.display()))?;
     eprintln!("report: wrote {}", out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stall_note_names_the_runs_lost_in_a_stall() {
+        // 64 MiB per CPU in 0.128 s: 500 MiB/s, 2 MiB fill in 4 ms.
+        let full = json!({
+            "bytes_per_cpu": 64u64 << 20, "subbuf_size": 256 << 10, "n_subbufs": 8,
+            "rows": [{"name": crate::REALTIME_ROW, "produce_secs": 0.128}],
+        });
+        let row = |pauses: serde_json::Value| json!({"lost_of_rounds": [5, 0, 9], "max_pause_ns_of_rounds": pauses});
+        assert_eq!(
+            stall_note(&row(json!([4_500_000, 9_000_000, 6_000_000])), &full),
+            "; runs 1, 3 lost while a producer was held up for 4.5 ms, 6.0 ms, at least the 4.0 ms a buffer takes to fill (a stalled vCPU, see below)"
+        );
+        assert_eq!(
+            stall_note(&row(json!([4_500_000, 0, 1_000_000])), &full),
+            "; run 1 lost while a producer was held up for 4.5 ms, at least the 4.0 ms a buffer takes to fill (a stalled vCPU, see below)"
+        );
+        assert_eq!(stall_note(&row(json!([1, 1, 1])), &full), "");
+        assert_eq!(stall_note(&row(json!([1, 1, 1])), &json!({})), "");
+    }
 }
