@@ -33,6 +33,7 @@ pub mod channel;
 mod error;
 pub mod kernel;
 pub mod model;
+pub mod pinned;
 mod reader;
 pub mod realtime;
 pub mod sink;

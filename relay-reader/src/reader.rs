@@ -42,6 +42,9 @@ pub struct Reader {
     waiter: Waiter,
     last_scan: Instant,
     read_finished_only: bool,
+    /// Opened on one buffer file: no other files join it. (Looking for
+    /// `<file><cpu>` would take `cpu1` for the base of `cpu10`.)
+    one_file: bool,
 }
 
 /// How often `poll` looks for buffer files that appeared (CPU hotplug).
@@ -59,11 +62,30 @@ impl Reader {
             waiter,
             last_scan: Instant::now(),
             read_finished_only: false,
+            one_file: base.is_file(),
         };
         for file in buffer_files(base)? {
             reader.add(&file)?;
         }
         // Every buffer of a channel is read the same way.
+        reader.mode = reader.sources[0].mode();
+        Ok(reader)
+    }
+
+    /// Opens one buffer of a channel (an element of [`buffer_files`]), for
+    /// a reader per buffer such as [`crate::pinned::PinnedReaders`].
+    pub fn open_buffer(file: &BufferFile, mode: Mode) -> Result<Reader> {
+        let waiter = Waiter::new().map_err(|e| Error::io(&file.path, "create poller", e))?;
+        let mut reader = Reader {
+            base: file.path.clone(),
+            mode,
+            sources: Vec::new(),
+            waiter,
+            last_scan: Instant::now(),
+            read_finished_only: false,
+            one_file: true,
+        };
+        reader.add(file)?;
         reader.mode = reader.sources[0].mode();
         Ok(reader)
     }
@@ -90,6 +112,9 @@ impl Reader {
     /// brought online creates its buffer). Returns how many were added.
     pub fn rescan(&mut self) -> Result<usize> {
         self.last_scan = Instant::now();
+        if self.one_file {
+            return Ok(0);
+        }
         let files = match buffer_files(&self.base) {
             Ok(files) => files,
             // The channel is going away under the reader (its module was

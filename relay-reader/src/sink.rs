@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::subbuf::SubBuf;
 use crate::{Error, Result};
@@ -20,6 +21,16 @@ pub trait Sink {
     fn write(&mut self, sb: &SubBuf<'_>) -> Result<()>;
     /// Flushes everything to its destination.
     fn finish(&mut self) -> Result<()>;
+}
+
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn write(&mut self, sb: &SubBuf<'_>) -> Result<()> {
+        (**self).write(sb)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        (**self).finish()
+    }
 }
 
 /// One file per CPU, `<dir>/<prefix><cpu>`, as relay-apps and blktrace name
@@ -239,6 +250,51 @@ impl<W: Write> Sink for OneStream<W> {
     }
 }
 
+/// One sink written by several threads (one stream for
+/// [`crate::pinned::PinnedReaders`]): each sub-buffer goes in whole, under a
+/// lock, so sub-buffers of different CPUs never interleave within one.
+#[derive(Debug)]
+pub struct Shared<S> {
+    inner: Arc<Mutex<S>>,
+}
+
+impl<S> Shared<S> {
+    /// Wraps `sink`; clone the result for every writer.
+    pub fn new(sink: S) -> Self {
+        Shared {
+            inner: Arc::new(Mutex::new(sink)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, S> {
+        // A writer that panicked mid-write left at worst a partial
+        // sub-buffer in the writer's buffer; the stream is still usable.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl<S> Clone for Shared<S> {
+    fn clone(&self) -> Self {
+        Shared {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S: Sink> Sink for Shared<S> {
+    fn write(&mut self, sb: &SubBuf<'_>) -> Result<()> {
+        self.lock().write(sb)
+    }
+
+    /// Flushes the shared sink: every writer calls it when it ends, and
+    /// the last call leaves everything written.
+    fn finish(&mut self) -> Result<()> {
+        self.lock().finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +337,35 @@ mod tests {
             std::fs::read(dir.join("cpu0.2")).unwrap(),
             b"dddddddddddddd"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_shared_stream_keeps_every_subbuf_whole() {
+        let dir = temp_dir("shared");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("all");
+        let shared = Shared::new(OneStream::create(&path).unwrap());
+        let writers: Vec<_> = (0..4u8)
+            .map(|cpu| {
+                let mut sink = shared.clone();
+                std::thread::spawn(move || {
+                    let data = vec![b'a' + cpu; 1000];
+                    for _ in 0..200 {
+                        sink.write(&sb(cpu.into(), &data)).unwrap();
+                    }
+                    sink.finish().unwrap();
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let all = std::fs::read(&path).unwrap();
+        assert_eq!(all.len(), 4 * 200 * 1000);
+        for chunk in all.chunks(1000) {
+            assert!(chunk.iter().all(|&b| b == chunk[0]), "a torn sub-buffer");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

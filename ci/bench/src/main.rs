@@ -40,6 +40,11 @@ const CTL: &str = "/sys/kernel/debug/relay_bench_ctl";
 const REALTIME_ROW: &str = "relay-reader --mode mmap --realtime 10";
 /// The row of relay-reader under the normal policy with a short slice.
 const SLICE_ROW: &str = "relay-reader --mode mmap --slice-us 100";
+/// The row of relay-reader with one thread for every buffer (the default
+/// is a thread per buffer, pinned to its CPU).
+const SINGLE_THREAD_ROW: &str = "relay-reader --mode mmap --single-thread";
+/// The same under SCHED_FIFO.
+const SINGLE_THREAD_REALTIME_ROW: &str = "relay-reader --mode mmap --single-thread --realtime 10";
 
 #[derive(Parser)]
 #[command(about)]
@@ -463,10 +468,15 @@ fn run(bench: &Bench, json: Option<&Path>) -> Result<()> {
         cmd.args(["cat-loop", CHANNEL]);
         cmd
     };
-    let contenders: [(&str, &dyn Fn() -> Command); 5] = [
+    // The plain mmap row comes first: `row` finds rows by prefix.
+    let contenders: [(&str, &dyn Fn() -> Command); 7] = [
         ("relay-reader --mode mmap", &|| reader("mmap", &[])),
         (SLICE_ROW, &|| reader("mmap", &["--slice-us", "100"])),
         (REALTIME_ROW, &|| reader("mmap", &["--realtime", "10"])),
+        (SINGLE_THREAD_ROW, &|| reader("mmap", &["--single-thread"])),
+        (SINGLE_THREAD_REALTIME_ROW, &|| {
+            reader("mmap", &["--single-thread", "--realtime", "10"])
+        }),
         ("relay-reader --mode read", &|| reader("read", &[])),
         ("cat loop (4 KiB read(2) + poll)", &cat),
     ];

@@ -378,6 +378,65 @@ fn generate_stop_and_check(
     }
 }
 
+/// The reading threads of process `pid` (named `relay-cpu<N>`): for each,
+/// N, its thread id and the CPUs it may run on (`Cpus_allowed_list`).
+fn reading_threads(pid: u32) -> Vec<(u32, u32, String)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("listing threads") {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap();
+        let Some(cpu) = comm.trim().strip_prefix("relay-cpu") else {
+            continue;
+        };
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .expect("Cpus_allowed_list in status")
+            .trim()
+            .to_string();
+        let tid = task.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        threads.push((cpu.parse().expect("a CPU number"), tid, allowed));
+    }
+    threads.sort();
+    threads
+}
+
+#[test]
+fn every_buffer_is_read_by_a_thread_pinned_to_its_cpu() {
+    if !in_vm() {
+        return;
+    }
+    let _modules = Modules::klog("");
+    let dir = fresh_dir("relay-pinned-test");
+    let (child, log) = start_recording(&dir, &[]);
+    let threads = reading_threads(child.id());
+    let cpus: Vec<u32> = threads.iter().map(|t| t.0).collect();
+    assert_eq!(
+        cpus,
+        online_cpus(),
+        "not one reading thread per CPU: {threads:?}"
+    );
+    for (cpu, _, allowed) in &threads {
+        assert_eq!(
+            allowed,
+            &cpu.to_string(),
+            "the reading thread of cpu{cpu} is not pinned to it"
+        );
+    }
+    generate_stop_and_check(child, log, &dir, 1500);
+
+    // --single-thread: the main thread reads every buffer.
+    let dir = fresh_dir("relay-single-thread-test");
+    let (child, log) = start_recording(&dir, &["--single-thread"]);
+    assert_eq!(
+        reading_threads(child.id()),
+        vec![],
+        "--single-thread started reading threads"
+    );
+    generate_stop_and_check(child, log, &dir, 1500);
+}
+
 /// relay-reader with `args` as the unprivileged user 65534.
 fn relay_reader_unprivileged(args: &[&str]) -> Output {
     Command::new("setpriv")
@@ -401,6 +460,15 @@ fn realtime_reader_runs_under_sched_fifo_and_records_everything() {
         libc::SCHED_FIFO as u32,
         "relay-reader --realtime 10 is not under SCHED_FIFO"
     );
+    let threads = reading_threads(child.id());
+    assert!(!threads.is_empty(), "no reading threads");
+    for (cpu, tid, _) in threads {
+        assert_eq!(
+            sched_policy(tid),
+            libc::SCHED_FIFO as u32,
+            "the reading thread of cpu{cpu} is not under SCHED_FIFO"
+        );
+    }
     generate_stop_and_check(child, log, &dir, 1500);
 
     // Without the privilege the error says what is missing, before anything
@@ -482,6 +550,13 @@ fn reader_with_a_short_slice_keeps_the_normal_policy_and_records_everything() {
         Some(std::time::Duration::from_micros(100)),
         "relay-reader --slice-us 100 does not run with a 100 µs slice"
     );
+    for (cpu, tid, _) in reading_threads(child.id()) {
+        assert_eq!(
+            relay_reader::realtime::custom_slice(tid).expect("sched_getattr"),
+            Some(std::time::Duration::from_micros(100)),
+            "the reading thread of cpu{cpu} does not run with a 100 µs slice"
+        );
+    }
     generate_stop_and_check(child, log, &dir, 1500);
 
     // An unprivileged user may ask for it; with --realtime it makes no sense.

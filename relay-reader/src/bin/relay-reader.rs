@@ -2,13 +2,16 @@
 //! recorders, and show channel state.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use relay_reader::sink::{OneStream, PerCpuFiles, Sink};
+use relay_reader::pinned::{PinnedReaders, SinkFactory};
+use relay_reader::sink::{OneStream, PerCpuFiles, Shared, Sink};
 use relay_reader::stop::Stop;
 use relay_reader::{BufStats, Mode, Reader, SubBuf};
 use serde::Serialize;
@@ -119,6 +122,12 @@ struct RecordArgs {
     #[arg(long, value_name = "MICROSECONDS", conflicts_with = "realtime",
           value_parser = clap::value_parser!(u32).range(100..=100_000))]
     slice_us: Option<u32>,
+    /// Read every buffer from one thread. By default each buffer has a
+    /// thread of its own, pinned to the buffer's CPU, as blktrace does: it
+    /// is woken on the CPU that filled the buffer, where it competes with
+    /// that CPU's producer alone.
+    #[arg(long)]
+    single_thread: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -214,12 +223,12 @@ struct Summary {
 }
 
 impl Summary {
-    fn of(reader: &Reader, started: Instant) -> Summary {
+    fn of(channel: &Path, mode: Mode, stats: &[BufStats], started: Instant) -> Summary {
         Summary {
-            channel: reader.base().into(),
-            mode: mode_name(reader.mode()),
+            channel: channel.into(),
+            mode: mode_name(mode),
             seconds: started.elapsed().as_secs_f64(),
-            cpus: reader.stats().iter().map(CpuSummary::from).collect(),
+            cpus: stats.iter().map(CpuSummary::from).collect(),
         }
     }
 
@@ -284,7 +293,7 @@ fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
-fn open_sink(out: &OutputArgs, rotate: Option<u64>) -> Result<Box<dyn Sink>> {
+fn open_sink(out: &OutputArgs, rotate: Option<u64>) -> Result<Box<dyn Sink + Send>> {
     Ok(if out.stdout {
         Box::new(OneStream::stdout())
     } else if let Some(file) = &out.file {
@@ -298,6 +307,63 @@ fn open_sink(out: &OutputArgs, rotate: Option<u64>) -> Result<Box<dyn Sink>> {
     })
 }
 
+/// The sinks of a recording with a thread per buffer: per-CPU files each
+/// thread writes its own, one stream they share.
+fn sink_factory(out: &OutputArgs, rotate: Option<u64>, limit: ByteLimit) -> Result<SinkFactory> {
+    let limited = move |sink: Box<dyn Sink + Send>| -> Box<dyn Sink + Send> {
+        Box::new(Limited {
+            inner: sink,
+            limit: limit.clone(),
+        })
+    };
+    if out.stdout || out.file.is_some() {
+        let shared = Shared::new(open_sink(out, None)?);
+        return Ok(Box::new(move |_cpu| Ok(limited(Box::new(shared.clone())))));
+    }
+    let (dir, prefix) = (out.output.clone(), out.prefix.clone());
+    // Created here, so that a directory that cannot be made is an error
+    // before any thread starts.
+    PerCpuFiles::create(&dir, prefix.clone())?;
+    Ok(Box::new(move |_cpu| {
+        let files = PerCpuFiles::create(&dir, prefix.clone())?;
+        Ok(limited(Box::new(match rotate {
+            Some(bytes) => files.rotate_at(bytes),
+            None => files,
+        })))
+    }))
+}
+
+/// `--size-limit` for recordings with a thread per buffer: the bytes every
+/// thread wrote, and the stop raised once they reach the limit.
+#[derive(Clone)]
+struct ByteLimit {
+    written: Arc<AtomicU64>,
+    limit: Option<u64>,
+    stop: Stop,
+}
+
+/// A sink that counts towards a [`ByteLimit`].
+struct Limited {
+    inner: Box<dyn Sink + Send>,
+    limit: ByteLimit,
+}
+
+impl Sink for Limited {
+    fn write(&mut self, sb: &SubBuf<'_>) -> relay_reader::Result<()> {
+        self.inner.write(sb)?;
+        let len = sb.data.len() as u64;
+        let written = self.limit.written.fetch_add(len, Ordering::Relaxed) + len;
+        if self.limit.limit.is_some_and(|limit| written >= limit) {
+            self.limit.stop.raise();
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> relay_reader::Result<()> {
+        self.inner.finish()
+    }
+}
+
 /// How often the progress line is refreshed; also the longest wait in
 /// `poll`, since stopping does not need a wake-up (see `Stop`).
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -309,12 +375,18 @@ struct Progress {
 }
 
 impl Progress {
-    fn update(&mut self, reader: &Reader, started: Instant) {
+    fn new(args: &RecordArgs) -> Progress {
+        Progress {
+            enabled: !args.quiet && !args.out.stdout && std::io::stderr().is_terminal(),
+            last: Instant::now(),
+        }
+    }
+
+    fn update(&mut self, stats: &[BufStats], started: Instant) {
         if !self.enabled || self.last.elapsed() < PROGRESS_INTERVAL {
             return;
         }
         self.last = Instant::now();
-        let stats = reader.stats();
         let bytes: u64 = stats.iter().map(|s| s.bytes).sum();
         let subbufs: u64 = stats.iter().map(|s| s.subbufs).sum();
         let lost: u64 = stats.iter().map(|s| s.lost_subbufs).sum();
@@ -338,58 +410,56 @@ impl Progress {
 fn record(args: RecordArgs) -> Result<()> {
     let stop = Stop::on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
         .context("installing signal handlers")?;
-    let out = &args.out;
+    // Set before any reading thread starts: they inherit it.
     if let Some(priority) = args.realtime {
         relay_reader::realtime::set_fifo_priority(priority)?;
     }
     if let Some(us) = args.slice_us {
         relay_reader::realtime::set_slice(Duration::from_micros(us.into()))?;
     }
-    let mut reader = Reader::open(&out.channel, out.mode.into())?;
-    // A signal wakes the reader: it sleeps while the channel is idle.
-    stop.wake_on_stop(reader.waker());
-    let mut sink = open_sink(out, args.rotate_size)?;
-    eprintln!(
-        "relay-reader: recording {} ({} buffers, {} mode{}); Ctrl-C stops",
-        out.channel.display(),
-        reader.sources().len(),
-        mode_name(reader.mode()),
-        match (args.realtime, args.slice_us) {
-            (Some(p), _) => format!(", SCHED_FIFO priority {p}"),
-            (None, Some(us)) => format!(", {us} µs slice"),
-            (None, None) => String::new(),
-        }
-    );
     let started = Instant::now();
     let deadline = args.duration.map(|s| started + Duration::from_secs_f64(s));
-    let mut progress = Progress {
-        enabled: !args.quiet && !out.stdout && std::io::stderr().is_terminal(),
-        last: Instant::now(),
+    // The longest sleep: until the deadline or the next progress line.
+    let next_wake = || {
+        deadline.map_or(PROGRESS_INTERVAL, |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(PROGRESS_INTERVAL)
+        })
     };
-    let mut write = |sb: SubBuf<'_>| sink.write(&sb);
-    let result = (|| -> Result<()> {
-        loop {
-            let recorded = || reader.stats().iter().map(|s| s.bytes).sum::<u64>();
-            let limit_reached = args.size_limit.is_some_and(|limit| recorded() >= limit);
-            let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
-            if stop.is_raised() || reader.finished() || limit_reached || timed_out {
-                break;
+    let timed_out = || deadline.is_some_and(|d| Instant::now() >= d);
+    let mut progress = Progress::new(&args);
+    let out = &args.out;
+    let (summary, result) = if args.single_thread {
+        record_in_one_thread(&args, &stop, &mut progress, started, &next_wake, &timed_out)?
+    } else {
+        let limit = ByteLimit {
+            written: Arc::new(AtomicU64::new(0)),
+            limit: args.size_limit,
+            stop: stop.clone(),
+        };
+        let sinks = sink_factory(out, args.rotate_size, limit)?;
+        let mut readers = PinnedReaders::start(&out.channel, out.mode.into(), &stop, sinks)?;
+        announce(
+            &args,
+            readers.buffers(),
+            readers.mode(),
+            ", a pinned thread each",
+        );
+        let running = (|| -> Result<()> {
+            while !timed_out() && readers.wait(next_wake())? {
+                progress.update(&readers.stats(), started);
             }
-            let timeout = deadline.map_or(PROGRESS_INTERVAL, |d| {
-                d.saturating_duration_since(Instant::now())
-                    .min(PROGRESS_INTERVAL)
-            });
-            reader.poll(timeout, &mut write)?;
-            progress.update(&reader, started);
-        }
-        // What the kernel already holds is saved too, limit or not.
-        reader.flush_and_drain(&mut write)?;
-        Ok(())
-    })();
-    progress.done();
-    // Save what was read even when reading failed.
-    let finished = sink.finish();
-    let summary = Summary::of(&reader, started);
+            Ok(())
+        })();
+        let (mode, base) = (readers.mode(), readers.base().to_owned());
+        // Every thread saves its tail, whatever ended the recording.
+        let (stats, finished) = readers.finish();
+        progress.done();
+        (
+            Summary::of(&base, mode, &stats, started),
+            running.and(finished.map_err(Into::into)),
+        )
+    };
     summary.print(out.json)?;
     let full: u64 = summary.cpus.iter().filter_map(|c| c.lost_full).sum();
     if full > 0 && !out.json {
@@ -404,9 +474,58 @@ fn record(args: RecordArgs) -> Result<()> {
             }
         );
     }
-    result?;
-    finished?;
-    Ok(())
+    result
+}
+
+/// Says what is being recorded, and how.
+fn announce(args: &RecordArgs, buffers: usize, mode: Mode, threads: &str) {
+    eprintln!(
+        "relay-reader: recording {} ({buffers} buffers{threads}, {} mode{}); Ctrl-C stops",
+        args.out.channel.display(),
+        mode_name(mode),
+        match (args.realtime, args.slice_us) {
+            (Some(p), _) => format!(", SCHED_FIFO priority {p}"),
+            (None, Some(us)) => format!(", {us} µs slice"),
+            (None, None) => String::new(),
+        }
+    );
+}
+
+/// `--single-thread`: one [`Reader`] polls every buffer.
+fn record_in_one_thread(
+    args: &RecordArgs,
+    stop: &Stop,
+    progress: &mut Progress,
+    started: Instant,
+    next_wake: &dyn Fn() -> Duration,
+    timed_out: &dyn Fn() -> bool,
+) -> Result<(Summary, Result<()>)> {
+    let out = &args.out;
+    let mut reader = Reader::open(&out.channel, out.mode.into())?;
+    // A signal wakes the reader: it sleeps while the channel is idle.
+    stop.wake_on_stop(reader.waker());
+    let mut sink = open_sink(out, args.rotate_size)?;
+    announce(args, reader.sources().len(), reader.mode(), ", one thread");
+    let mut write = |sb: SubBuf<'_>| sink.write(&sb);
+    let result = (|| -> Result<()> {
+        loop {
+            let recorded = || reader.stats().iter().map(|s| s.bytes).sum::<u64>();
+            let limit_reached = args.size_limit.is_some_and(|limit| recorded() >= limit);
+            if stop.is_raised() || reader.finished() || limit_reached || timed_out() {
+                break;
+            }
+            reader.poll(next_wake(), &mut write)?;
+            progress.update(&reader.stats(), started);
+        }
+        // What the kernel already holds is saved too, limit or not.
+        reader.flush_and_drain(&mut write)?;
+        Ok(())
+    })();
+    progress.done();
+    // Save what was read even when reading failed.
+    let finished = sink.finish();
+    let summary = Summary::of(reader.base(), reader.mode(), &reader.stats(), started);
+    Ok((summary, result.and(finished.map_err(Into::into))))
 }
 
 fn snapshot(args: SnapshotArgs) -> Result<()> {
@@ -416,7 +535,7 @@ fn snapshot(args: SnapshotArgs) -> Result<()> {
     let mut sink = open_sink(out, None)?;
     let result = reader.flush_and_drain(&mut |sb| sink.write(&sb));
     let finished = sink.finish();
-    Summary::of(&reader, started).print(out.json)?;
+    Summary::of(reader.base(), reader.mode(), &reader.stats(), started).print(out.json)?;
     result?;
     finished?;
     Ok(())
