@@ -297,12 +297,17 @@ pub fn run(dir: &Path, command: &str, out: &Path) -> Result<()> {
         ("A paced producer", &paced),
         (
             "The producer at full speed (a kernel worker on every CPU fills the buffers in \
-             milliseconds; a reader under the normal policy waits for its turn on a busy CPU \
-             while they fill, one with a short slice may preempt it once woken (Linux 6.12's \
-             EEVDF), one under SCHED_FIFO runs as soon as the kernel wakes it, \
-             unless its virtual CPU stops: under TCG a vCPU can stand still for milliseconds \
-             while the host runs the emulator's other threads, and a long producer pause in \
-             a run that lost records shows it)",
+             milliseconds). relay-reader reads each buffer on a thread pinned to the buffer's \
+             CPU unless told `--single-thread`: relay wakes a reader from the CPU that filled \
+             its buffer, so a pinned reader is woken where its producer runs and, once it has \
+             the CPU, that producer waits; a stalled vCPU stops both. One thread serving both \
+             buffers is woken across CPUs and competes with its own CPU's producer: under the \
+             normal policy it waits for its turn while the other buffer fills, under \
+             SCHED_FIFO it runs as soon as the kernel wakes it unless its virtual CPU stops \
+             (under TCG a vCPU can stand still for milliseconds while the host runs the \
+             emulator's other threads; a long producer pause in a run that lost records shows \
+             it). A short slice (`--slice-us`) lets a woken reader preempt a producer under \
+             Linux 6.12's EEVDF without privileges",
             &full,
         ),
     ] {

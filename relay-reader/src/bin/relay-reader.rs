@@ -465,7 +465,12 @@ fn record(args: RecordArgs) -> Result<()> {
     if full > 0 && !out.json {
         eprintln!(
             "relay-reader: the kernel dropped {full} writes because a buffer was full: give the \
-             channel more or larger sub-buffers{}",
+             channel more or larger sub-buffers{}{}",
+            if args.single_thread {
+                ", read each buffer on its CPU (without --single-thread)"
+            } else {
+                ""
+            },
             if args.realtime.is_some() {
                 ""
             } else {
