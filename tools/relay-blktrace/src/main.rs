@@ -13,12 +13,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use relay_reader::sink::{OneStream, PerCpuFiles, Sink};
+use relay_reader::sink::{OneStream, PerCpuFiles, Shared, Sink};
 use relay_reader::stop::Stop;
 use relay_reader::{Error as RelayError, Mode, Reader, SubBuf};
 
@@ -167,20 +166,6 @@ fn check_environment(debugfs: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes whole-record runs of every device to standard output, one device
-/// at a time (one buffered writer for all, so runs never interleave).
-struct SharedStdout(Arc<Mutex<OneStream<std::io::Stdout>>>);
-
-impl Sink for SharedStdout {
-    fn write(&mut self, sb: &SubBuf<'_>) -> relay_reader::Result<()> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).write(sb)
-    }
-
-    fn finish(&mut self) -> relay_reader::Result<()> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).finish()
-    }
-}
-
 /// What one device recorded.
 struct Report {
     name: String,
@@ -250,7 +235,7 @@ impl Device {
         let channel = dir.join("trace");
         let reader = open_reader(&channel, mode)?;
         let mut sink: Box<dyn Sink + Send> = match out {
-            Output::Stdout(shared) => Box::new(SharedStdout(Arc::clone(shared))),
+            Output::Stdout(shared) => Box::new(shared.clone()),
             Output::Files { dir, name } => {
                 let base = name.as_deref().unwrap_or(tracer.name());
                 Box::new(PerCpuFiles::create(dir, format!("{base}.blktrace."))?)
@@ -360,7 +345,9 @@ impl Device {
 }
 
 enum Output {
-    Stdout(Arc<Mutex<OneStream<std::io::Stdout>>>),
+    /// Whole-record runs of every device to standard output, one device at
+    /// a time (one buffered writer for all, so runs never interleave).
+    Stdout(Shared<OneStream<std::io::Stdout>>),
     Files { dir: PathBuf, name: Option<String> },
 }
 
@@ -442,7 +429,7 @@ fn run(cli: Cli) -> Result<bool> {
     ])
     .context("installing signal handlers")?;
     let output = if to_stdout {
-        Output::Stdout(Arc::new(Mutex::new(OneStream::stdout())))
+        Output::Stdout(Shared::new(OneStream::stdout()))
     } else {
         Output::Files {
             dir: cli.output_dir.clone(),
