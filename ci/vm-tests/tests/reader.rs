@@ -437,6 +437,65 @@ fn every_buffer_is_read_by_a_thread_pinned_to_its_cpu() {
     generate_stop_and_check(child, log, &dir, 1500);
 }
 
+#[test]
+fn reading_threads_share_one_file_whole_and_stop_at_the_size_limit() {
+    if !in_vm() {
+        return;
+    }
+    // Small sub-buffers: the records below fill several on every CPU, so
+    // the threads write (and reach the limit) before any flush.
+    let _modules = Modules::klog("subbuf_size=4096 n_subbufs=64");
+    let n = 1500;
+    generate_klog(n);
+    let file = fresh_dir("relay-one-file-test");
+    let mut child = Command::new(bin("relay-reader"))
+        .args(["record", "--mode", "mmap", "--size-limit", "1", "--file"])
+        .args([file.to_str().unwrap(), CHANNEL])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting relay-reader");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("relay-reader --size-limit 1 did not stop by itself");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "relay-reader failed ({status}): {log}");
+    // What the buffers held when the limit stopped the recording is saved
+    // too: every record, each CPU's in order, none torn by another
+    // thread's sub-buffer.
+    let mut per_cpu: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+    for line in std::fs::read_to_string(&file)
+        .expect("reading the one file")
+        .lines()
+    {
+        let cpu = line
+            .strip_prefix("klog_gen cpu=")
+            .and_then(|rest| rest.split_once(' '))
+            .and_then(|(cpu, _)| cpu.parse().ok())
+            .unwrap_or_else(|| panic!("a torn or foreign record in the one file: {line:?}"));
+        let text = per_cpu.entry(cpu).or_default();
+        text.extend_from_slice(line.as_bytes());
+        text.push(b'\n');
+    }
+    let records = klog_gen_records(&per_cpu);
+    assert_eq!(records.keys().copied().collect::<Vec<_>>(), online_cpus());
+    for (cpu, seqs) in records {
+        assert!(
+            seqs.iter().copied().eq(0..n),
+            "cpu {cpu}: {} records saved, expected 0..{n}",
+            seqs.len()
+        );
+    }
+}
+
 /// relay-reader with `args` as the unprivileged user 65534.
 fn relay_reader_unprivileged(args: &[&str]) -> Output {
     Command::new("setpriv")

@@ -348,7 +348,10 @@ enum Output {
     /// Whole-record runs of every device to standard output, one device at
     /// a time (one buffered writer for all, so runs never interleave).
     Stdout(Shared<OneStream<std::io::Stdout>>),
-    Files { dir: PathBuf, name: Option<String> },
+    Files {
+        dir: PathBuf,
+        name: Option<String>,
+    },
 }
 
 fn kib(bytes: u64) -> u64 {
