@@ -14,6 +14,8 @@ mod guest;
 mod report;
 mod stress;
 
+use stress::Reading;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -151,7 +153,12 @@ fn guest_run(args: GuestArgs) -> Result<()> {
     let want = |s: &str| args.sections.iter().any(|x| x == s);
     if want("stress") {
         for overwrite in [false, true] {
-            for mode in [Mode::Mmap, Mode::RelayApp, Mode::Read] {
+            for how in [
+                Reading::One(Mode::Mmap),
+                Reading::One(Mode::RelayApp),
+                Reading::One(Mode::Read),
+                Reading::PinnedMmap,
+            ] {
                 let setup = guest::Setup {
                     overwrite,
                     subbuf_size: if overwrite {
@@ -161,11 +168,11 @@ fn guest_run(args: GuestArgs) -> Result<()> {
                     },
                     ..base
                 };
-                match stress::run(setup, mode) {
+                match stress::run(setup, how) {
                     Ok(row) => results.stress.push(row),
                     Err(e)
                         if overwrite
-                            && mode == Mode::RelayApp
+                            && how == Reading::One(Mode::RelayApp)
                             && e.chain().any(|c| {
                                 matches!(
                                     c.downcast_ref(),
@@ -183,7 +190,7 @@ fn guest_run(args: GuestArgs) -> Result<()> {
                             } else {
                                 "no-overwrite"
                             },
-                            stress::mode_name(mode)
+                            how.name()
                         );
                         println!("{what}");
                         results.errors.push(what);

@@ -167,7 +167,9 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         w,
         "`relay_readtest`: every CPU writes {} numbered {}-byte events as fast as it can \
          ({} in all per run{}); the relay-reader library reads the channel ({} x {} bytes per \
-         CPU{}) in-process in one mode meanwhile, then flushes and drains. Every event is checked \
+         CPU{}) in-process in one mode meanwhile (one `Reader` polling every buffer; *mmap, pinned \
+         threads*: `PinnedReaders`, a thread per buffer pinned to its CPU, as `relay-reader \
+         record` reads by default), then flushes and drains. Every event is checked \
          (CPU, size, sequence number, payload) and marked in a bitmap per CPU: *received* counts \
          distinct valid events, *corrupt* byte runs that are no valid event, *duplicated* events \
          seen twice. *Counted lost* is what the reader or the kernel counted, not inferred: \
@@ -271,7 +273,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     // limit of a writer-side lap count beside a read(2) reader.
     let uncounted_laps = g.stress.iter().any(|r| {
         r.overwrite
-            && r.mode != "mmap"
+            && !r.mode.starts_with("mmap")
             && r.counted_lost.is_some_and(|l| r.missing > l)
             && r.counts.corrupt == 0
             && r.counts.duplicated == 0

@@ -2,10 +2,14 @@
 //! with the relay-reader library in one mode while the writers run, then
 //! every event accounted for: received + counted lost == produced.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use relay_reader::{Mode, Reader, SubBuf};
+use relay_reader::pinned::PinnedReaders;
+use relay_reader::sink::Sink;
+use relay_reader::stop::Stop;
+use relay_reader::{BufStats, Mode, Reader, SubBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::events::{Checker, Counts};
@@ -51,38 +55,129 @@ pub fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
-/// Runs one test with `setup` while reading in `mode`.
-pub fn run(setup: Setup, mode: Mode) -> Result<StressRow> {
-    let kmsg = Kmsg::since();
-    setup.apply()?;
+/// How the channel is read: one [`Reader`] in a mode, or the reading
+/// threads `relay-reader record` uses by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// One `Reader` polling every buffer.
+    One(Mode),
+    /// [`PinnedReaders`] in mmap mode: a thread per buffer on its CPU.
+    PinnedMmap,
+}
+
+impl Reading {
+    /// The name of the table row.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reading::One(mode) => mode_name(mode),
+            Reading::PinnedMmap => "mmap, pinned threads",
+        }
+    }
+}
+
+/// The longest a stress run may take.
+const STRESS_LIMIT: Duration = Duration::from_secs(1800);
+
+/// Feeds every sub-buffer to the one checker (per-CPU state inside, so the
+/// threads' interleaving does not matter).
+struct CheckSink(Arc<Mutex<Checker>>);
+
+impl Sink for CheckSink {
+    fn write(&mut self, sb: &SubBuf<'_>) -> relay_reader::Result<()> {
+        let mut checker = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        checker.feed(sb.cpu, sb.data, false);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> relay_reader::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads the running test with one `Reader` until it is done, then
+/// flushes and drains. Returns the buffers' counters and the mode.
+fn read_in_one_thread(
+    mode: Mode,
+    checker: &mut Checker,
+    started: Instant,
+) -> Result<(Vec<BufStats>, Mode)> {
     let mut reader = Reader::open(guest::channel(), mode)
         .with_context(|| format!("opening the readtest channel in {} mode", mode_name(mode)))?;
     let stream = reader.mode() == Mode::Read;
+    let mut check = |sb: SubBuf<'_>| {
+        checker.feed(sb.cpu, sb.data, stream);
+        Ok(())
+    };
+    guest::start_test()?;
+    loop {
+        let finished = guest::done()?;
+        reader.poll(Duration::from_millis(10), &mut check)?;
+        if finished {
+            break;
+        }
+        if started.elapsed() > STRESS_LIMIT {
+            anyhow::bail!("the stress test did not finish in 30 minutes");
+        }
+    }
+    reader.flush_and_drain(&mut check)?;
+    Ok((reader.stats(), reader.mode()))
+}
+
+/// The same with a pinned thread per buffer in mmap mode.
+fn read_in_pinned_threads(
+    checker: Arc<Mutex<Checker>>,
+    started: Instant,
+) -> Result<(Vec<BufStats>, Mode)> {
+    let stop = Stop::new();
+    let mut readers = PinnedReaders::start(
+        guest::channel(),
+        Mode::Mmap,
+        &stop,
+        Box::new(move |_cpu| Ok(Box::new(CheckSink(Arc::clone(&checker))))),
+    )
+    .context("opening the readtest channel with pinned threads in mmap mode")?;
+    guest::start_test()?;
+    let waited = (|| -> Result<()> {
+        while !guest::done()? {
+            if !readers.wait(Duration::from_millis(10))? {
+                anyhow::bail!("the reading threads ended before the test did");
+            }
+            if started.elapsed() > STRESS_LIMIT {
+                anyhow::bail!("the stress test did not finish in 30 minutes");
+            }
+        }
+        Ok(())
+    })();
+    let mode = readers.mode();
+    let (stats, result) = readers.finish();
+    waited?;
+    result?;
+    Ok((stats, mode))
+}
+
+/// Runs one test with `setup` while reading the channel `how`.
+pub fn run(setup: Setup, how: Reading) -> Result<StressRow> {
+    let kmsg = Kmsg::since();
+    setup.apply()?;
     let mut checker = Checker::new(setup.event_size, setup.event_n);
-    if stream {
+    if how == Reading::One(Mode::Read) {
         // read(2) returns each sub-buffer's padding word as data.
         checker = checker.with_padding_words(setup.subbuf_size);
     }
     let dropped_before = guest::get("dropped")?;
     let started = Instant::now();
-    {
-        let mut check = |sb: SubBuf<'_>| {
-            checker.feed(sb.cpu, sb.data, stream);
-            Ok(())
-        };
-        guest::start_test()?;
-        loop {
-            let finished = guest::done()?;
-            reader.poll(Duration::from_millis(10), &mut check)?;
-            if finished {
-                break;
-            }
-            if started.elapsed() > Duration::from_secs(1800) {
-                anyhow::bail!("the stress test did not finish in 30 minutes");
-            }
+    let (stats, mode) = match how {
+        Reading::One(mode) => read_in_one_thread(mode, &mut checker, started)?,
+        Reading::PinnedMmap => {
+            let shared = Arc::new(Mutex::new(checker));
+            let read = read_in_pinned_threads(Arc::clone(&shared), started)?;
+            checker = Arc::try_unwrap(shared)
+                .map_err(|_| anyhow::anyhow!("a reading thread still holds the checker"))?
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner());
+            read
         }
-        reader.flush_and_drain(&mut check)?;
-    }
+    };
     checker.finish();
     let seconds = started.elapsed().as_secs_f64();
     let produced = guest::get("write_count")?;
@@ -90,10 +185,9 @@ pub fn run(setup: Setup, mode: Mode) -> Result<StressRow> {
     let per_subbuf = setup.events_per_subbuf();
 
     // What each mode can count of its losses.
-    let stats = reader.stats();
     let subbufs = stats.iter().map(|s| s.subbufs).sum();
     let (counted_lost, counted_by) = if !setup.overwrite {
-        match reader.mode() {
+        match mode {
             Mode::Mmap => {
                 let full: u64 = stats
                     .iter()
@@ -107,7 +201,7 @@ pub fn run(setup: Setup, mode: Mode) -> Result<StressRow> {
             _ => (Some(dropped), "relay_app `dropped` file".to_string()),
         }
     } else {
-        match reader.mode() {
+        match mode {
             Mode::Mmap => {
                 let lost: u64 = stats.iter().map(|s| s.lost_subbufs).sum();
                 (
@@ -130,13 +224,12 @@ pub fn run(setup: Setup, mode: Mode) -> Result<StressRow> {
                     format!(
                         "kernel: {overwritten} sub-buffers overwritten x {per_subbuf} events \
                          ({} mode counts none)",
-                        mode_name(reader.mode())
+                        mode_name(mode)
                     ),
                 )
             }
         }
     };
-    drop(reader);
     let counts = checker.counts;
     let missing = produced.saturating_sub(counts.received);
     let splats = kmsg.splats();
@@ -148,7 +241,7 @@ pub fn run(setup: Setup, mode: Mode) -> Result<StressRow> {
         && splats.is_empty();
     let row = StressRow {
         overwrite: setup.overwrite,
-        mode: mode_name(mode).into(),
+        mode: how.name().into(),
         produced,
         counts,
         missing,
