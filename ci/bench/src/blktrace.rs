@@ -428,6 +428,19 @@ pub fn moving_vs_blktrace(result: &Value, name: &str) -> Option<f64> {
     r.is_finite().then_some(r)
 }
 
+/// What a tracer's CPU per GiB would be over blktrace's if moving the
+/// events cost it nothing: the floor plus its idle cost. At or above an aim
+/// this says no tracer could meet the aim on this machine.
+pub fn fixed_cost_vs_blktrace(result: &Value, name: &str) -> Option<f64> {
+    let rows = result["rows"].as_array()?;
+    let find = |n: &str| rows.iter().find(|r| r["name"] == n);
+    let row = find(name)?;
+    let gib = row["bytes"].as_u64()? as f64 / (1u64 << 30) as f64;
+    let fixed = per_gib(find(FLOOR_ROW)?) + row["idle_cpu_seconds"].as_f64()? / gib;
+    let r = fixed / per_gib(find("blktrace (Debian)")?);
+    r.is_finite().then_some(r)
+}
+
 /// A number of the table, `-` where a row has none.
 fn cell(v: &Value) -> String {
     v.as_u64().map_or("-".into(), |n| n.to_string())
@@ -467,6 +480,10 @@ mod tests {
         assert_eq!(moving_vs_blktrace(&result, "no idle run"), None);
         let above = above_floor_vs_blktrace(&result, "relay-blktrace --mode mmap").unwrap();
         assert!((above - 0.5).abs() < 1e-9, "{above}");
+        // Moving nothing, it would still pay 0.4 + 0.1 of blktrace's 1.0.
+        let fixed = fixed_cost_vs_blktrace(&result, "relay-blktrace --mode mmap").unwrap();
+        assert!((fixed - 0.5).abs() < 1e-9, "{fixed}");
+        assert_eq!(fixed_cost_vs_blktrace(&result, "no idle run"), None);
         let table = table(&result);
         assert!(table.contains("| 0.50x | 0.50x |"), "{table}");
     }
