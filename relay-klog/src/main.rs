@@ -1,20 +1,25 @@
 //! `relay-klog`: the user side of the klog example. Records what kernel code
 //! logs with `klog()` / `klog_printk()` through the `relay_klog` handler
-//! module, one file per CPU (`cpu0`, `cpu1`, ... as in relay-apps) or stdout,
+//! module, one file per CPU (`cpu0`, `cpu1`, ... as in relay-apps, each read
+//! by a thread pinned to its CPU, as relay-apps read each CPU) or stdout,
 //! and decodes recordings made with `relay_klog headers=1`.
 
 mod decode;
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use relay_reader::sink::{OneStream, PerCpuFiles, Sink};
+use relay_reader::pinned::PinnedReaders;
+use relay_reader::sink::{OneStream, PerCpuFiles, Shared, Sink};
 use relay_reader::stop::Stop;
-use relay_reader::{Mode, Reader};
+use relay_reader::{Mode, SubBuf};
 
 /// Record klog traffic until Ctrl-C, or decode a recording.
 #[derive(Parser, Debug)]
@@ -91,6 +96,25 @@ fn count_records(data: &[u8]) -> u64 {
     }
 }
 
+/// Counts the records of each sub-buffer on their way to the sink.
+struct Counting {
+    inner: Box<dyn Sink + Send>,
+    records: Arc<AtomicU64>,
+}
+
+impl Sink for Counting {
+    fn write(&mut self, sb: &SubBuf<'_>) -> relay_reader::Result<()> {
+        self.inner.write(sb)?;
+        self.records
+            .fetch_add(count_records(sb.data), Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> relay_reader::Result<()> {
+        self.inner.finish()
+    }
+}
+
 fn record(args: RecordArgs) -> Result<()> {
     let stop = Stop::on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
         .context("installing signal handlers")?;
@@ -102,43 +126,59 @@ fn record(args: RecordArgs) -> Result<()> {
         ),
         None => None,
     };
-    let mut reader = Reader::open(&args.channel, Mode::Mmap).with_context(|| {
-        "is the relay_klog module loaded? (insmod klog.ko relay_app.ko relay_klog.ko)"
-    })?;
-    // A signal wakes the reader: it sleeps while nothing is logged.
-    stop.wake_on_stop(reader.waker());
-    let mut sink: Box<dyn Sink> = if args.stdout {
-        Box::new(OneStream::stdout())
-    } else {
-        Box::new(PerCpuFiles::create(&args.output, "cpu")?)
+    // Like relay-apps' klog program: one reader per CPU, each on its CPU.
+    let stdout = args.stdout.then(|| Shared::new(OneStream::stdout()));
+    if stdout.is_none() {
+        PerCpuFiles::create(&args.output, "cpu")?;
+    }
+    let counts: Arc<Mutex<BTreeMap<u32, Arc<AtomicU64>>>> = Arc::default();
+    let sinks = {
+        let (counts, output) = (Arc::clone(&counts), args.output.clone());
+        Box::new(move |cpu| {
+            let inner: Box<dyn Sink + Send> = match &stdout {
+                Some(shared) => Box::new(shared.clone()),
+                None => Box::new(PerCpuFiles::create(&output, "cpu")?),
+            };
+            let records = Arc::clone(
+                counts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(cpu)
+                    .or_default(),
+            );
+            Ok(Box::new(Counting { inner, records }) as Box<dyn Sink + Send>)
+        })
     };
+    let mut readers =
+        PinnedReaders::start(&args.channel, Mode::Mmap, &stop, sinks).with_context(|| {
+            "is the relay_klog module loaded? (insmod klog.ko relay_app.ko relay_klog.ko)"
+        })?;
     eprintln!(
         "relay-klog: recording {} buffers of {} until Ctrl-C",
-        reader.sources().len(),
+        readers.buffers(),
         args.channel.display()
     );
-    let mut records = vec![0u64; reader.sources().len()];
-    let mut write = |sb: relay_reader::SubBuf<'_>| {
-        if let Some(n) = records.get_mut(sb.cpu as usize) {
-            *n += count_records(sb.data);
+    let running = (|| -> Result<()> {
+        while deadline.is_none_or(|d| Instant::now() < d) {
+            let timeout = deadline.map_or(Duration::from_secs(1), |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            if !readers.wait(timeout)? {
+                break;
+            }
         }
-        sink.write(&sb)
-    };
-    while !stop.is_raised() && deadline.is_none_or(|d| Instant::now() < d) {
-        let timeout = deadline.map_or(Duration::from_secs(1), |d| {
-            d.saturating_duration_since(Instant::now())
-        });
-        reader.poll(timeout, &mut write)?;
-    }
-    reader.flush_and_drain(&mut write)?;
-    sink.finish()?;
-    for (cpu, n) in records.iter().enumerate() {
-        eprintln!("cpu{cpu}: {n} records");
+        Ok(())
+    })();
+    // Every reader saves the partly filled sub-buffer of its CPU.
+    let (_, finished) = readers.finish();
+    running?;
+    finished?;
+    for (cpu, n) in counts.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        eprintln!("cpu{cpu}: {} records", n.load(Ordering::Relaxed));
     }
     Ok(())
 }
 
-/// The files to decode: every `cpuN` of a directory, in CPU order.
 fn input_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for input in inputs {

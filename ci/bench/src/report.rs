@@ -211,10 +211,20 @@ fn aims(
 /// When the run ended: the time its last JSON file was written (so that
 /// rendering the report again keeps the run's date).
 fn date(dir: &Path) -> String {
-    let newest = ["host.json", "paced.json", "full.json", "blktrace.json", "pbench.json"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(dir.join(f)).and_then(|m| m.modified()).ok())
-        .max();
+    let newest = [
+        "host.json",
+        "paced.json",
+        "full.json",
+        "blktrace.json",
+        "pbench.json",
+    ]
+    .iter()
+    .filter_map(|f| {
+        std::fs::metadata(dir.join(f))
+            .and_then(|m| m.modified())
+            .ok()
+    })
+    .max();
     let mut cmd = Command::new("date");
     cmd.args(["-u", "+%Y-%m-%d %H:%M UTC"]);
     if let Some(secs) = newest.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()) {
