@@ -439,12 +439,14 @@ fn record(args: RecordArgs) -> Result<()> {
         };
         let sinks = sink_factory(out, args.rotate_size, limit)?;
         let mut readers = PinnedReaders::start(&out.channel, out.mode.into(), &stop, sinks)?;
-        announce(
-            &args,
-            readers.buffers(),
-            readers.mode(),
-            ", a pinned thread each",
-        );
+        // A global buffer (one file) is written from every CPU: its one
+        // thread is not pinned.
+        let threads = if readers.buffers() > 1 {
+            ", a pinned thread each"
+        } else {
+            ""
+        };
+        announce(&args, readers.buffers(), readers.mode(), threads);
         let running = (|| -> Result<()> {
             while !timed_out() && readers.wait(next_wake())? {
                 progress.update(&readers.stats(), started);
