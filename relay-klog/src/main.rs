@@ -128,9 +128,6 @@ fn record(args: RecordArgs) -> Result<()> {
     };
     // Like relay-apps' klog program: one reader per CPU, each on its CPU.
     let stdout = args.stdout.then(|| Shared::new(OneStream::stdout()));
-    if stdout.is_none() {
-        PerCpuFiles::create(&args.output, "cpu")?;
-    }
     let counts: Arc<Mutex<BTreeMap<u32, Arc<AtomicU64>>>> = Arc::default();
     let sinks = {
         let (counts, output) = (Arc::clone(&counts), args.output.clone());
@@ -179,6 +176,7 @@ fn record(args: RecordArgs) -> Result<()> {
     Ok(())
 }
 
+/// The files to decode: every `cpuN` of a directory, in CPU order.
 fn input_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for input in inputs {

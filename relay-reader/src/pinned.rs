@@ -150,7 +150,7 @@ impl PinnedReaders {
         reader: Reader,
         sink: Box<dyn Sink + Send>,
     ) -> Result<()> {
-        let stats = Arc::new(Mutex::new(reader.stats()[0]));
+        let stats = Arc::new(Mutex::new(*reader.sources()[0].stats()));
         let thread = BufferRun {
             reader,
             sink,
@@ -244,6 +244,13 @@ impl PinnedReaders {
     /// and finish its sink, and returns every buffer's counters with the
     /// first error any thread met (the others' data is saved regardless).
     pub fn finish(mut self) -> (Vec<BufStats>, Result<()>) {
+        let result = self.stop_and_join();
+        (self.stats(), result)
+    }
+
+    /// Raises `stop` and waits for every thread still running; returns the
+    /// first error any of them met.
+    fn stop_and_join(&mut self) -> Result<()> {
         self.stop.raise();
         let mut result = Ok(());
         for thread in &mut self.threads {
@@ -261,7 +268,7 @@ impl PinnedReaders {
                 result = ended;
             }
         }
-        (self.stats(), result)
+        result
     }
 }
 
@@ -269,12 +276,7 @@ impl Drop for PinnedReaders {
     fn drop(&mut self) {
         // Threads left running would keep reading into their sinks.
         if self.threads.iter().any(|t| t.handle.is_some()) {
-            self.stop.raise();
-            for thread in &mut self.threads {
-                if let Some(handle) = thread.handle.take() {
-                    let _ = handle.join();
-                }
-            }
+            let _ = self.stop_and_join();
         }
     }
 }
@@ -300,7 +302,7 @@ impl BufferRun {
         self.stop.wake_on_stop(self.reader.waker());
         let result = self.record();
         let finished = self.sink.finish();
-        *lock(&self.stats) = self.reader.stats()[0];
+        self.publish();
         let result = result.and(finished);
         if result.is_err() {
             self.stop.raise();
@@ -310,15 +312,21 @@ impl BufferRun {
     }
 
     fn record(&mut self) -> Result<()> {
-        let sink = &mut self.sink;
-        let mut write = |sb: crate::SubBuf<'_>| sink.write(&sb);
         while !self.stop.is_raised() && !self.reader.finished() {
-            self.reader.poll(THREAD_POLL, &mut write)?;
-            *lock(&self.stats) = self.reader.stats()[0];
+            self.reader
+                .poll(THREAD_POLL, &mut |sb| self.sink.write(&sb))?;
+            self.publish();
         }
         // What the kernel already holds is saved too.
-        self.reader.flush_and_drain(&mut write)?;
+        self.reader
+            .flush_and_drain(&mut |sb| self.sink.write(&sb))?;
         Ok(())
+    }
+
+    /// Publishes the buffer's counters for [`PinnedReaders::stats`]
+    /// (without the Vec `Reader::stats` makes: this runs after every poll).
+    fn publish(&self) {
+        *lock(&self.stats) = *self.reader.sources()[0].stats();
     }
 }
 

@@ -320,10 +320,9 @@ fn sink_factory(out: &OutputArgs, rotate: Option<u64>, limit: ByteLimit) -> Resu
         let shared = Shared::new(open_sink(out, None)?);
         return Ok(Box::new(move |_cpu| Ok(limited(Box::new(shared.clone())))));
     }
+    // PinnedReaders::start makes every sink before it starts a thread, so a
+    // directory that cannot be made is an error before any thread runs.
     let (dir, prefix) = (out.output.clone(), out.prefix.clone());
-    // Created here, so that a directory that cannot be made is an error
-    // before any thread starts.
-    PerCpuFiles::create(&dir, prefix.clone())?;
     Ok(Box::new(move |_cpu| {
         let files = PerCpuFiles::create(&dir, prefix.clone())?;
         Ok(limited(Box::new(match rotate {
