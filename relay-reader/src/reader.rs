@@ -54,6 +54,17 @@ impl Reader {
     /// Opens every buffer of the channel at `base` (see [`buffer_files`]).
     pub fn open(base: impl AsRef<Path>, mode: Mode) -> Result<Reader> {
         let base = base.as_ref();
+        Reader::with_files(base, mode, base.is_file(), &buffer_files(base)?)
+    }
+
+    /// Opens one buffer of a channel (an element of [`buffer_files`]), for
+    /// a reader per buffer such as [`crate::pinned::PinnedReaders`].
+    pub fn open_buffer(file: &BufferFile, mode: Mode) -> Result<Reader> {
+        Reader::with_files(&file.path, mode, true, std::slice::from_ref(file))
+    }
+
+    /// A reader of `files` (at least one), found at `base`.
+    fn with_files(base: &Path, mode: Mode, one_file: bool, files: &[BufferFile]) -> Result<Reader> {
         let waiter = Waiter::new().map_err(|e| Error::io(base, "create poller", e))?;
         let mut reader = Reader {
             base: base.into(),
@@ -62,30 +73,12 @@ impl Reader {
             waiter,
             last_scan: Instant::now(),
             read_finished_only: false,
-            one_file: base.is_file(),
+            one_file,
         };
-        for file in buffer_files(base)? {
-            reader.add(&file)?;
+        for file in files {
+            reader.add(file)?;
         }
         // Every buffer of a channel is read the same way.
-        reader.mode = reader.sources[0].mode();
-        Ok(reader)
-    }
-
-    /// Opens one buffer of a channel (an element of [`buffer_files`]), for
-    /// a reader per buffer such as [`crate::pinned::PinnedReaders`].
-    pub fn open_buffer(file: &BufferFile, mode: Mode) -> Result<Reader> {
-        let waiter = Waiter::new().map_err(|e| Error::io(&file.path, "create poller", e))?;
-        let mut reader = Reader {
-            base: file.path.clone(),
-            mode,
-            sources: Vec::new(),
-            waiter,
-            last_scan: Instant::now(),
-            read_finished_only: false,
-            one_file: true,
-        };
-        reader.add(file)?;
         reader.mode = reader.sources[0].mode();
         Ok(reader)
     }
