@@ -21,7 +21,7 @@ export RELAY_IN_VM RELAY_MODULES_DIR RELAY_BIN_DIR RELAY_RESULTS_DIR
 
 # Reverse load order: relay_klog and klog_gen use klog and relay_app, the
 # relay-apps examples' modules use relay_app.
-OUR_MODULES=(relay_klog klog_gen relay_read relay_readtest relay_exported
+OUR_MODULES=(relay_contract relay_klog klog_gen relay_read relay_readtest relay_exported
     relay_reserve relay_flight relay_tprintk kleak_leaker relay_kleak
     relay_app klog)
 

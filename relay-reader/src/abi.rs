@@ -46,13 +46,16 @@ pub struct BufState {
 }
 
 impl BufState {
-    /// The oldest sequence number whose data is still intact. In overwrite
-    /// mode the writer fills the slot of `produced - n_subbufs`; in
-    /// no-overwrite mode it stops instead, so every unconsumed one is intact.
+    /// The oldest sequence number whose data may still be intact. In
+    /// overwrite mode everything older than `produced - n_subbufs` was
+    /// overwritten; `produced - n_subbufs` itself is in the slot the writer
+    /// fills next, unless `subbuf_start()` refused that switch (a frozen
+    /// flight recorder): `GET_SUBBUF` tells which (`ESTALE`). In
+    /// no-overwrite mode the writer stops instead, so every unconsumed one
+    /// is intact.
     pub fn oldest_intact(&self, n_subbufs: u64, overwrite: bool) -> u64 {
         if overwrite {
-            self.consumed
-                .max((self.produced + 1).saturating_sub(n_subbufs))
+            self.consumed.max(self.produced.saturating_sub(n_subbufs))
         } else {
             self.consumed
         }

@@ -202,7 +202,6 @@ fn drain(buf: &Buf, info: &relay_buf_info, map: &Mapping) -> (Vec<u8>, u64, u64)
     if info.flags & RELAY_BUF_OVERWRITE != 0 && st.produced >= info.n_subbufs {
         let first = st.produced - info.n_subbufs + 1;
         if first > seq {
-            lost += first - seq;
             for old in seq..first {
                 assert_eq!(
                     buf.subbuf(old).map(|_| ()),
@@ -212,6 +211,18 @@ fn drain(buf: &Buf, info: &relay_buf_info, map: &Mapping) -> (Vec<u8>, u64, u64)
                     st.produced
                 );
             }
+            // CONSUME releases from the consumed count on: the lapped
+            // sub-buffers are released and reported lost.
+            let c = buf.consume(seq, first - seq).unwrap_or_else(|e| {
+                panic!("{}: CONSUME {seq}..{first}: {}", buf.name, errno_name(e))
+            });
+            assert_eq!(
+                c.lost,
+                first - seq,
+                "{}: lapped sub-buffers reported lost",
+                buf.name
+            );
+            lost += c.lost;
             seq = first;
         }
     }
@@ -467,6 +478,7 @@ fn bad_arguments_are_refused() {
         (1, st.produced, "beyond the produced count"),
         (st.produced, 0, "starting at the produced count"),
         (st.produced + 1, 0, "starting beyond the produced count"),
+        (2, 1, "past the consumed count (skipping a sub-buffer)"),
         (1, u64::MAX, "with an overflowing count"),
     ] {
         assert_eq!(
@@ -494,6 +506,33 @@ fn bad_arguments_are_refused() {
         Err(libc::EACCES),
         "writable mmap of a read-only file"
     );
+    if patched_kernel() {
+        // Root may open the file for writing; the mapping stays read-only.
+        let rw = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&buf.name)
+            .unwrap_or_else(|e| panic!("opening {} read-write: {e}", buf.name));
+        let len = info.mmap_len as usize;
+        assert_eq!(
+            Mapping::new(rw.as_raw_fd(), len, libc::PROT_READ | libc::PROT_WRITE).map(|_| ()),
+            Err(libc::EPERM),
+            "writable mmap through a read-write file"
+        );
+        let map = Mapping::new(rw.as_raw_fd(), len, libc::PROT_READ).unwrap_or_else(|e| {
+            panic!(
+                "read-only mmap through a read-write file: {}",
+                errno_name(e)
+            )
+        });
+        // SAFETY: the range is the mapping made just above, still mapped.
+        let ret = unsafe { libc::mprotect(map.addr, len, libc::PROT_READ | libc::PROT_WRITE) };
+        assert_eq!(
+            (ret, errno()),
+            (-1, libc::EACCES),
+            "mprotect() makes a buffer mapping writable"
+        );
+    }
 }
 
 #[test]

@@ -1,7 +1,10 @@
 //! The tools of `tools/` against the real kernel: `relay-blktrace` beside
 //! Debian's `blktrace` on the same null_blk load, both read back with
 //! Debian's `blkparse`; and `relay-stat` listing the klog example channel
-//! and blktrace's channel.
+//! and blktrace's channel. Then clients we did not write, as stock relay
+//! serves them: Debian's btrace pipeline shows each I/O while it traces, and
+//! `cat` of a relay file returns what was written before the sub-buffer
+//! filled.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -11,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use relay_vm_tests::{bin, generate_klog, in_vm, online_cpus, Modules};
+use relay_vm_tests::{bin, generate_klog, in_vm, online_cpus, write_control, Modules};
 
 const DEV: &str = "/dev/nullb0";
 const DEBUGFS_DIR: &str = "/sys/kernel/debug/block/nullb0";
@@ -115,33 +118,44 @@ struct Tracer {
 
 impl Tracer {
     /// Starts `program args` in `dir`, stdout to `stdout` (or `dir/stdout`),
-    /// and waits until it has every trace buffer file open: blktrace and
-    /// relay-blktrace both open them all and then issue BLKTRACESTART.
+    /// and waits until it traces (see [`Tracer::wait_tracing`]).
     fn start(program: &Path, args: &[&str], dir: &Path, stdout: Option<&Path>) -> Tracer {
         let name = program.file_name().unwrap().to_string_lossy().into_owned();
-        let stderr = dir.join(format!("{name}.stderr"));
         let stdout = stdout.map_or_else(|| dir.join(format!("{name}.stdout")), Path::to_path_buf);
+        Tracer::spawn(program, args, dir, File::create(&stdout).unwrap().into()).wait_tracing()
+    }
+
+    /// Starts `program args` in `dir` with its stdout going to `stdout`
+    /// (its stderr to `dir/<program>.stderr`), without waiting.
+    fn spawn(program: &Path, args: &[&str], dir: &Path, stdout: Stdio) -> Tracer {
+        let name = program.file_name().unwrap().to_string_lossy().into_owned();
+        let stderr = dir.join(format!("{name}.stderr"));
         let child = Command::new(program)
             .args(args)
             .current_dir(dir)
             .stdin(Stdio::null())
-            .stdout(File::create(&stdout).unwrap())
+            .stdout(stdout)
             .stderr(File::create(&stderr).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
-        let mut tracer = Tracer {
+        Tracer {
             child,
             name,
             stderr,
-        };
-        let fd_dir = PathBuf::from(format!("/proc/{}/fd", tracer.child.id()));
+        }
+    }
+
+    /// Waits until the tracer has every trace buffer file open: blktrace
+    /// and relay-blktrace both open them all and then issue BLKTRACESTART.
+    fn wait_tracing(mut self) -> Tracer {
+        let fd_dir = PathBuf::from(format!("/proc/{}/fd", self.child.id()));
         let started = Instant::now();
         loop {
-            if let Some(status) = tracer.child.try_wait().unwrap() {
+            if let Some(status) = self.child.try_wait().unwrap() {
                 panic!(
                     "{} exited ({status}) before tracing: {}",
-                    tracer.name,
-                    tracer.stderr_text()
+                    self.name,
+                    self.stderr_text()
                 );
             }
             let open = std::fs::read_dir(&fd_dir)
@@ -159,14 +173,14 @@ impl Tracer {
             assert!(
                 started.elapsed() < Duration::from_secs(60),
                 "{} did not open the trace files within 60 s: {}",
-                tracer.name,
-                tracer.stderr_text()
+                self.name,
+                self.stderr_text()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
         // BLKTRACESTART follows opening the files at once; leave it time.
         std::thread::sleep(Duration::from_secs(1));
-        tracer
+        self
     }
 
     fn stderr_text(&self) -> String {
@@ -204,6 +218,26 @@ impl Tracer {
             trace_files()
         );
         stderr
+    }
+}
+
+impl Drop for Tracer {
+    /// A tracer still running when its test failed: SIGINT, so that it tears
+    /// its trace down and null_blk can go, else SIGKILL.
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
+        let started = Instant::now();
+        while matches!(self.child.try_wait(), Ok(None)) {
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -591,4 +625,211 @@ fn relay_blktrace_keeps_records_whole_under_pressure() {
         entries > 0 && entries <= total && total - entries < 100,
         "relay-blktrace recorded {total} records, blkparse parsed {entries} events:\n{summary}"
     );
+}
+
+// ---- clients we did not write ---------------------------------------------
+//
+// What stock relay gives readers that know nothing of this project, and a
+// patched kernel must keep: data written into a sub-buffer that is not full
+// yet reaches read(2) without a flush.
+
+/// A child process killed (and reaped) if a failing test leaves it running.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Waits for `child` to exit, killing it after `limit` (only so that a
+/// broken kernel cannot hang the suite; no test depends on the time).
+fn wait_within(child: &mut Child, what: &str, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {} s", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The 4 KiB blocks of nullb0 the btrace test reads, one direct read each,
+/// away from the blocks a partition scan reads.
+const BTRACE_BLOCKS: [u64; 8] = [1000, 1007, 1014, 1021, 1028, 1035, 1042, 1049];
+
+/// The queue events ('Q') of `dd` in blkparse's default output, as the
+/// sectors they start at ("254,0  1  7  0.1  312  Q  R 8000 + 8 [dd]").
+fn dd_queued_sectors(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields[..] {
+                [_, _, _, _, _, "Q", _, sector, "+", "8", "[dd]"] => sector.parse().ok(),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Which of `BTRACE_BLOCKS` the queue events in `text` show, in 512-byte
+/// sectors as blkparse reports them.
+fn btrace_seen(text: &str) -> Vec<u64> {
+    let queued = dd_queued_sectors(text);
+    BTRACE_BLOCKS
+        .iter()
+        .map(|block| block * 8)
+        .filter(|sector| queued.contains(sector))
+        .collect()
+}
+
+#[test]
+fn btrace_shows_each_io_while_tracing() {
+    if !in_vm() {
+        return;
+    }
+    let _null = NullBlk::load();
+    let blktrace_bin = PathBuf::from("/usr/sbin/blktrace");
+    assert!(
+        blktrace_bin.exists(),
+        "Debian's blktrace is missing: run `cargo xtask setup`"
+    );
+    // What Debian's btrace runs: blktrace -d DEV -o - | blkparse -i -.
+    let dir = fresh_dir("tools-btrace");
+    let output = dir.join("blkparse.stdout");
+    let mut blktrace = Tracer::spawn(&blktrace_bin, &["-d", DEV, "-o", "-"], &dir, Stdio::piped());
+    let pipe = blktrace
+        .child
+        .stdout
+        .take()
+        .expect("blktrace's stdout pipe");
+    let mut blkparse = Reaped(
+        Command::new("blkparse")
+            .args(["-i", "-"])
+            .current_dir(&dir)
+            .stdin(pipe)
+            .stdout(File::create(&output).unwrap())
+            .stderr(File::create(dir.join("blkparse.stderr")).unwrap())
+            .spawn()
+            .expect("running blkparse (installed by `cargo xtask setup`)"),
+    );
+    let blktrace = blktrace.wait_tracing();
+
+    // A quiet device and a few I/Os, spaced out: none fills a sub-buffer
+    // (512 KiB by default), so each must reach blkparse while blktrace runs.
+    for block in BTRACE_BLOCKS {
+        let out = Command::new("dd")
+            .arg(format!("if={DEV}"))
+            .args(["of=/dev/null", "bs=4k", "count=1", "iflag=direct"])
+            .arg(format!("skip={block}"))
+            .output()
+            .expect("running dd");
+        assert!(
+            out.status.success(),
+            "dd failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // blkparse's output so far, until every read shows or a generous deadline.
+    let started = Instant::now();
+    let live = loop {
+        let text = std::fs::read_to_string(&output).unwrap_or_default();
+        let seen = btrace_seen(&text);
+        if seen.len() == BTRACE_BLOCKS.len() || started.elapsed() > Duration::from_secs(10) {
+            break (seen, text);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    // Stop as btrace's user does (SIGINT; blkparse ends at the end of the
+    // pipe), then judge what was shown while tracing ran.
+    let stderr = blktrace.stop();
+    let status = wait_within(&mut blkparse.0, "blkparse", Duration::from_secs(60));
+    let text = std::fs::read_to_string(&output).unwrap_or_default();
+    assert!(
+        status.success(),
+        "blkparse failed ({status}): {}",
+        std::fs::read_to_string(dir.join("blkparse.stderr")).unwrap_or_default()
+    );
+    let after = btrace_seen(&text);
+    let (seen, shown) = live;
+    assert_eq!(
+        seen.len(),
+        BTRACE_BLOCKS.len(),
+        "btrace showed {} of {} direct reads while tracing (sectors {seen:?}; after \
+         blktrace stopped: {} of them, sectors {after:?}): the reads' events stayed in \
+         a sub-buffer that was not full\nblkparse's output while tracing:\n{shown}\n\
+         blktrace's stderr:\n{stderr}",
+        seen.len(),
+        BTRACE_BLOCKS.len(),
+        after.len(),
+    );
+}
+
+#[test]
+fn cat_returns_what_was_written_before_the_sub_buffer_fills() {
+    if !in_vm() {
+        return;
+    }
+    // relay_read's raw channel: its buffer files hold the records alone.
+    const SUBBUF_SIZE: usize = 65536;
+    const N: u64 = 200;
+    let params = format!("subbuf_size={SUBBUF_SIZE} n_subbufs=4");
+    let _modules = Modules::load(&[("relay_app", ""), ("relay_read", &params)]);
+    write_control("/sys/kernel/debug/relay_read/run", &N.to_string());
+    let dropped = std::fs::read_to_string("/sys/kernel/debug/relay_read/dropped").unwrap();
+    assert_eq!(dropped.trim(), "0", "the channel refused records");
+
+    let dir = fresh_dir("tools-cat");
+    for cpu in online_cpus() {
+        let expected: String = (0..N)
+            .map(|seq| {
+                format!(
+                    "relay_read cpu={cpu} seq={seq} {}\n",
+                    "x".repeat(seq as usize % 64)
+                )
+            })
+            .collect();
+        assert!(
+            expected.len() < SUBBUF_SIZE,
+            "the test's records must not fill a sub-buffer"
+        );
+        let file = format!("/sys/kernel/debug/relay_read/cpu{cpu}");
+        let got_path = dir.join(format!("cpu{cpu}"));
+        let mut cat = Command::new("cat")
+            .arg(&file)
+            .stdout(File::create(&got_path).unwrap())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running cat");
+        let status = wait_within(&mut cat, &format!("cat {file}"), Duration::from_secs(60));
+        assert!(status.success(), "cat {file} failed ({status})");
+        let got = std::fs::read(&got_path).unwrap();
+        if got != expected.as_bytes() {
+            let got = String::from_utf8_lossy(&got);
+            let first_bad = got
+                .lines()
+                .zip(expected.lines())
+                .position(|(g, e)| g != e)
+                .unwrap_or_else(|| got.lines().count().min(expected.lines().count()));
+            panic!(
+                "cat {file} returned {} bytes in {} lines, expected the {N} records of cpu \
+                 {cpu} written before its sub-buffer filled ({} bytes); first difference at \
+                 line {first_bad}: {:?}",
+                got.len(),
+                got.lines().count(),
+                expected.len(),
+                got.lines().nth(first_bad)
+            );
+        }
+    }
 }

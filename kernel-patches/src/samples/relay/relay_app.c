@@ -118,7 +118,7 @@ struct relay_app_chan {
 	bool global;
 	bool raw;
 	bool committed;
-	spinlock_t lock;		/* serialises writers of a global buffer */
+	raw_spinlock_t lock;	/* serialises writers of a global buffer */
 	struct mutex flush_lock;	/* serialises FLUSH with closing */
 	bool closed;
 	size_t __percpu *headed;	/* see relay_app_headed() */
@@ -420,6 +420,10 @@ static int relay_app_write_buf(struct relay_app_chan *ch,
 		memcpy(room, vec[i].iov_base, vec[i].iov_len);
 		room += vec[i].iov_len;
 	}
+#ifdef RELAY_HAS_USER_ABI
+	/* read(2) may return the sub-buffer being written up to here. */
+	__relay_commit(buf);
+#endif
 	/* Readers get the current sub-buffer only after a later switch. */
 	if (committed)
 		atomic_add(len, committed);
@@ -481,10 +485,10 @@ int relay_app_writev(struct relay_app *app, const struct kvec *vec,
 	} else if (!READ_ONCE(app->enabled)) {
 		ret = -EAGAIN;
 	} else if (ch->global) {
-		spin_lock_irqsave(&ch->lock, flags);
+		raw_spin_lock_irqsave(&ch->lock, flags);
 		buf = *per_cpu_ptr(ch->rchan->buf, 0);
 		ret = relay_app_write_buf(ch, buf, vec, nr, len);
-		spin_unlock_irqrestore(&ch->lock, flags);
+		raw_spin_unlock_irqrestore(&ch->lock, flags);
 	} else {
 		local_irq_save(flags);
 		buf = *this_cpu_ptr(ch->rchan->buf);
@@ -538,10 +542,10 @@ int relay_app_reserve(struct relay_app *app, size_t len,
 	} else if (!READ_ONCE(app->enabled)) {
 		room = ERR_PTR(-EAGAIN);
 	} else if (ch->global) {
-		spin_lock_irqsave(&ch->lock, flags);
+		raw_spin_lock_irqsave(&ch->lock, flags);
 		buf = *per_cpu_ptr(ch->rchan->buf, 0);
 		room = relay_app_reserve_buf(ch, buf, len, &committed);
-		spin_unlock_irqrestore(&ch->lock, flags);
+		raw_spin_unlock_irqrestore(&ch->lock, flags);
 	} else {
 		local_irq_save(flags);
 		buf = *this_cpu_ptr(ch->rchan->buf);
@@ -624,9 +628,9 @@ static void relay_app_flush_buf(struct relay_app_chan *ch,
 	unsigned long flags;
 
 	if (ch->global) {
-		spin_lock_irqsave(&ch->lock, flags);
+		raw_spin_lock_irqsave(&ch->lock, flags);
 		relay_app_flush_local(buf);
-		spin_unlock_irqrestore(&ch->lock, flags);
+		raw_spin_unlock_irqrestore(&ch->lock, flags);
 		return;
 	}
 
@@ -711,7 +715,7 @@ static int relay_app_open_chan(struct relay_app *app)
 	}
 #endif
 	kref_init(&ch->kref);
-	spin_lock_init(&ch->lock);
+	raw_spin_lock_init(&ch->lock);
 	mutex_init(&ch->flush_lock);
 	ch->overwrite = app->params.overwrite;
 	ch->global = app->params.global;
