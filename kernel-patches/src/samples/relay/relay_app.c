@@ -1173,8 +1173,8 @@ static long relay_app_ioc_consume(struct file *filp, struct rchan_buf *buf,
 	inode_lock(inode);
 	consumed = buf->subbufs_consumed;
 	produced = READ_ONCE(buf->subbufs_produced);
-	if (c.seq < consumed || c.seq >= produced ||
-	    c.count > produced - c.seq) {
+	/* Nothing is skipped: release from the consumed count on. */
+	if (c.seq != consumed || c.count > produced - consumed) {
 		inode_unlock(inode);
 		return -EINVAL;
 	}
