@@ -173,3 +173,21 @@ pub fn klog_gen_records(per_cpu: &BTreeMap<u32, Vec<u8>>) -> BTreeMap<u32, Vec<u
     }
     out
 }
+
+/// The kernel stack of every thread of this process, for the failure
+/// message of a test that found the kernel stuck.
+pub fn task_stacks() -> String {
+    let mut out = String::new();
+    let me = std::process::id();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let stack = std::fs::read_to_string(task.path().join("stack")).unwrap_or_default();
+        out.push_str(&format!(
+            "task {}:\n{stack}\n",
+            task.file_name().to_string_lossy()
+        ));
+    }
+    out
+}

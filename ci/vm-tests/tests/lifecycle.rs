@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use relay_sys::RELAY_IOC_FLUSH;
-use relay_vm_tests::{dmesg_tail, in_vm, write_control, Modules};
+use relay_vm_tests::{dmesg_tail, in_vm, task_stacks, write_control, Modules};
 
 const DIR: &str = "/sys/kernel/debug/relay_contract";
 const CPU1_ONLINE: &str = "/sys/devices/system/cpu/cpu1/online";
@@ -28,24 +28,6 @@ const ROUNDS: u32 = 60;
 /// Far beyond what the rounds take on TCG (a few seconds each): only a
 /// hang gets there, and the test then reports who waits where.
 const HANG: Duration = Duration::from_secs(300);
-
-/// Every task's kernel stack whose command line names this test binary,
-/// for the failure message of a hang.
-fn stacks_of_this_process() -> String {
-    let mut out = String::new();
-    let me = std::process::id();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        let stack = std::fs::read_to_string(task.path().join("stack")).unwrap_or_default();
-        out.push_str(&format!(
-            "task {}:\n{stack}\n",
-            task.file_name().to_string_lossy()
-        ));
-    }
-    out
-}
 
 /// Runs `f` until `stop`, counting its rounds in `done`.
 fn spawn_loop(
@@ -139,7 +121,7 @@ fn flush_close_and_cpu_hotplug_do_not_deadlock() {
                 closer_rounds.load(Ordering::Relaxed),
                 hotplug_rounds.load(Ordering::Relaxed),
                 flushes.load(Ordering::Relaxed),
-                stacks_of_this_process(),
+                task_stacks(),
                 dmesg_tail(80)
             );
         }
