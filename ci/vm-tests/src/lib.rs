@@ -8,8 +8,9 @@
 //! Failures panic with a message that says what broke.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStderr, Command, Stdio};
 
 /// True inside the test guest. Tests start with `if !in_vm() { return; }`.
 pub fn in_vm() -> bool {
@@ -190,4 +191,25 @@ pub fn task_stacks() -> String {
         ));
     }
     out
+}
+
+/// Spawns a recorder (`relay-reader record ...` and the like) with its
+/// standard error piped, and waits until its first line says it records:
+/// its buffer files are open. Under TCG start-up alone can take a while.
+/// Returns the child, the rest of its standard error and that first line.
+pub fn start_recording(cmd: &mut Command) -> (Child, BufReader<ChildStderr>, String) {
+    let mut child = cmd
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+    let mut first = String::new();
+    stderr
+        .read_line(&mut first)
+        .expect("reading the recorder's stderr");
+    assert!(
+        first.contains("recording"),
+        "the recorder did not start recording: {first}"
+    );
+    (child, stderr, first)
 }

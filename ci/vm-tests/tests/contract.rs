@@ -19,14 +19,14 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{Child, ChildStderr, Command};
 use std::time::{Duration, Instant};
 
 use relay_examples::readtest::{Event, HEADER_LEN};
-use relay_vm_tests::{bin, in_vm, online_cpus, write_control, Modules};
+use relay_vm_tests::{bin, in_vm, online_cpus, start_recording, write_control, Modules};
 
 const DIR: &str = "/sys/kernel/debug/relay_contract";
 const CHANNEL: &str = "/sys/kernel/debug/relay_contract/cpu";
@@ -451,20 +451,10 @@ impl Recording {
     /// until it says it records: its buffer files are open.
     fn start(via: Via) -> Recording {
         let dir = fresh_dir(&format!("relay-contract-bg-{}", via.mode()));
-        let mut child = Command::new(bin("relay-reader"))
-            .args(["record", "--mode", via.mode(), "--json", "-w", "120", "-o"])
-            .args([dir.to_str().unwrap(), CHANNEL])
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting relay-reader");
-        let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
-        let mut first = String::new();
-        stderr
-            .read_line(&mut first)
-            .expect("reading relay-reader's stderr");
-        assert!(
-            first.contains("recording"),
-            "relay-reader did not start: {first}"
+        let (child, stderr, _) = start_recording(
+            Command::new(bin("relay-reader"))
+                .args(["record", "--mode", via.mode(), "--json", "-w", "120", "-o"])
+                .args([dir.to_str().unwrap(), CHANNEL]),
         );
         Recording { child, stderr, dir }
     }

@@ -2,12 +2,13 @@
 //! handler -> relay_app channel -> relay-reader in mmap mode.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::io::Read;
+use std::process::Command;
 
 use relay_reader::{Error, Mode, Reader};
 use relay_vm_tests::{
-    bin, generate_klog, in_vm, klog_gen_records, online_cpus, write_control, Modules,
+    bin, generate_klog, in_vm, klog_gen_records, online_cpus, start_recording, write_control,
+    Modules,
 };
 
 const CHANNEL: &str = "/sys/kernel/debug/relay_klog/cpu";
@@ -148,23 +149,11 @@ fn relay_reader_record_saves_everything_on_sigint() {
     let _modules = Modules::klog("");
     let out = std::env::temp_dir().join("relay-reader-record-test");
     let _ = std::fs::remove_dir_all(&out);
-    let mut child = Command::new(bin("relay-reader"))
-        .args(["record", "--mode", "mmap", "--json", "-o"])
-        .arg(&out)
-        .arg(CHANNEL)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting relay-reader");
-    // Wait until it has opened the channel (it says so on stderr); under
-    // TCG start-up alone can take a while.
-    let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
-    let mut first = String::new();
-    stderr
-        .read_line(&mut first)
-        .expect("reading relay-reader's stderr");
-    assert!(
-        first.contains("recording"),
-        "relay-reader did not start recording: {first}"
+    let (mut child, mut stderr, first) = start_recording(
+        Command::new(bin("relay-reader"))
+            .args(["record", "--mode", "mmap", "--json", "-o"])
+            .arg(&out)
+            .arg(CHANNEL),
     );
     const N: u64 = 2000;
     generate_klog(N);

@@ -329,11 +329,7 @@ fn relay_blktrace_records_what_blktrace_records() {
         return;
     }
     let _null = NullBlk::load();
-    let blktrace_bin = PathBuf::from("/usr/sbin/blktrace");
-    assert!(
-        blktrace_bin.exists(),
-        "Debian's blktrace is missing: run `cargo xtask setup`"
-    );
+    let blktrace_bin = debian_blktrace();
 
     // 1. Debian's blktrace, per-CPU files.
     let dir_a = fresh_dir("tools-blktrace");
@@ -697,11 +693,7 @@ fn btrace_shows_each_io_while_tracing() {
         return;
     }
     let _null = NullBlk::load();
-    let blktrace_bin = PathBuf::from("/usr/sbin/blktrace");
-    assert!(
-        blktrace_bin.exists(),
-        "Debian's blktrace is missing: run `cargo xtask setup`"
-    );
+    let blktrace_bin = debian_blktrace();
     // What Debian's btrace runs: blktrace -d DEV -o - | blkparse -i -.
     let dir = fresh_dir("tools-btrace");
     let output = dir.join("blkparse.stdout");
@@ -832,4 +824,14 @@ fn cat_returns_what_was_written_before_the_sub_buffer_fills() {
             );
         }
     }
+}
+
+/// Debian's blktrace, the reference tracer.
+fn debian_blktrace() -> PathBuf {
+    let path = PathBuf::from("/usr/sbin/blktrace");
+    assert!(
+        path.exists(),
+        "Debian's blktrace is missing: run `cargo xtask setup`"
+    );
+    path
 }
