@@ -1174,7 +1174,8 @@ static long relay_app_ioc_consume(struct file *filp, struct rchan_buf *buf,
 	consumed = buf->subbufs_consumed;
 	produced = READ_ONCE(buf->subbufs_produced);
 	/* Nothing is skipped: release from the consumed count on. */
-	if (c.seq != consumed || c.count > produced - consumed) {
+	if (c.seq != consumed || c.seq >= produced ||
+	    c.count > produced - consumed) {
 		inode_unlock(inode);
 		return -EINVAL;
 	}
