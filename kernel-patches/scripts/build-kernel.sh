@@ -3,7 +3,7 @@
 #
 # Builds a kernel with one of the patch series applied:
 #
-#   build-kernel.sh [--kasan] [--tree-only] [--jobs N] BASE
+#   build-kernel.sh [--kasan | --kcsan | --arch ARCH] [--tree-only] [--jobs N] BASE
 #
 # BASE is a directory name under kernel-patches/series/ (6.12, 7.3).  The
 # script
@@ -17,12 +17,18 @@
 #      top level);
 #   3. resets that tree to the base and applies the series with "git am"
 #      (branch relay-series), unless the same series is applied already;
-#   4. configures $CACHE/BASE/build-VARIANT (VARIANT: vm, or kasan with
-#      --kasan) from allnoconfig plus config/relay-vm.config (and
-#      config/debug.config) and every samples/relay option as a module,
-#      failing if a requested value did not stick;
-#   5. builds bzImage and the modules with ccache (CCACHE_DIR
-#      $CACHE/ccache) and the selftest binary build-VARIANT/relay_test.
+#   4. configures $CACHE/BASE/build-VARIANT from allnoconfig plus
+#      config/relay-vm.config, the variant's fragment and every
+#      samples/relay option as a module, failing if a requested value did
+#      not stick.  VARIANT: vm (x86-64); kasan with --kasan
+#      (+ config/debug.config: KASAN, lockdep); kcsan with --kcsan
+#      (+ config/kcsan.config); arm64 with --arch arm64 (+ config/arm64.config,
+#      cross-compiled with aarch64-linux-gnu-gcc); i386 with --arch i386
+#      (+ config/i386.config, the host gcc with -m32);
+#   5. builds the kernel image (bzImage, arm64: Image) and the modules with
+#      ccache (CCACHE_DIR $CACHE/ccache) and the selftest binary
+#      build-VARIANT/relay_test (static for arm64 and i386, whose guests
+#      cannot run the host's libraries).
 #
 # --tree-only stops after step 3.  $CACHE is RELAY_KERNEL_CACHE, default
 # <repo>/.cache/kernel.  The last line of output names the build directory
@@ -34,18 +40,22 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 kasan=0
+kcsan=0
+arch=x86_64
 tree_only=0
 jobs=$(nproc)
 base=
 
 usage() {
-	echo "usage: $0 [--kasan] [--tree-only] [--jobs N] BASE (one of: $(ls "$kp/series" | tr '\n' ' '))" >&2
+	echo "usage: $0 [--kasan | --kcsan | --arch x86_64|arm64|i386] [--tree-only] [--jobs N] BASE (one of: $(ls "$kp/series" | tr '\n' ' '))" >&2
 	exit 2
 }
 
 while (($#)); do
 	case $1 in
 	--kasan) kasan=1 ;;
+	--kcsan) kcsan=1 ;;
+	--arch) arch=${2:?}; shift ;;
 	--tree-only) tree_only=1 ;;
 	--jobs) jobs=${2:?}; shift ;;
 	-h | --help) usage ;;
@@ -55,6 +65,20 @@ while (($#)); do
 	shift
 done
 [[ -n $base ]] || usage
+case $arch in
+x86_64 | x86-64 | amd64) arch=x86_64 ;;
+arm64 | aarch64) arch=arm64 ;;
+i386 | i686 | x86) arch=i386 ;;
+*) echo "error: --arch $arch: one of x86_64, arm64, i386" >&2; usage ;;
+esac
+if ((kasan && kcsan)); then
+	echo "error: --kasan and --kcsan exclude each other (KCSAN depends on !KASAN)" >&2
+	exit 2
+fi
+if ((kasan || kcsan)) && [[ $arch != x86_64 ]]; then
+	echo "error: --kasan and --kcsan are x86-64 builds: not with --arch $arch" >&2
+	exit 2
+fi
 
 series=$kp/series/$base
 [[ -f $series/BASE ]] || { echo "error: no $series/BASE" >&2; usage; }
@@ -187,10 +211,33 @@ fi
 # Step 4: configuration.
 variant=vm
 fragments=("$kp/config/relay-vm.config")
+# The compilers: the kernel's (ccache in front) and the selftest's.
+cc=gcc
+test_cc=(gcc)
+image=arch/x86/boot/bzImage
+image_target=bzImage
 if ((kasan)); then
 	variant=kasan
 	fragments+=("$kp/config/debug.config")
+elif ((kcsan)); then
+	variant=kcsan
+	fragments+=("$kp/config/kcsan.config")
+elif [[ $arch == arm64 ]]; then
+	variant=arm64
+	fragments+=("$kp/config/arm64.config")
+	export ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-
+	cc=aarch64-linux-gnu-gcc
+	test_cc=(aarch64-linux-gnu-gcc -static)
+	image=arch/arm64/boot/Image
+	image_target=Image
+elif [[ $arch == i386 ]]; then
+	variant=i386
+	fragments+=("$kp/config/i386.config")
+	export ARCH=i386
+	test_cc=(i686-linux-gnu-gcc -static)
 fi
+command -v "${test_cc[0]}" >/dev/null && command -v "$cc" >/dev/null ||
+	die "no $cc: install the cross compiler (cargo xtask setup)"
 build=$cache/$base/build-$variant
 mkdir -p "$build" "$cache/ccache"
 # Every relay sample the series has, as a module, so that each one builds.
@@ -201,7 +248,7 @@ fragments+=("$build/relay-samples.config")
 export CCACHE_DIR=$cache/ccache CCACHE_BASEDIR=$cache CCACHE_NOHASHDIR=1
 export KBUILD_BUILD_USER=relay KBUILD_BUILD_HOST=relay
 # LOCALVERSION= keeps setlocalversion from appending "+" for the git tree.
-make_args=(-C "$src" O="$build" CC="ccache gcc" HOSTCC="ccache gcc" LOCALVERSION=)
+make_args=(-C "$src" O="$build" CC="ccache $cc" HOSTCC="ccache gcc" LOCALVERSION=)
 
 config_id=$(cat "${fragments[@]}" | sha256sum | cut -d' ' -f1)-$series_id
 if [[ $(cat "$build/.relay-config" 2>/dev/null || true) != "$config_id" || ! -f $build/.config ]]; then
@@ -209,9 +256,15 @@ if [[ $(cat "$build/.relay-config" 2>/dev/null || true) != "$config_id" || ! -f 
 	(cd "$src" && scripts/kconfig/merge_config.sh -n -O "$build" "${fragments[@]}" >"$build/merge_config.log" 2>&1) ||
 		{ cat "$build/merge_config.log"; die "merge_config.sh failed"; }
 	# A value that did not stick fails; an option this base does not have
-	# (absent from .config, e.g. PROC_SYSCTL in 7.x) is only reported.
+	# (absent from .config, e.g. PROC_SYSCTL in 7.x) is only reported.  The
+	# last fragment that names an option wins, "# CONFIG_X is not set"
+	# included (i386.config turns relay-vm.config's CONFIG_64BIT off).
 	missing=()
 	while IFS= read -r line; do
+		if [[ $line =~ ^#\ (CONFIG_[A-Za-z0-9_]+)\ is\ not\ set$ ]]; then
+			grep -q "^${BASH_REMATCH[1]}=" "$build/.config" && missing+=("$line")
+			continue
+		fi
 		[[ $line =~ ^CONFIG_ ]] || continue
 		grep -qxF -- "$line" "$build/.config" && continue
 		if grep -q "^${line%%=*}=\|^# ${line%%=*} is not set" "$build/.config"; then
@@ -219,7 +272,10 @@ if [[ $(cat "$build/.relay-config" 2>/dev/null || true) != "$config_id" || ! -f 
 		else
 			log "note: ${line%%=*} does not exist in $VERSION (or its dependencies are off)"
 		fi
-	done < <(cat "${fragments[@]}" | awk '!/^#/ && NF { last[$0 ~ /=/ ? substr($0, 1, index($0, "=")) : $0] = $0 } END { for (k in last) print last[k] }')
+	done < <(cat "${fragments[@]}" | awk '
+		/^# CONFIG_[A-Za-z0-9_]+ is not set$/ { last[$2 "="] = $0; next }
+		!/^#/ && NF { last[$0 ~ /=/ ? substr($0, 1, index($0, "=")) : $0] = $0 }
+		END { for (k in last) print last[k] }')
 	((${#missing[@]} == 0)) || die "requested but not in $build/.config: ${missing[*]}"
 	echo "$config_id" >"$build/.relay-config"
 fi
@@ -227,12 +283,13 @@ fi
 # Step 5: build.
 log "building in $build with $jobs jobs"
 start=$SECONDS
-make "${make_args[@]}" -j"$jobs" -s bzImage modules
+make "${make_args[@]}" -j"$jobs" -s "$image_target" modules
+[[ -f $build/$image ]] || die "the build made no $build/$image"
 # The selftest needs only <linux/relay.h> from the tree, the rest of the
 # uapi headers come from the system (headers_install would need rsync).
 mkdir -p "$build/relay-uapi/linux"
 cp "$src/include/uapi/linux/relay.h" "$build/relay-uapi/linux/"
-gcc -O2 -Wall -I "$build/relay-uapi" -o "$build/relay_test" \
+"${test_cc[@]}" -O2 -Wall -I "$build/relay-uapi" -o "$build/relay_test" \
 	"$src/tools/testing/selftests/relay/relay_test.c" -lpthread
-log "built $(cat "$build/include/config/kernel.release") in $((SECONDS - start)) s"
+log "built $(cat "$build/include/config/kernel.release") ($arch, $image) in $((SECONDS - start)) s"
 echo "build: $build"

@@ -1,8 +1,11 @@
 //! `cargo xtask codegen [--check]`: regenerates relay-sys's bindings from
 //! the uapi header as the patched kernel tree exports it.
 //!
-//! Steps: the 6.12 tree with its series applied (kernel-patches/scripts/
-//! build-kernel.sh --tree-only: verified base, `git am`); `make headers`
+//! Steps: the 7.3 tree with its series applied (kernel-patches/scripts/
+//! build-kernel.sh --tree-only: verified base, `git am`), the tree that
+//! `cargo xtask test` builds its patched kernel in, so that CI unpacks one
+//! base only (both series carry the same `include/uapi/linux/relay.h`, from
+//! kernel-patches/src/); `make headers`
 //! into target/uapi-headers/ (the processed `usr/include` that
 //! `make headers_install` copies out); then the `relay-sys-gen` package,
 //! which runs bindgen. bindgen needs libclang, so the generator is
@@ -18,8 +21,9 @@ use crate::util;
 /// The generator package (relay-sys/gen).
 pub const GEN_PACKAGE: &str = "relay-sys-gen";
 
-/// The series whose header the committed bindings come from.
-const BASE: &str = "6.12";
+/// The series whose header the committed bindings come from: the one
+/// `cargo xtask test` builds.
+const BASE: &str = crate::kernel::CI_BASE;
 
 /// `KEY=value` lines of kernel-patches/series/<base>/BASE.
 fn base_field(text: &str, key: &str) -> Option<String> {

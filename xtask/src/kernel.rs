@@ -8,7 +8,7 @@
 //! series check reads the patch files only, so `cargo xtask test` runs it
 //! without a kernel tree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -18,20 +18,98 @@ use anyhow::{bail, Context, Result};
 use crate::setup::Tools;
 use crate::{util, vm, VmArgs};
 
-/// The base `cargo xtask test` builds and boots (its source is a Debian
-/// package of the machine's release).
-pub const CI_BASE: &str = "6.12";
+/// The base `cargo xtask test` builds and boots, the primary series (its
+/// source, Debian's `linux-source-7.3` from trixie-backports, is downloaded
+/// by build-kernel.sh), and the default of `cargo xtask kernel`.
+pub const CI_BASE: &str = "7.3";
+
+/// The base the kernel matrix builds with KASAN and lockdep for the stress
+/// run (every base gets the plain build and the VM tests).
+const STRESS_BASE: &str = CI_BASE;
 
 /// Hard timeout of the stress run in the KASAN kernel, in seconds.
 const STRESS_TIMEOUT: u64 = 2400;
+
+/// Hard timeouts of the KCSAN kernel's stress run and VM tests, in seconds
+/// (KCSAN's watchpoints slow every instrumented access down, under TCG).
+const KCSAN_STRESS_TIMEOUT: u64 = 3600;
+const KCSAN_VM_TEST_TIMEOUT: u64 = 3600;
+
+/// Hard timeout of a foreign-architecture guest (boot-guest.sh), in seconds.
+const GUEST_TIMEOUT: u64 = 3600;
+
+/// What a KCSAN report starts with in the kernel log.
+const KCSAN_REPORT: &str = "BUG: KCSAN";
+
+/// The kernels build-kernel.sh builds from a series: its options, build
+/// directory and image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// x86-64, `build-vm`: the kernel of `cargo xtask test`.
+    Vm,
+    /// x86-64 with KASAN and lockdep (`--kasan`, `build-kasan`).
+    Kasan,
+    /// x86-64 with KCSAN (`--kcsan`, `build-kcsan`).
+    Kcsan,
+    /// arm64, cross-compiled (`--arch arm64`, `build-arm64`).
+    Arm64,
+    /// 32-bit x86 (`--arch i386`, `build-i386`).
+    I386,
+}
+
+impl Variant {
+    /// build-kernel.sh's options for it.
+    fn script_args(self) -> &'static [&'static str] {
+        match self {
+            Variant::Vm => &[],
+            Variant::Kasan => &["--kasan"],
+            Variant::Kcsan => &["--kcsan"],
+            Variant::Arm64 => &["--arch", "arm64"],
+            Variant::I386 => &["--arch", "i386"],
+        }
+    }
+
+    /// Its build directory under `.cache/kernel/<base>/`.
+    fn dir(self) -> &'static str {
+        match self {
+            Variant::Vm => "build-vm",
+            Variant::Kasan => "build-kasan",
+            Variant::Kcsan => "build-kcsan",
+            Variant::Arm64 => "build-arm64",
+            Variant::I386 => "build-i386",
+        }
+    }
+
+    /// The kernel image in the build directory.
+    fn image(self) -> &'static str {
+        match self {
+            Variant::Arm64 => "arch/arm64/boot/Image",
+            _ => "arch/x86/boot/bzImage",
+        }
+    }
+
+    /// The architecture of a kernel that cannot run the host's (x86-64)
+    /// user space, which kernel-patches/scripts/boot-guest.sh boots with a
+    /// root of its own.
+    pub fn foreign_arch(self) -> Option<&'static str> {
+        match self {
+            Variant::Arm64 => Some("arm64"),
+            Variant::I386 => Some("i386"),
+            _ => None,
+        }
+    }
+}
 
 /// A kernel built from a series.
 pub struct Built {
     /// The series' base, e.g. `6.12`.
     pub base: String,
+    /// What was built.
+    pub variant: Variant,
     /// The kernel build directory (`O=`).
     pub build_dir: PathBuf,
-    /// `arch/x86/boot/bzImage` in it.
+    /// The kernel image in it: `arch/x86/boot/bzImage`, or
+    /// `arch/arm64/boot/Image` for arm64.
     pub bzimage: PathBuf,
     /// Its release string.
     pub release: String,
@@ -78,23 +156,25 @@ fn check_base(root: &Path, base: &str) -> Result<()> {
 /// (`--kasan`: with KASAN and lockdep). Idempotent; ccache makes rebuilds
 /// cheap.
 pub fn build(root: &Path, base: &str, kasan: bool) -> Result<Built> {
+    build_variant(root, base, if kasan { Variant::Kasan } else { Variant::Vm })
+}
+
+/// [`build`] of any [`Variant`].
+pub fn build_variant(root: &Path, base: &str, variant: Variant) -> Result<Built> {
     check_base(root, base)?;
     let mut cmd = Command::new("bash");
-    cmd.arg(script(root, "build-kernel.sh"));
-    if kasan {
-        cmd.arg("--kasan");
-    }
-    cmd.arg(base);
+    cmd.arg(script(root, "build-kernel.sh"))
+        .args(variant.script_args())
+        .arg(base);
     let started = Instant::now();
-    util::run(&mut cmd)
-        .with_context(|| format!("building the {base} kernel failed: see the output above"))?;
+    util::run(&mut cmd).with_context(|| {
+        format!("building the {base} kernel ({variant:?}) failed: see the output above")
+    })?;
     let cache = std::env::var_os("RELAY_KERNEL_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join(".cache/kernel"));
-    let build_dir = cache
-        .join(base)
-        .join(if kasan { "build-kasan" } else { "build-vm" });
-    let bzimage = build_dir.join("arch/x86/boot/bzImage");
+    let build_dir = cache.join(base).join(variant.dir());
+    let bzimage = build_dir.join(variant.image());
     if !bzimage.is_file() {
         bail!("the build finished but {} is missing", bzimage.display());
     }
@@ -109,6 +189,7 @@ pub fn build(root: &Path, base: &str, kasan: bool) -> Result<Built> {
     );
     Ok(Built {
         base: base.to_string(),
+        variant,
         build_dir,
         bzimage,
         release,
@@ -395,19 +476,27 @@ pub fn check_series(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs the stress script in the guest booted on `kernel`.
+/// Runs the stress script in the guest booted on `kernel` (hard timeout
+/// `timeout` seconds unless `--timeout` was given).
 fn stress(
     tools: &Tools,
     root: &Path,
     vm_args: &VmArgs,
     kernel: &Built,
     modules: &Path,
+    timeout: u64,
 ) -> Result<()> {
     let mut args = vm_args.clone();
     args.kernel = Some(kernel.bzimage.clone());
-    let opts = vm::VmOptions::from_args(&args, STRESS_TIMEOUT)?;
+    let opts = vm::VmOptions::from_args(&args, timeout)?;
+    // The KCSAN stage sorts KCSAN reports itself, from the console.
+    let env = if kernel.variant == Variant::Kcsan {
+        "STRESS_KCSAN_ON_HOST=1 "
+    } else {
+        ""
+    };
     let command = format!(
-        "bash {} {}",
+        "{env}bash {} {}",
         util::shell_quote_path(&script(root, "stress.sh")),
         util::shell_quote_path(modules)
     );
@@ -419,22 +508,327 @@ fn stress(
     Ok(())
 }
 
-/// `cargo xtask kernel-matrix`: every base built and put through the VM
-/// tests, then the CI base with KASAN and lockdep through the stress run and
-/// the VM tests, with no kernel splat allowed.
+/// The KCSAN reports in a console log, verbatim: each from its
+/// "BUG: KCSAN" line to the closing line of `=`, once per "BUG: KCSAN: ..."
+/// line (the first: a guest script's `dmesg` output repeats them later).
+fn kcsan_reports(log: &Path) -> Result<Vec<String>> {
+    let text = match std::fs::read(log) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", log.display())),
+    };
+    let mut reports = Vec::new();
+    let mut current: Option<Vec<&str>> = None;
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.contains(KCSAN_REPORT) {
+            if let Some(report) = current.take() {
+                reports.push(report.join("\n"));
+            }
+            current = Some(vec![line]);
+        } else if let Some(report) = current.as_mut() {
+            report.push(line);
+            if line.trim_end().ends_with("==========") {
+                reports.push(report.join("\n"));
+                current = None;
+            }
+        }
+    }
+    if let Some(report) = current {
+        reports.push(report.join("\n"));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    reports.retain(|report| {
+        let first = report.lines().next().unwrap_or_default();
+        let key = first.find(KCSAN_REPORT).map_or(first, |at| &first[at..]);
+        seen.insert(key.to_string())
+    });
+    Ok(reports)
+}
+
+/// The KCSAN stage: the stress run and the VM tests on the KCSAN kernel,
+/// each with the kernel console written to a log under
+/// `target/kernel-matrix/`; fails on any KCSAN report in relay code (a
+/// function of kernel/relay.c, blktrace, klog or the relay samples in its
+/// title or stacks), on any other kernel splat in either console (the VM
+/// tests do not read the kernel log), or if the stress run or the VM tests
+/// fail. Every
+/// report is printed verbatim and kept in `<release>-kcsan-reports.txt`
+/// there; those outside relay code (KCSAN_STRICT finds races in the VFS
+/// while udev starts, before any relay code runs) are listed in the
+/// stage's line without failing it.
+fn kcsan_stage(
+    tools: &Tools,
+    root: &Path,
+    vm_args: &VmArgs,
+    built: &Built,
+    vm_tests: &dyn Fn(&VmArgs, &Path) -> Result<Option<String>>,
+) -> Result<String> {
+    let modules = intree_modules(root, &built.build_dir)?;
+    let logs = util::metadata(root)?.target_dir.join("kernel-matrix");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let stress_log = logs.join(format!("{}-stress.console", built.release));
+    let tests_log = logs.join(format!("{}-vm-tests.console", built.release));
+    for log in [&stress_log, &tests_log] {
+        let _ = std::fs::remove_file(log);
+    }
+
+    let mut args = vm_args.clone();
+    args.console_log = Some(stress_log.clone());
+    let stress_result = stress(tools, root, &args, built, &modules, KCSAN_STRESS_TIMEOUT);
+    let mut args = vm_args.clone();
+    args.kernel = Some(built.bzimage.clone());
+    args.console_log = Some(tests_log.clone());
+    args.timeout = args.timeout.or(Some(KCSAN_VM_TEST_TIMEOUT));
+    let tests_result = vm_tests(&args, &modules);
+
+    let mut reports = kcsan_reports(&stress_log)?;
+    reports.extend(kcsan_reports(&tests_log)?);
+    let relay = relay_functions(&built.build_dir)?;
+    let (in_relay, outside): (Vec<String>, Vec<String>) = reports
+        .into_iter()
+        .partition(|report| in_relay_code(report, &relay));
+    let file = logs.join(format!("{}-kcsan-reports.txt", built.release));
+    let _ = std::fs::remove_file(&file);
+    let mut outside_note = String::new();
+    if !in_relay.is_empty() || !outside.is_empty() {
+        let mut text = String::new();
+        for (title, list) in [
+            ("in relay code", &in_relay),
+            ("outside relay code", &outside),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            println!(
+                "\n==> {} KCSAN reports {title} on {}:",
+                list.len(),
+                built.release
+            );
+            text.push_str(&format!("### {} KCSAN reports {title}\n\n", list.len()));
+            for report in list {
+                println!("{report}\n");
+                text.push_str(report);
+                text.push_str("\n\n");
+            }
+        }
+        std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+        outside_note = format!(
+            ", {} KCSAN reports outside relay code ({}; in {})",
+            outside.len(),
+            outside
+                .iter()
+                .map(|r| title(r))
+                .collect::<Vec<_>>()
+                .join("; "),
+            file.display()
+        );
+    }
+    if !in_relay.is_empty() {
+        bail!(
+            "{} KCSAN reports in relay code (the first: {:?}){outside_note}; all of them in {}, \
+             the consoles in {}",
+            in_relay.len(),
+            title(&in_relay[0]),
+            file.display(),
+            logs.display()
+        );
+    }
+    // Other splats: the VM tests do not read the kernel log, the console has it.
+    let mut splats = other_splats(&stress_log)?;
+    splats.extend(other_splats(&tests_log)?);
+    if !splats.is_empty() {
+        let failed = [
+            stress_result
+                .err()
+                .map(|e| format!("the stress run: {e:#}")),
+            tests_result.err().map(|e| format!("the VM tests: {e:#}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>();
+        bail!(
+            "kernel splats in the console ({}){}; the consoles are in {}",
+            splats.join("; "),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", failed.join("; "))
+            },
+            logs.display()
+        );
+    }
+    stress_result.context("the stress run")?;
+    let line = tests_result.context("the VM tests")?;
+    if outside.is_empty() {
+        outside_note = ", no KCSAN report".to_string();
+    }
+    Ok(format!(
+        "{} (stress ok, {}, no KCSAN report in relay code{outside_note})",
+        built.release,
+        line.unwrap_or_default()
+    ))
+}
+
+/// The first lines of kernel splats other than KCSAN reports in a console
+/// log (warnings, BUGs, oopses, refcount and list corruption), each once.
+fn other_splats(log: &Path) -> Result<Vec<String>> {
+    let text = match std::fs::read(log) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", log.display())),
+    };
+    let mut splats: Vec<String> = Vec::new();
+    for line in text.lines() {
+        // Past a printk timestamp, if the console has them.
+        let line = line.trim_end_matches('\r');
+        let body = match line.strip_prefix('[') {
+            Some(rest) => rest.split_once("] ").map_or(line, |(_, body)| body),
+            None => line,
+        };
+        let splat = (body.starts_with("WARNING: ") && body.contains(" at "))
+            || (body.starts_with("BUG: ") && !body.starts_with(KCSAN_REPORT))
+            || body.starts_with("Oops: ")
+            || body.starts_with("general protection fault")
+            || body.starts_with("refcount_t: ")
+            || body.starts_with("list_add corruption")
+            || body.starts_with("list_del corruption")
+            || body.starts_with("Kernel panic");
+        if splat && !splats.iter().any(|s| s == body) {
+            splats.push(body.to_string());
+        }
+    }
+    Ok(splats)
+}
+
+/// The "data-race in A / B" of a KCSAN report.
+fn title(report: &str) -> &str {
+    let first = report.lines().next().unwrap_or_default();
+    first
+        .find(KCSAN_REPORT)
+        .map_or(first, |at| &first[at + KCSAN_REPORT.len()..])
+        .trim_start_matches(':')
+        .trim()
+}
+
+/// The functions of the relay code in a build, from the text symbols of
+/// its objects: kernel/relay.o, blktrace (an in-tree relay user), klog.ko
+/// and the relay samples' modules.
+fn relay_functions(build_dir: &Path) -> Result<BTreeSet<String>> {
+    let mut objects: Vec<PathBuf> = [
+        "kernel/relay.o",
+        "kernel/trace/blktrace.o",
+        "kernel/klog.ko",
+    ]
+    .iter()
+    .map(|rel| build_dir.join(rel))
+    .collect();
+    let samples = build_dir.join("samples/relay");
+    objects.extend(
+        std::fs::read_dir(&samples)
+            .with_context(|| format!("reading {}", samples.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "ko")),
+    );
+    objects.retain(|path| path.is_file());
+    let symbols = util::output(Command::new("nm").arg("--defined-only").args(&objects))?;
+    Ok(symbols
+        .lines()
+        .filter_map(
+            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                [_, "T" | "t", name] => Some(name.to_string()),
+                _ => None,
+            },
+        )
+        .collect())
+}
+
+/// Whether a KCSAN report names a function of `relay` (in its title or a
+/// stack frame, `name+0x1f/0x130`).
+fn in_relay_code(report: &str, relay: &BTreeSet<String>) -> bool {
+    report
+        .split(|c: char| c.is_whitespace() || c == '/')
+        .map(|word| word.split('+').next().unwrap_or_default())
+        .any(|name| !name.is_empty() && relay.contains(name))
+}
+
+/// The matrix's stages after the plain build of every base (named by the
+/// base): `--only` takes these names.
+pub const MATRIX_STAGES: &[&str] = &["kasan", "kcsan", "arm64", "i386"];
+
+/// Why the matrix builds a variant without booting it, if it does (shown
+/// as "built, not booted: <reason>"); see kernel-patches/README.md.
+fn boot_blocker(_variant: Variant) -> Option<&'static str> {
+    None
+}
+
+/// Boots a foreign-architecture kernel with kernel-patches/scripts/
+/// boot-guest.sh (virtme-ng under qemu TCG, with a root of the guest's
+/// architecture: busybox, bash, the build's static relay_test and modules)
+/// and runs vm-test.sh and a stress round in it.
+fn boot_guest(root: &Path, vm_args: &VmArgs, built: &Built) -> Result<String> {
+    let arch = built
+        .variant
+        .foreign_arch()
+        .context("boot-guest.sh boots arm64 and i386 kernels only")?;
+    let timeout = vm_args.timeout.unwrap_or(GUEST_TIMEOUT);
+    let started = Instant::now();
+    let mut cmd = Command::new("bash");
+    cmd.arg(script(root, "boot-guest.sh"))
+        .args(["--timeout", &timeout.to_string()])
+        .args(["--cpus", &vm_args.cpus.to_string()])
+        .args(["--memory", &vm_args.memory])
+        .arg(arch)
+        .arg(&built.build_dir);
+    util::run(&mut cmd).with_context(|| {
+        format!(
+            "the {arch} guest failed: see its console above (kept in {})",
+            built.build_dir.join("boot-guest.log").display()
+        )
+    })?;
+    Ok(format!(
+        "{} (booted with virtme-ng under qemu TCG: vm-test.sh and a stress round passed in \
+         {:.0} s)",
+        built.release,
+        started.elapsed().as_secs_f64()
+    ))
+}
+
+/// `cargo xtask kernel-matrix`: every base (6.12 and 7.3) built and put
+/// through the VM tests, then `STRESS_BASE` (7.3) with KASAN and lockdep
+/// through the stress run and the VM tests, with no kernel splat allowed,
+/// with KCSAN through the same (no KCSAN report allowed), and built for
+/// arm64 and i386, each booted under qemu through vm-test.sh and a stress
+/// round.
 pub fn matrix(
     tools: &Tools,
     root: &Path,
     vm_args: &VmArgs,
+    only: &[String],
     vm_tests: &dyn Fn(&VmArgs, &Path) -> Result<Option<String>>,
 ) -> Result<()> {
     let started = Instant::now();
     let mut results: Vec<(String, Result<String>)> = Vec::new();
-    check_series(root)?;
-    for base in bases(root)? {
+    // A row of its own: the stages build what the series hold either way.
+    results.push((
+        "series carry kernel-patches/src/".to_string(),
+        check_series(root).map(|()| "ok".to_string()),
+    ));
+    let bases = bases(root)?;
+    let stages: Vec<String> = bases
+        .iter()
+        .cloned()
+        .chain(MATRIX_STAGES.iter().map(|stage| stage.to_string()))
+        .collect();
+    if let Some(unknown) = only.iter().find(|stage| !stages.contains(stage)) {
+        bail!("--only {unknown}: the stages are {}", stages.join(", "));
+    }
+    let run = |stage: &str| only.is_empty() || only.iter().any(|s| s == stage);
+
+    for base in bases.iter().filter(|base| run(base)) {
         let name = format!("{base}: build + VM tests");
         println!("\n==> kernel matrix: {name}");
-        let result = build(root, &base, false).and_then(|built| {
+        let result = build(root, base, false).and_then(|built| {
             let modules = intree_modules(root, &built.build_dir)?;
             let mut args = vm_args.clone();
             args.kernel = Some(built.bzimage.clone());
@@ -443,22 +837,47 @@ pub fn matrix(
         });
         results.push((name, result));
     }
-    let name = format!("{CI_BASE} KASAN + lockdep: stress + VM tests");
-    println!("\n==> kernel matrix: {name}");
-    let result = build(root, CI_BASE, true).and_then(|built| {
-        let modules = intree_modules(root, &built.build_dir)?;
-        stress(tools, root, vm_args, &built, &modules)?;
-        let mut args = vm_args.clone();
-        args.kernel = Some(built.bzimage.clone());
-        vm_tests(&args, &modules).map(|line| {
-            format!(
-                "{} (stress ok, {})",
-                built.release,
-                line.unwrap_or_default()
-            )
-        })
-    });
-    results.push((name, result));
+    if run("kasan") {
+        let name = format!("{STRESS_BASE} KASAN + lockdep: stress + VM tests");
+        println!("\n==> kernel matrix: {name}");
+        let result = build(root, STRESS_BASE, true).and_then(|built| {
+            let modules = intree_modules(root, &built.build_dir)?;
+            stress(tools, root, vm_args, &built, &modules, STRESS_TIMEOUT)?;
+            let mut args = vm_args.clone();
+            args.kernel = Some(built.bzimage.clone());
+            vm_tests(&args, &modules).map(|line| {
+                format!(
+                    "{} (stress ok, {})",
+                    built.release,
+                    line.unwrap_or_default()
+                )
+            })
+        });
+        results.push((name, result));
+    }
+    if run("kcsan") {
+        let name = format!("{STRESS_BASE} KCSAN: stress + VM tests");
+        println!("\n==> kernel matrix: {name}");
+        let result = build_variant(root, STRESS_BASE, Variant::Kcsan)
+            .and_then(|built| kcsan_stage(tools, root, vm_args, &built, vm_tests));
+        results.push((name, result));
+    }
+    for variant in [Variant::Arm64, Variant::I386] {
+        let arch = variant.foreign_arch().unwrap_or_default();
+        if !run(arch) {
+            continue;
+        }
+        let name = format!("{STRESS_BASE} {arch}: build + boot (vm-test.sh, stress)");
+        println!("\n==> kernel matrix: {name}");
+        let result =
+            build_variant(root, STRESS_BASE, variant).and_then(|built| {
+                match boot_blocker(variant) {
+                    Some(reason) => Ok(format!("{}: built, not booted: {reason}", built.release)),
+                    None => boot_guest(root, vm_args, &built),
+                }
+            });
+        results.push((name, result));
+    }
 
     println!(
         "\n==> kernel matrix ({:.0} min)",
@@ -478,4 +897,66 @@ pub fn matrix(
         bail!("kernel matrix failed: {}", failed.join("; "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kcsan_reports_are_cut_out_once_each() {
+        let dir = std::env::temp_dir().join(format!("xtask-kcsan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("console");
+        std::fs::write(
+            &log,
+            "boot\n\
+             [   10.1] ==================================================================\n\
+             [   10.1] BUG: KCSAN: data-race in relay_switch_subbuf / relay_file_read\n\
+             [   10.1] \n\
+             [   10.1] write to 0xffff8880 of 8 bytes by task 12 on cpu 1:\n\
+             [   10.1]  relay_switch_subbuf+0x1a/0x200\n\
+             [   10.1] ==================================================================\n\
+             test output\n\
+             [   11.0] BUG: KCSAN: data-race in relay_switch_subbuf / relay_file_read\n\
+             [   12.0] BUG: KCSAN: data-race in a / b\n\
+             [   12.0] value changed: 0x1 -> 0x2\n",
+        )
+        .unwrap();
+        let reports = kcsan_reports(&log).unwrap();
+        assert_eq!(reports.len(), 2);
+        assert!(reports[0].starts_with("[   10.1] BUG: KCSAN: data-race in relay_switch_subbuf"));
+        assert!(reports[0].ends_with("=========="));
+        assert_eq!(reports[0].lines().count(), 5);
+        assert!(reports[1].ends_with("value changed: 0x1 -> 0x2"));
+        std::fs::write(
+            &log,
+            "WARNING: failed to set xattr\n\
+             [ 1.0] refcount_t: addition on 0; use-after-free.\n\
+             WARNING: ../src/lib/refcount.c:25 at refcount_warn_saturate+0x95/0xc0, CPU#0: x/339\n\
+             BUG: KCSAN: data-race in a / b\n\
+             BUG: kernel NULL pointer dereference, address: 0000000000000010\n\
+             refcount_t: addition on 0; use-after-free.\n",
+        )
+        .unwrap();
+        assert_eq!(
+            other_splats(&log).unwrap(),
+            [
+                "refcount_t: addition on 0; use-after-free.",
+                "WARNING: ../src/lib/refcount.c:25 at refcount_warn_saturate+0x95/0xc0, CPU#0: x/339",
+                "BUG: kernel NULL pointer dereference, address: 0000000000000010",
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(kcsan_reports(Path::new("/nonexistent/console"))
+            .unwrap()
+            .is_empty());
+        let relay: BTreeSet<String> = ["relay_switch_subbuf".to_string()].into();
+        assert!(in_relay_code(&reports[0], &relay));
+        assert!(!in_relay_code(&reports[1], &relay));
+        assert_eq!(
+            title(&reports[0]),
+            "data-race in relay_switch_subbuf / relay_file_read"
+        );
+    }
 }

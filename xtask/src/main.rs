@@ -50,8 +50,9 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// The full test suite: fmt, clippy, codegen drift, host tests, module
-    /// build, in-VM integration tests.
+    /// The full test suite: fmt, clippy, codegen drift, kernel series, host
+    /// tests, module build, in-VM integration tests on the stock 6.12 kernel,
+    /// then on the patched 7.3 kernel (built from kernel-patches/series/7.3).
     Test {
         #[command(flatten)]
         vm: VmArgs,
@@ -62,8 +63,9 @@ enum Command {
         /// Run the remaining steps after a failure (still fails at the end).
         #[arg(long)]
         keep_going: bool,
-        /// Skip building and testing the patched 6.12 kernel (done by default
-        /// when no --kernel is given).
+        /// Skip building and testing the patched 7.3 kernel (built from
+        /// kernel-patches/series/7.3 and booted by default when no --kernel
+        /// is given).
         #[arg(long)]
         no_patched_kernel: bool,
     },
@@ -101,22 +103,36 @@ enum Command {
     /// verified Debian base, `git am`, slim config, ccache (runs
     /// kernel-patches/scripts/build-kernel.sh).
     Kernel {
-        /// The series' base.
+        /// The series' base (6.12 or 7.3).
         #[arg(long, default_value = kernel::CI_BASE)]
         base: String,
-        /// Build with KASAN and lockdep.
-        #[arg(long)]
+        /// Build with KASAN and lockdep (x86-64).
+        #[arg(long, conflicts_with = "kcsan")]
         kasan: bool,
+        /// Build with KCSAN, the data race detector (x86-64; excludes KASAN).
+        #[arg(long)]
+        kcsan: bool,
+        /// The architecture: x86_64, arm64 (cross-compiled with
+        /// aarch64-linux-gnu-gcc) or i386 (32-bit x86).
+        #[arg(long, value_enum, default_value_t = KernelArch::X86_64)]
+        arch: KernelArch,
         /// Only check that every series carries kernel-patches/src/ (no build).
         #[arg(long)]
         check: bool,
     },
-    /// The kernel matrix: every series built and put through the VM tests,
-    /// then the 6.12 kernel with KASAN and lockdep through a stress run and
-    /// the VM tests, with no kernel splat allowed.
+    /// The kernel matrix: both series (6.12 and 7.3) built and put through
+    /// the VM tests, then the 7.3 kernel with KASAN and lockdep through a
+    /// stress run and the VM tests, with no kernel splat allowed, with KCSAN
+    /// through the same with no data race report allowed, and built for
+    /// arm64 and i386, each booted under qemu through the smoke test and a
+    /// stress round.
     KernelMatrix {
         #[command(flatten)]
         vm: VmArgs,
+        /// Run only this stage (repeatable): a base (6.12, 7.3: its build and
+        /// VM tests), kasan, kcsan, arm64 or i386 (default: every stage).
+        #[arg(long, value_name = "STAGE")]
+        only: Vec<String>,
     },
     /// Run the cargo-fuzz targets (reader core vs the relay model, the
     /// relay-apps sub-buffer parser) for a number of executions each.
@@ -131,6 +147,15 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+}
+
+/// The architectures `cargo xtask kernel --arch` builds for.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum KernelArch {
+    #[value(name = "x86_64")]
+    X86_64,
+    Arm64,
+    I386,
 }
 
 /// Options shared by every subcommand that boots a VM.
@@ -153,6 +178,10 @@ pub struct VmArgs {
     /// Show kernel console messages (vng --verbose).
     #[arg(long)]
     pub verbose: bool,
+    /// Also write the whole guest output, the kernel console included (as
+    /// with --verbose), to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub console_log: Option<PathBuf>,
     /// A host directory the guest may write (same path in the guest; created
     /// if missing). Repeatable. The rest of the host is read-only in the guest.
     #[arg(long, value_name = "DIR")]
@@ -200,11 +229,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
             keep_going,
             no_patched_kernel,
         } => test::run(&tools, &root, &vm, kdir, keep_going, no_patched_kernel)?,
-        Command::Kernel { base, kasan, check } => {
+        Command::Kernel {
+            base,
+            kasan,
+            kcsan,
+            arch,
+            check,
+        } => {
+            let variant = match (arch, kasan, kcsan) {
+                (KernelArch::X86_64, false, false) => kernel::Variant::Vm,
+                (KernelArch::X86_64, true, _) => kernel::Variant::Kasan,
+                (KernelArch::X86_64, false, true) => kernel::Variant::Kcsan,
+                (KernelArch::Arm64, false, false) => kernel::Variant::Arm64,
+                (KernelArch::I386, false, false) => kernel::Variant::I386,
+                _ => anyhow::bail!("--kasan and --kcsan are x86-64 builds: not with --arch"),
+            };
             if check {
                 kernel::check_series(&root)?;
+            } else if let Some(arch) = variant.foreign_arch() {
+                let built = kernel::build_variant(&root, &base, variant)?;
+                println!(
+                    "kernel {} ({}): {}\n\
+                     boot it and run vm-test.sh and a stress round in it: \
+                     bash kernel-patches/scripts/boot-guest.sh {arch} {}",
+                    built.base,
+                    built.release,
+                    built.bzimage.display(),
+                    built.build_dir.display()
+                );
             } else {
-                let built = kernel::build(&root, &base, kasan)?;
+                let built = kernel::build_variant(&root, &base, variant)?;
                 let modules = kernel::intree_modules(&root, &built.build_dir)?;
                 println!(
                     "kernel {} ({}): {}\nmodules: {}\n\
@@ -217,9 +271,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
         }
-        Command::KernelMatrix { vm } => kernel::matrix(&tools, &root, &vm, &|args, modules| {
-            test::vm_tests_for(&tools, &root, args, modules)
-        })?,
+        Command::KernelMatrix { vm, only } => {
+            kernel::matrix(&tools, &root, &vm, &only, &|args, modules| {
+                test::vm_tests_for(&tools, &root, args, modules)
+            })?
+        }
         Command::Demo { vm, kdir, count } => demo::run(&tools, &root, &vm, kdir, count)?,
         Command::Bench { vm, args } => bench::run(&tools, &root, &vm, &args)?,
         Command::Fuzz { runs } => fuzz::run(&root, runs)?,

@@ -35,11 +35,26 @@ pub const APT_PACKAGES: &[&str] = &[
     // tools/ in-VM tests: Debian's blktrace/blkparse as the reference, fio as the load.
     "blktrace",
     "fio",
-    // The base of the patched 6.12 kernel (kernel-patches/series/6.12), and
-    // what build-kernel.sh needs besides the kernel build tools above.
-    "linux-source-6.12",
+    // What build-kernel.sh needs besides the kernel build tools above: it
+    // downloads the pinned base of a series with apt-get (for 7.3, which
+    // `cargo xtask test` builds: Debian's linux-source-7.3 from
+    // trixie-backports, signed with a key of debian-archive-keyring) and
+    // unpacks it with xz. The slim configs build no BTF, so bookworm's pahole
+    // (older than 7.3 wants for BTF) is enough. Debian's linux-source-6.12 is
+    // not installed: build-kernel.sh takes an installed tarball only when it
+    // is the pinned point release, and downloads the pinned one otherwise.
     "xz-utils",
     "debian-archive-keyring",
+    // The kernel matrix's arm64 and i386 kernels (build-kernel.sh --arch):
+    // the cross compilers and the C libraries of the static relay_test
+    // (gcc-multilib would do for i386 but conflicts with the arm64 cross
+    // compiler), and qemu-system-aarch64 (qemu-system-i386 comes with
+    // qemu-system-x86) for boot-guest.sh.
+    "gcc-aarch64-linux-gnu",
+    "libc6-dev-arm64-cross",
+    "gcc-i686-linux-gnu",
+    "libc6-dev-i386-cross",
+    "qemu-system-arm",
 ];
 
 /// The pinned virtme-ng release (known to boot the stock kernel under TCG here).

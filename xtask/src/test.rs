@@ -7,8 +7,9 @@
 //! binaries and the workspace binaries on the host, boot the kernel once and
 //! run `ci/guest/run-tests.sh` in the guest. Unless `--kernel` names another
 //! kernel (or `--no-patched-kernel`), the stock kernel's run is followed by
-//! the patched 6.12 kernel: built from its series, booted, the same VM tests
-//! with its in-tree modules.
+//! the patched 7.3 kernel (`kernel::CI_BASE`, the primary series): built
+//! from kernel-patches/series/7.3, booted, the same VM tests with its in-tree
+//! modules. The patched 6.12 kernel is left to `cargo xtask kernel-matrix`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

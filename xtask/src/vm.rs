@@ -42,6 +42,9 @@ pub struct VmOptions {
     pub verbose: bool,
     /// Host directories the guest may write (same path in the guest).
     pub rwdirs: Vec<PathBuf>,
+    /// A file that gets the whole output, the kernel console included
+    /// (the run is then verbose).
+    pub console_log: Option<PathBuf>,
 }
 
 impl VmOptions {
@@ -72,8 +75,9 @@ impl VmOptions {
             timeout: Duration::from_secs(args.timeout.unwrap_or(default_timeout)),
             memory: args.memory.clone(),
             cpus: args.cpus,
-            verbose: args.verbose,
+            verbose: args.verbose || args.console_log.is_some(),
             rwdirs,
+            console_log: args.console_log.clone(),
         })
     }
 }
@@ -222,9 +226,32 @@ pub fn run(tools: &Tools, root: &Path, opts: &VmOptions, command: &str) -> Resul
         )
     })?;
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    let console_log = match &opts.console_log {
+        Some(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("creating the console log {}", path.display()))?;
+            println!("vm: console log {}", path.display());
+            Some(Arc::new(Mutex::new(file)))
+        }
+        None => None,
+    };
     let readers = [
-        stream(child.stdout.take(), std::io::stdout, tail.clone()),
-        stream(child.stderr.take(), std::io::stderr, tail.clone()),
+        stream(
+            child.stdout.take(),
+            std::io::stdout,
+            tail.clone(),
+            console_log.clone(),
+        ),
+        stream(
+            child.stderr.take(),
+            std::io::stderr,
+            tail.clone(),
+            console_log,
+        ),
     ];
 
     loop {
@@ -269,11 +296,13 @@ fn path_with(dir: &Path) -> Result<std::ffi::OsString> {
         .context("building PATH for vng")
 }
 
-/// Copies `pipe` to `sink` line by line, keeping the last lines in `tail`.
+/// Copies `pipe` to `sink` (and `log`) line by line, keeping the last lines
+/// in `tail`.
 fn stream<R, W>(
     pipe: Option<R>,
     sink: fn() -> W,
     tail: Arc<Mutex<VecDeque<String>>>,
+    log: Option<Arc<Mutex<std::fs::File>>>,
 ) -> Option<JoinHandle<()>>
 where
     R: Read + Send + 'static,
@@ -293,6 +322,10 @@ where
             // Output errors (e.g. a closed terminal) must not stop the capture.
             let _ = out.write_all(&line);
             let _ = out.flush();
+            if let Some(log) = &log {
+                let mut log = log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let _ = log.write_all(&line);
+            }
             let text = String::from_utf8_lossy(&line).trim_end().to_string();
             let mut tail = tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if tail.len() == TAIL_LINES {
