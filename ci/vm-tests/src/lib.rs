@@ -213,3 +213,11 @@ pub fn start_recording(cmd: &mut Command) -> (Child, BufReader<ChildStderr>, Str
     );
     (child, stderr, first)
 }
+
+/// Whether the guest's relay core implements the relay ioctls (a kernel
+/// built from kernel-patches/series/): it has `relay_flush_buf()`.
+pub fn patched_kernel() -> bool {
+    let syms = std::fs::read_to_string("/proc/kallsyms").expect("reading /proc/kallsyms");
+    syms.lines()
+        .any(|line| line.split_whitespace().nth(2) == Some("relay_flush_buf"))
+}

@@ -20,19 +20,13 @@ use relay_sys::{
     RELAY_BUF_FINALIZED, RELAY_BUF_GLOBAL, RELAY_BUF_OVERWRITE, RELAY_IOC_CONSUME, RELAY_IOC_FLUSH,
     RELAY_IOC_GET_INFO, RELAY_IOC_GET_STATE, RELAY_IOC_GET_SUBBUF, RELAY_IOC_MAGIC,
 };
-use relay_vm_tests::{generate_klog, in_vm, klog_gen_records, online_cpus, write_control, Modules};
+use relay_vm_tests::{
+    generate_klog, in_vm, klog_gen_records, online_cpus, patched_kernel, write_control, Modules,
+};
 
 const DIR: &str = "/sys/kernel/debug/relay_klog";
 /// The relay_app header at the start of every sub-buffer: its padding.
 const HDR: u64 = 4;
-
-/// Whether the guest's relay core implements the ioctls (a kernel built from
-/// the patch series): it has `relay_flush_buf()`.
-fn patched_kernel() -> bool {
-    let syms = std::fs::read_to_string("/proc/kallsyms").expect("reading /proc/kallsyms");
-    syms.lines()
-        .any(|line| line.split_whitespace().nth(2) == Some("relay_flush_buf"))
-}
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)

@@ -26,7 +26,9 @@ use std::process::{Child, ChildStderr, Command};
 use std::time::{Duration, Instant};
 
 use relay_examples::readtest::{Event, HEADER_LEN};
-use relay_vm_tests::{bin, in_vm, online_cpus, start_recording, write_control, Modules};
+use relay_vm_tests::{
+    bin, in_vm, online_cpus, patched_kernel, start_recording, write_control, Modules,
+};
 
 const DIR: &str = "/sys/kernel/debug/relay_contract";
 const CHANNEL: &str = "/sys/kernel/debug/relay_contract/cpu";
@@ -34,14 +36,6 @@ const CHANNEL: &str = "/sys/kernel/debug/relay_contract/cpu";
 const HDR: usize = 4;
 /// Longest a reader may take; only keeps a hanging one from stalling the suite.
 const READER_TIMEOUT: &str = "60";
-
-/// Whether the guest's relay core implements the relay ioctls (a kernel
-/// built from the patch series): it exports `relay_flush_buf()`.
-fn kernel_has_ioctls() -> bool {
-    let syms = std::fs::read_to_string("/proc/kallsyms").expect("reading /proc/kallsyms");
-    syms.lines()
-        .any(|line| line.split_whitespace().nth(2) == Some("relay_flush_buf"))
-}
 
 /// How a test reads the channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +53,7 @@ impl Via {
     /// ioctls and a file outside debugfs' full proxy.
     fn all(proxy: bool) -> Vec<Via> {
         let mut all = vec![Via::Cat, Via::Read];
-        if kernel_has_ioctls() && !proxy {
+        if patched_kernel() && !proxy {
             all.push(Via::Mmap);
         }
         all
@@ -544,7 +538,7 @@ fn full_proxy_files_are_read_whole_and_refuse_mmap_clearly() {
         !out.status.success(),
         "mmap mode succeeded on files behind the full proxy: {err}"
     );
-    let expected = if kernel_has_ioctls() {
+    let expected = if patched_kernel() {
         "cannot be mapped"
     } else {
         "mmap mode needs the relay ioctl ABI"
@@ -621,7 +615,7 @@ fn frozen_flight_recorder_returns_its_newest_records() {
     if !in_vm() {
         return;
     }
-    let patched = kernel_has_ioctls();
+    let patched = patched_kernel();
     for_each_reader(false, |via| {
         if !patched {
             // Stock relay_file_read_avail() returns early while the writer

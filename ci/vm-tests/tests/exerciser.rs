@@ -24,7 +24,7 @@ use relay_sys::{
     relay_buf_info, relay_buf_state, relay_consume, relay_subbuf, RELAY_IOC_CONSUME,
     RELAY_IOC_FLUSH, RELAY_IOC_GET_INFO, RELAY_IOC_GET_STATE, RELAY_IOC_GET_SUBBUF,
 };
-use relay_vm_tests::{dmesg_tail, in_vm, task_stacks, Modules};
+use relay_vm_tests::{dmesg_tail, in_vm, patched_kernel, task_stacks, Modules};
 
 const DIR: &str = "/sys/kernel/debug/relay_contract";
 const CPU1_ONLINE: &str = "/sys/devices/system/cpu/cpu1/online";
@@ -277,10 +277,7 @@ fn random_abi_operations_leave_no_kernel_report() {
     // fixes that ("relay: initialize a buffer before its file is created");
     // on a stock kernel the client does not recreate its channel while the
     // readers run.
-    let patched = std::fs::read_to_string("/proc/kallsyms")
-        .expect("reading /proc/kallsyms")
-        .lines()
-        .any(|line| line.split_whitespace().nth(2) == Some("relay_flush_buf"));
+    let patched = patched_kernel();
     if !patched {
         eprintln!("stock kernel: no close/reopen under open readers (relay_open_buf() race)");
     }
