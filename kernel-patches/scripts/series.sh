@@ -7,9 +7,11 @@
 #                              $CACHE/BASE/dev, branch "dev": the base with
 #                              the series applied
 #   series.sh sync BASE        rewrite the commits of the dev branch so that
-#                              every file they add has its content from
-#                              kernel-patches/src/ (new files under src/ go
-#                              to the commit that adds files in the same
+#                              every file under kernel-patches/src/ has its
+#                              content from there in the last commit that
+#                              adds or changes it (earlier commits keep
+#                              their versions; new files under src/ go to
+#                              the commit that adds files in the same
 #                              directory)
 #   series.sh export BASE      write the dev branch as the series: numbered
 #                              patches and a cover letter whose subject and
@@ -69,16 +71,22 @@ do_sync() {
 	local c f d changed tip
 	mapfile -t commits < <(git -C "$dev" rev-list --reverse relay-base..dev)
 	mapfile -t srcfiles < <(cd "$kp/src" && find . -type f | sed 's|^\./||' | sort)
-	# Directory of every src file -> the commit that adds files there.
-	declare -A owner=()
+	# Every src file -> the last commit that adds or changes it, or else
+	# the first commit that adds files in its directory.
+	declare -A owner=() downer=()
 	for c in "${commits[@]}"; do
 		while IFS= read -r f; do
 			d=$(dirname "$f")
-			[[ -n ${owner[$d]:-} ]] || owner[$d]=$c
+			[[ -n ${downer[$d]:-} ]] || downer[$d]=$c
 		done < <(git -C "$dev" diff-tree --no-commit-id --name-only --diff-filter=A -r "$c")
+		while IFS= read -r f; do
+			owner[$f]=$c
+		done < <(git -C "$dev" diff-tree --no-commit-id --name-only -r "$c")
 	done
 	for f in "${srcfiles[@]}"; do
-		[[ -n ${owner[$(dirname "$f")]:-} ]] ||
+		[[ -n ${owner[$f]:-} ]] && continue
+		owner[$f]=${downer[$(dirname "$f")]:-}
+		[[ -n ${owner[$f]} ]] ||
 			die "src/$f: no patch adds files in $(dirname "$f")/; add it to a commit by hand"
 	done
 	git -C "$dev" checkout -q --detach relay-base
@@ -94,7 +102,7 @@ do_sync() {
 			fi
 		done
 		for f in "${srcfiles[@]}"; do
-			[[ ${owner[$(dirname "$f")]} == "$c" ]] || continue
+			[[ ${owner[$f]} == "$c" ]] || continue
 			if ! cmp -s "$kp/src/$f" "$dev/$f"; then
 				mkdir -p "$dev/$(dirname "$f")"
 				cp "$kp/src/$f" "$dev/$f"

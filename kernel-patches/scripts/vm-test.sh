@@ -44,16 +44,24 @@ check ./relay_test -c 1
 check ./relay_test -l -n 300000
 
 step "relay-apps protocol: cpu0.produced, cpu0.consumed delta"
-u64() { od -A n -t u8 "$1" | tr -d ' '; }
+# The control files hold a native size_t: 4 bytes on 32-bit kernels.
+W=$(head -c 8 $D/cpu0.produced | wc -c)
+num() { od -A n -t u$W "$1" | tr -d ' '; }
+# put FILE FIRST REST: one write of W bytes, FIRST then W - 1 times REST.
+put() {
+	f=$2; i=1
+	while [ $i -lt $W ]; do f="$f$3"; i=$((i + 1)); done
+	printf "$f" > "$1"
+}
 echo 30000 > $G/run
-p=$(u64 $D/cpu0.produced); c=$(u64 $D/cpu0.consumed)
-echo "produced $p consumed $c"
-printf '\001\000\000\000\000\000\000\000' > $D/cpu0.consumed
-check test "$(u64 $D/cpu0.consumed)" = $((c + 1))
-printf '\377\377\377\377\377\377\377\377' > $D/cpu0.consumed
-check test "$(u64 $D/cpu0.consumed)" = $((c + 1))
-printf '\010\000\000\000\000\000\000\000' > $D/cpu0.consumed
-check test "$(u64 $D/cpu0.consumed)" = $p
+p=$(num $D/cpu0.produced); c=$(num $D/cpu0.consumed)
+echo "produced $p consumed $c ($W-byte counters)"
+put $D/cpu0.consumed '\001' '\000'
+check test "$(num $D/cpu0.consumed)" = $((c + 1))
+put $D/cpu0.consumed '\377' '\377'
+check test "$(num $D/cpu0.consumed)" = $((c + 1))
+put $D/cpu0.consumed '\010' '\000'
+check test "$(num $D/cpu0.consumed)" = $p
 check ./relay_test
 
 step "global buffer"

@@ -6,6 +6,17 @@
 //! named by a sequence number (the produced count when the writer started
 //! them); the ready ones are `consumed` up to `produced - 1`, and in
 //! overwrite mode only those from `produced - n_subbufs + 1` on are intact.
+//!
+//! A backend answers [`RelayAbi::state`] and [`RelayAbi::subbuf`] one of two
+//! ways, which [`RelayAbi::validates_in_place`] tells apart:
+//! - from the meta area mapped after the buffer (`struct relay_meta` and its
+//!   slots): no system call; an overwrite-mode copy is checked against the
+//!   slot's sequence number ([`RelayAbi::still_holds`]), so the reader
+//!   releases a whole batch with one `consume`;
+//! - through the `GET_STATE` and `GET_SUBBUF` ioctls (kernels and
+//!   `relay_app` modules without a meta area): an overwrite-mode copy is
+//!   checked by the lost count of the `consume` that releases it, one per
+//!   sub-buffer.
 
 use crate::Result;
 
@@ -24,6 +35,9 @@ pub struct BufInfo {
     pub global: bool,
     /// The writer overwrites unconsumed sub-buffers (flight recorder).
     pub overwrite: bool,
+    /// Bytes of the meta area mapped after the buffer (at `mmap_len`); 0
+    /// when the buffer has none.
+    pub meta_len: u64,
 }
 
 /// Counters of one relay buffer (`struct relay_buf_state`).
@@ -33,7 +47,8 @@ pub struct BufState {
     pub produced: u64,
     /// Sub-buffers released by readers.
     pub consumed: u64,
-    /// Bytes written into the sub-buffer being filled.
+    /// Bytes written into the sub-buffer being filled (`GET_STATE` only: 0
+    /// when read from the meta area, which does not have it).
     pub write_offset: u64,
     /// Writes dropped because the buffer was full (no-overwrite mode).
     pub lost_full: u64,
@@ -73,14 +88,19 @@ pub struct SubbufLoc {
     pub data_len: u64,
     /// Unused bytes at the end of the sub-buffer.
     pub padding: u64,
+    /// Writes the kernel dropped (buffer full, too big) after it started the
+    /// previous sub-buffer and before it started this one: the slot's
+    /// `lost_before` (meta area only; 0 through `GET_SUBBUF`).
+    pub lost_before: u64,
 }
 
-/// What `GET_SUBBUF` can answer besides a location.
+/// What the sub-buffer's slot (or `GET_SUBBUF`) says besides a location.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubbufLookup {
     /// The sub-buffer is ready; its data is here.
     Ready(SubbufLoc),
-    /// The writer overwrote it before it was read (ESTALE).
+    /// The writer overwrote it before it was read (its slot holds a later
+    /// sequence number; ESTALE).
     Overwritten,
     /// Not produced yet (ENODATA).
     NotReady,
@@ -95,13 +115,16 @@ pub struct Consumed {
     pub consumed: u64,
 }
 
-/// One relay buffer reachable through the ioctl ABI plus a read-only mapping.
+/// One relay buffer reachable through the relay ABI plus a read-only mapping.
 pub trait RelayAbi {
     /// The geometry, read once when the buffer was opened.
     fn info(&self) -> &BufInfo;
+    /// The counters: from the meta area (seq_lock protocol) where the
+    /// backend [validates in place](RelayAbi::validates_in_place), else
     /// `RELAY_IOC_GET_STATE`.
     fn state(&mut self) -> Result<BufState>;
-    /// `RELAY_IOC_GET_SUBBUF`.
+    /// Where the ready sub-buffer `seq` lies: from its slot in the meta area
+    /// where the backend validates in place, else `RELAY_IOC_GET_SUBBUF`.
     fn subbuf(&mut self, seq: u64) -> Result<SubbufLookup>;
     /// `RELAY_IOC_CONSUME`.
     fn consume(&mut self, seq: u64, count: u64) -> Result<Consumed>;
@@ -112,9 +135,28 @@ pub trait RelayAbi {
     fn data(&self, loc: &SubbufLoc) -> &[u8];
     /// Copies the bytes at `loc` into `out` (replacing its contents). For
     /// overwrite buffers, where the writer may change them while they are
-    /// copied: keep the copy only if the following `consume` reports no loss.
+    /// copied: keep the copy only if [`still_holds`](RelayAbi::still_holds)
+    /// then says so and, where the backend does not validate in place, the
+    /// following `consume` reports no loss.
     fn copy_data(&self, loc: &SubbufLoc, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(self.data(loc));
+    }
+    /// True when [`state`](RelayAbi::state) and [`subbuf`](RelayAbi::subbuf)
+    /// read the mapped meta area (no system call) and an overwrite-mode copy
+    /// is validated by [`still_holds`](RelayAbi::still_holds): the reader then
+    /// releases everything it read in one drain with one `consume`. False
+    /// (the default) for backends that validate a copy through the lost count
+    /// of the `consume` releasing it, one per sub-buffer.
+    fn validates_in_place(&self) -> bool {
+        false
+    }
+    /// Overwrite mode, after [`copy_data`](RelayAbi::copy_data): a read
+    /// barrier, then whether `loc`'s slot still holds `loc.seq`, i.e. whether
+    /// the copy is intact. The default, true, is for backends that validate
+    /// through `consume` instead.
+    fn still_holds(&self, loc: &SubbufLoc) -> bool {
+        let _ = loc;
+        true
     }
 }

@@ -5,7 +5,10 @@
 //! Three ways to read, one callback for all of them ([`SubBuf`]):
 //! - **mmap** through the relay ioctl ABI (`include/uapi/linux/relay.h`, from
 //!   the kernel series or the `relay_app` sample helper on stock kernels):
-//!   zero-copy, padding known from the kernel, overwrite laps detected;
+//!   zero-copy, padding known from the kernel, overwrite laps detected; where
+//!   the kernel maps a meta area after the buffer, counters and sub-buffer
+//!   locations are read from it and a drain makes one system call
+//!   (`RELAY_IOC_CONSUME`) for everything it read;
 //! - **relay-app**: mmap with the relay-apps 0.9x control files
 //!   (`cpuN.produced`, `cpuN.consumed`) and the padding word at the head of
 //!   each sub-buffer, for channels made that way without the ABI;
@@ -32,6 +35,7 @@ pub mod abi;
 pub mod channel;
 mod error;
 pub mod kernel;
+pub mod meta;
 pub mod model;
 pub mod pinned;
 mod reader;

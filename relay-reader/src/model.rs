@@ -4,11 +4,23 @@
 //! kernels (the relay-apps padding header, no-overwrite and overwrite modes,
 //! loss counters, flush).
 //!
+//! [`ModelBuffer::new`] models a kernel with the meta area: the writer keeps
+//! `struct relay_meta` and the slots up to date (counters under the
+//! seq_lock, each slot's sequence number stored before the slot is
+//! written), and the model answers [`RelayAbi::state`] and
+//! [`RelayAbi::subbuf`] by reading that image with the same code
+//! ([`crate::meta`]) that reads the kernel's mapping: no system call per
+//! sub-buffer, overwrite laps found by the slot check, one `consume` per
+//! drain. [`ModelBuffer::without_meta`] models the ioctl-only ABI (kernels
+//! and `relay_app` modules without a meta area), which the reader validates
+//! through `CONSUME`, one sub-buffer at a time.
+//!
 //! It lets the reading logic be tested on the host in milliseconds: a test
 //! writes records, the reader drains through the same [`RelayAbi`] trait it
 //! uses against the kernel, and the counters must add up.
 
 use crate::abi::{BufInfo, BufState, Consumed, RelayAbi, SubbufLoc, SubbufLookup};
+use crate::meta::{image_len, MetaImage, MetaLayout};
 use crate::Result;
 use relay_sys::relay_app::PADDING_HEADER_SIZE;
 
@@ -35,23 +47,47 @@ pub struct ModelBuffer {
     finalized: bool,
     /// Records a "concurrent" writer adds between `GET_SUBBUF` and `CONSUME`.
     racing_writes: Vec<Vec<u8>>,
+    /// The meta area and its layout; `None` for the ioctl-only ABI.
+    meta: Option<(MetaImage, MetaLayout)>,
+    /// Writes dropped since the writer last started a sub-buffer: the next
+    /// slot's `lost_before`.
+    dropped_since_start: u64,
 }
 
 impl ModelBuffer {
     /// A buffer like `relay_app_create()` makes: every sub-buffer starts with
-    /// the 4-byte padding header.
+    /// the 4-byte padding header. With the meta area, as the kernel series
+    /// maps it.
     pub fn new(subbuf_size: usize, n_subbufs: usize, overwrite: bool) -> Self {
+        Self::build(subbuf_size, n_subbufs, overwrite, true)
+    }
+
+    /// The same buffer behind the ioctl-only ABI (`GET_STATE`, `GET_SUBBUF`,
+    /// `CONSUME` per sub-buffer): a kernel or `relay_app` module without a
+    /// meta area.
+    pub fn without_meta(subbuf_size: usize, n_subbufs: usize, overwrite: bool) -> Self {
+        Self::build(subbuf_size, n_subbufs, overwrite, false)
+    }
+
+    fn build(subbuf_size: usize, n_subbufs: usize, overwrite: bool, meta: bool) -> Self {
         assert!(subbuf_size > PADDING_HEADER_SIZE && n_subbufs >= 2);
         let mmap_len = (subbuf_size * n_subbufs).next_multiple_of(4096);
+        let info = BufInfo {
+            subbuf_size: subbuf_size as u64,
+            n_subbufs: n_subbufs as u64,
+            mmap_len: mmap_len as u64,
+            cpu: 0,
+            global: false,
+            overwrite,
+            meta_len: if meta { image_len(n_subbufs as u64) } else { 0 },
+        };
+        let meta = meta.then(|| {
+            let image = MetaImage::new(&info);
+            let layout = MetaLayout::parse(image.words(), &info).expect("the model's meta area");
+            (image, layout)
+        });
         let mut buf = ModelBuffer {
-            info: BufInfo {
-                subbuf_size: subbuf_size as u64,
-                n_subbufs: n_subbufs as u64,
-                mmap_len: mmap_len as u64,
-                cpu: 0,
-                global: false,
-                overwrite,
-            },
+            info,
             subbuf_size,
             n_subbufs,
             // 6.12 does not zero buffer pages; stale bytes make bugs show.
@@ -68,6 +104,8 @@ impl ModelBuffer {
             lost_overwritten: 0,
             finalized: false,
             racing_writes: Vec::new(),
+            meta,
+            dropped_since_start: 0,
         };
         // relay_reset(): the first sub-buffer is started with no previous one.
         buf.subbuf_start(0, None, 0);
@@ -87,13 +125,38 @@ impl ModelBuffer {
         let start = self.data * self.subbuf_size + self.offset;
         self.mem[start..start + length].copy_from_slice(record);
         self.offset += length;
+        if let Some((image, _)) = &self.meta {
+            // __relay_commit(): the bytes, then the count (release).
+            image.set_committed(self.offset as u32);
+        }
         true
+    }
+
+    /// The writer's counters into the meta area, under its seq_lock.
+    fn publish(&self) {
+        if let Some((image, _)) = &self.meta {
+            // Every byte the model wrote is committed.
+            image.set_committed(self.offset.min(self.subbuf_size) as u32);
+            image.publish(
+                self.produced,
+                self.lost_full,
+                self.lost_toobig,
+                self.lost_overwritten,
+            );
+        }
+    }
+
+    /// A write dropped because it does not fit a sub-buffer.
+    fn drop_toobig(&mut self) {
+        self.lost_toobig += 1;
+        self.dropped_since_start += 1;
+        self.publish();
     }
 
     /// `relay_switch_subbuf()`.
     fn switch_subbuf(&mut self, length: usize) -> usize {
         if length > self.subbuf_size {
-            self.lost_toobig += 1;
+            self.drop_toobig();
             return 0;
         }
         let mut old = None;
@@ -101,7 +164,15 @@ impl ModelBuffer {
             self.prev_padding = self.subbuf_size - self.offset;
             let old_subbuf = (self.produced % self.n_subbufs as u64) as usize;
             self.padding[old_subbuf] = self.prev_padding;
+            if let Some((image, _)) = &self.meta {
+                image.finish_slot(
+                    self.produced,
+                    self.n_subbufs as u64,
+                    self.prev_padding as u32,
+                );
+            }
             self.produced += 1;
+            self.publish();
             old = Some(self.data);
         }
         let new_subbuf = (self.produced % self.n_subbufs as u64) as usize;
@@ -113,7 +184,7 @@ impl ModelBuffer {
         self.data = new_subbuf;
         self.padding[new_subbuf] = 0;
         if length + self.offset > self.subbuf_size {
-            self.lost_toobig += 1;
+            self.drop_toobig();
             return 0;
         }
         length
@@ -135,12 +206,26 @@ impl ModelBuffer {
             if !self.info.overwrite {
                 if !self.flushing {
                     self.lost_full += 1;
+                    self.dropped_since_start += 1;
+                    self.publish();
                 }
                 return false;
             }
             self.lost_overwritten += 1;
+            self.publish();
         }
         let _ = new;
+        // The slot names its new sub-buffer before anything is written
+        // into it.
+        if let Some((image, _)) = &self.meta {
+            image.start_slot(
+                self.produced,
+                self.n_subbufs as u64,
+                PADDING_HEADER_SIZE as u32,
+                self.dropped_since_start,
+            );
+        }
+        self.dropped_since_start = 0;
         // subbuf_start_reserve()
         self.offset += PADDING_HEADER_SIZE;
         true
@@ -159,11 +244,15 @@ impl ModelBuffer {
     /// `relay_close()`: no more data; poll reports POLLERR.
     pub fn finalize(&mut self) {
         self.finalized = true;
+        if let Some((image, _)) = &self.meta {
+            image.finalize();
+        }
     }
 
     /// Queues records that a writer on another CPU adds while the reader
     /// reads a sub-buffer: they are written right after the next
-    /// `GET_SUBBUF` answers, so the reader's copy sees what they did.
+    /// [`RelayAbi::subbuf`] answers with a location (`GET_SUBBUF`, or the
+    /// slot lookup), so the reader's copy sees what they did.
     pub fn race_before_consume(&mut self, records: Vec<Vec<u8>>) {
         self.racing_writes.extend(records);
     }
@@ -179,6 +268,18 @@ impl ModelBuffer {
     pub fn produced(&self) -> u64 {
         self.produced
     }
+
+    /// True when the model has the meta area ([`ModelBuffer::new`]).
+    pub fn has_meta(&self) -> bool {
+        self.meta.is_some()
+    }
+
+    fn model_error(what: String) -> crate::Error {
+        crate::Error::Corrupt {
+            path: "model".into(),
+            what,
+        }
+    }
 }
 
 impl RelayAbi for ModelBuffer {
@@ -187,10 +288,18 @@ impl RelayAbi for ModelBuffer {
     }
 
     fn state(&mut self) -> Result<BufState> {
+        let write_offset = self.offset.min(self.subbuf_size) as u64;
+        if let Some((image, layout)) = &self.meta {
+            // What a reader of the mapping sees.
+            let (state, _) = layout
+                .read_state(image.words())
+                .map_err(Self::model_error)?;
+            return Ok(state);
+        }
         Ok(BufState {
             produced: self.produced,
             consumed: self.consumed,
-            write_offset: self.offset.min(self.subbuf_size) as u64,
+            write_offset,
             lost_full: self.lost_full,
             lost_toobig: self.lost_toobig,
             lost_overwritten: self.lost_overwritten,
@@ -200,37 +309,52 @@ impl RelayAbi for ModelBuffer {
 
     fn subbuf(&mut self, seq: u64) -> Result<SubbufLookup> {
         if seq < self.consumed {
-            return Err(crate::Error::Corrupt {
-                path: "model".into(),
-                what: format!("GET_SUBBUF {seq} below consumed {} (EINVAL)", self.consumed),
-            });
+            // EINVAL from GET_SUBBUF; with the meta area a harmless read,
+            // but a reader that looks below consumed has lost track.
+            return Err(Self::model_error(format!(
+                "sub-buffer {seq} below consumed {} (EINVAL)",
+                self.consumed
+            )));
         }
-        if seq >= self.produced {
-            return Ok(SubbufLookup::NotReady);
-        }
-        let n = self.n_subbufs as u64;
-        if self.info.overwrite && seq + n < self.produced + 1 {
-            return Ok(SubbufLookup::Overwritten);
-        }
-        let idx = (seq % n) as usize;
-        let header = PADDING_HEADER_SIZE;
-        let loc = SubbufLoc {
-            seq,
-            data_offset: (idx * self.subbuf_size + header) as u64,
-            data_len: (self.subbuf_size - header - self.padding[idx]) as u64,
-            padding: self.padding[idx] as u64,
+        let lookup = if let Some((image, layout)) = &self.meta {
+            layout
+                .lookup(image.words(), seq)
+                .map_err(Self::model_error)?
+        } else if seq >= self.produced {
+            SubbufLookup::NotReady
+        } else if self.info.overwrite && seq + self.n_subbufs as u64 <= self.produced {
+            SubbufLookup::Overwritten
+        } else {
+            let idx = (seq % self.n_subbufs as u64) as usize;
+            let header = PADDING_HEADER_SIZE;
+            SubbufLookup::Ready(SubbufLoc {
+                seq,
+                data_offset: (idx * self.subbuf_size + header) as u64,
+                data_len: (self.subbuf_size - header - self.padding[idx]) as u64,
+                padding: self.padding[idx] as u64,
+                lost_before: 0,
+            })
         };
-        // The writer on another CPU goes on while the reader reads.
-        self.finish_races();
-        Ok(SubbufLookup::Ready(loc))
+        if let SubbufLookup::Ready(_) = lookup {
+            // The writer on another CPU goes on while the reader reads.
+            self.finish_races();
+        }
+        Ok(lookup)
     }
 
     fn consume(&mut self, seq: u64, count: u64) -> Result<Consumed> {
-        if seq < self.consumed || seq + count > self.produced {
-            return Err(crate::Error::Corrupt {
-                path: "model".into(),
-                what: format!("CONSUME {seq}+{count} outside ready range (EINVAL)"),
+        if count == 0 {
+            // Only asks for the consumed count; `seq` is ignored.
+            return Ok(Consumed {
+                lost: 0,
+                consumed: self.consumed,
             });
+        }
+        if seq != self.consumed || seq + count > self.produced {
+            return Err(Self::model_error(format!(
+                "CONSUME {seq}+{count} outside the ready range {}..{} (EINVAL)",
+                self.consumed, self.produced
+            )));
         }
         let oldest = (self.produced + 1).saturating_sub(self.n_subbufs as u64);
         let lost = if self.info.overwrite {
@@ -239,6 +363,9 @@ impl RelayAbi for ModelBuffer {
             0
         };
         self.consumed = seq + count;
+        if let Some((image, _)) = &self.meta {
+            image.set_consumed(self.consumed);
+        }
         Ok(Consumed {
             lost,
             consumed: self.consumed,
@@ -252,5 +379,16 @@ impl RelayAbi for ModelBuffer {
 
     fn data(&self, loc: &SubbufLoc) -> &[u8] {
         &self.mem[loc.data_offset as usize..(loc.data_offset + loc.data_len) as usize]
+    }
+
+    fn validates_in_place(&self) -> bool {
+        self.meta.is_some()
+    }
+
+    fn still_holds(&self, loc: &SubbufLoc) -> bool {
+        match &self.meta {
+            Some((image, layout)) => layout.still_holds(image.words(), loc),
+            None => true,
+        }
     }
 }

@@ -23,15 +23,24 @@ pub struct BufStats {
     /// Bytes delivered to the callback.
     pub bytes: u64,
     /// Sub-buffers the writer overwrote before they could be delivered
-    /// (overwrite mode): skipped, or lapped while being copied.
+    /// (overwrite mode): skipped, found overwritten by their slot, or lapped
+    /// while being copied.
     pub lost_subbufs: u64,
+    /// Writes the kernel dropped (buffer full, too big) right before the
+    /// delivered sub-buffers: the sum of their slots' `lost_before`. Counted
+    /// where the buffer has a meta area, 0 otherwise.
+    pub drops_before: u64,
+    /// Delivered sub-buffers that dropped writes came right before
+    /// (`lost_before` > 0): the places where the delivered data has gaps.
+    pub subbufs_after_drops: u64,
     /// Largest number of ready sub-buffers seen waiting at once.
     pub max_backlog: u64,
     /// Kernel counters, where the kernel ABI gives them.
     pub kernel: Option<KernelCounters>,
 }
 
-/// Loss counters kept by the kernel side (`struct relay_buf_state`).
+/// Loss counters kept by the kernel side (`struct relay_meta`, or `struct
+/// relay_buf_state` without a meta area).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KernelCounters {
     /// Sub-buffers produced.

@@ -1,7 +1,7 @@
 //! The reading logic against the kernel-free relay model: sub-buffer switch,
 //! padding, produced/consumed, no-overwrite and overwrite modes, laps.
 
-use relay_reader::abi::RelayAbi;
+use relay_reader::abi::{BufInfo, BufState, Consumed, RelayAbi, SubbufLoc, SubbufLookup};
 use relay_reader::model::ModelBuffer;
 use relay_reader::source::AbiSource;
 use relay_reader::SubBuf;
@@ -199,4 +199,216 @@ fn too_big_writes_are_counted() {
     assert!(!src.buffer_mut().write(&[b'y'; 65]));
     let _ = drain(&mut src, true);
     assert_eq!(src.stats().kernel.unwrap().lost_toobig, 1);
+}
+
+/// The model behind a call counter, optionally with a CONSUME that never
+/// reports a loss (so that only the slot check can find a lap).
+struct Calls {
+    model: ModelBuffer,
+    states: u64,
+    subbufs: u64,
+    consumes: Vec<(u64, u64)>,
+    consume_hides_loss: bool,
+}
+
+impl Calls {
+    fn new(model: ModelBuffer) -> Self {
+        Calls {
+            model,
+            states: 0,
+            subbufs: 0,
+            consumes: Vec::new(),
+            consume_hides_loss: false,
+        }
+    }
+}
+
+impl RelayAbi for Calls {
+    fn info(&self) -> &BufInfo {
+        self.model.info()
+    }
+    fn state(&mut self) -> relay_reader::Result<BufState> {
+        self.states += 1;
+        self.model.state()
+    }
+    fn subbuf(&mut self, seq: u64) -> relay_reader::Result<SubbufLookup> {
+        self.subbufs += 1;
+        self.model.subbuf(seq)
+    }
+    fn consume(&mut self, seq: u64, count: u64) -> relay_reader::Result<Consumed> {
+        self.consumes.push((seq, count));
+        let mut c = self.model.consume(seq, count)?;
+        if self.consume_hides_loss {
+            c.lost = 0;
+        }
+        Ok(c)
+    }
+    fn flush(&mut self) -> relay_reader::Result<()> {
+        self.model.flush()
+    }
+    fn data(&self, loc: &SubbufLoc) -> &[u8] {
+        self.model.data(loc)
+    }
+    fn copy_data(&self, loc: &SubbufLoc, out: &mut Vec<u8>) {
+        self.model.copy_data(loc, out)
+    }
+    fn validates_in_place(&self) -> bool {
+        self.model.validates_in_place()
+    }
+    fn still_holds(&self, loc: &SubbufLoc) -> bool {
+        self.model.still_holds(loc)
+    }
+}
+
+/// Writes records until `n` sub-buffers are ready past the consumed count.
+fn fill(model: &mut ModelBuffer, n: u64, seq: &mut u64) {
+    let consumed = model.state().unwrap().consumed;
+    while model.produced() < consumed + n {
+        assert!(model.write(&record(*seq)));
+        *seq += 1;
+    }
+}
+
+#[test]
+fn meta_area_drain_releases_a_batch_with_one_consume() {
+    for overwrite in [false, true] {
+        let mut src = AbiSource::new(Calls::new(ModelBuffer::new(256, 8, overwrite))).unwrap();
+        let mut seq = 0;
+        let mut got = Vec::new();
+        for round in 0..5u64 {
+            fill(&mut src.buffer_mut().model, 7, &mut seq);
+            let before = src.buffer().consumes.len();
+            let n = src
+                .drain(&mut |sb| {
+                    got.extend(parse(sb.data));
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(n, 7, "overwrite {overwrite}");
+            let calls = &src.buffer().consumes[before..];
+            // No-overwrite releases every half ring (8 / 2), so that a
+            // slow callback does not hold the whole ring; overwrite mode
+            // once per batch.
+            let expected: &[(u64, u64)] = if overwrite {
+                &[(round * 7, 7)]
+            } else {
+                &[(round * 7, 4), (round * 7 + 4, 3)]
+            };
+            assert_eq!(
+                calls, expected,
+                "overwrite {overwrite}: one CONSUME per half ring at most"
+            );
+        }
+        assert!(got.windows(2).all(|w| w[1] == w[0] + 1));
+        assert_eq!(src.stats().subbufs, 35);
+        assert_eq!(src.stats().lost_subbufs, 0);
+        // Nothing ready: no CONSUME at all.
+        let before = src.buffer().consumes.len();
+        src.drain(&mut |_| Ok(())).unwrap();
+        assert_eq!(src.buffer().consumes.len(), before);
+    }
+}
+
+#[test]
+fn ioctl_fallback_consumes_each_subbuf() {
+    for overwrite in [false, true] {
+        let model = ModelBuffer::without_meta(256, 8, overwrite);
+        assert!(!model.validates_in_place());
+        let mut src = AbiSource::new(Calls::new(model)).unwrap();
+        let mut seq = 0;
+        fill(&mut src.buffer_mut().model, 7, &mut seq);
+        assert_eq!(src.drain(&mut |_| Ok(())).unwrap(), 7);
+        let expect: Vec<(u64, u64)> = (0..7).map(|s| (s, 1)).collect();
+        assert_eq!(src.buffer().consumes, expect, "overwrite {overwrite}");
+        assert_eq!(src.buffer().subbufs, 7);
+    }
+}
+
+#[test]
+fn overwrite_lap_is_found_by_the_slot_check() {
+    // CONSUME hides the loss: only the slot's sequence number can tell
+    // that the writer reused the slot while the reader copied it.
+    let mut calls = Calls::new(ModelBuffer::new(256, 4, true));
+    calls.consume_hides_loss = true;
+    let mut src = AbiSource::new(calls).unwrap();
+    let mut seq = 0;
+    fill(&mut src.buffer_mut().model, 2, &mut seq);
+    let racing: Vec<Vec<u8>> = (1000..1200).map(record).collect();
+    src.buffer_mut().model.race_before_consume(racing);
+    let mut got = Vec::new();
+    src.drain(&mut |sb| {
+        got.extend(parse(sb.data));
+        Ok(())
+    })
+    .unwrap();
+    let stats = *src.stats();
+    assert!(stats.lost_subbufs >= 1, "the lap was not detected");
+    assert!(
+        !got.contains(&0),
+        "data of a lapped sub-buffer was delivered"
+    );
+    // One CONSUME for the batch, covering the lost sub-buffers too.
+    assert_eq!(src.buffer().consumes.len(), 1);
+    src.flush_and_drain(&mut |sb| {
+        got.extend(parse(sb.data));
+        Ok(())
+    })
+    .unwrap();
+    let state = src.buffer_mut().model.state().unwrap();
+    assert_eq!(src.stats().accounted(), state.produced);
+    assert_eq!(src.stats().lost_subbufs, state.lost_overwritten);
+}
+
+#[test]
+fn callback_error_in_a_batch_releases_what_was_delivered() {
+    let mut src = AbiSource::new(Calls::new(ModelBuffer::new(256, 8, false))).unwrap();
+    let mut seq = 0;
+    fill(&mut src.buffer_mut().model, 5, &mut seq);
+    let mut calls = 0;
+    let err = src.drain(&mut |_| {
+        calls += 1;
+        if calls == 3 {
+            return Err(relay_reader::Error::Sink {
+                target: "test".into(),
+                source: std::io::Error::other("disk full"),
+            });
+        }
+        Ok(())
+    });
+    assert!(err.is_err());
+    assert_eq!(src.stats().subbufs, 2);
+    assert_eq!(src.buffer().consumes, vec![(0, 2)]);
+    // The one that failed comes again.
+    let mut first = None;
+    assert_eq!(
+        src.drain(&mut |sb| {
+            first.get_or_insert(sb.seq);
+            Ok(())
+        })
+        .unwrap(),
+        3
+    );
+    assert_eq!(first, Some(2));
+    assert_eq!(src.buffer().consumes, vec![(0, 2), (2, 3)]);
+}
+
+#[test]
+fn slots_tell_where_writes_were_dropped() {
+    let mut src = AbiSource::new(ModelBuffer::new(256, 4, false)).unwrap();
+    let mut seq = 0;
+    // Fill the buffer until the writer refuses.
+    while src.buffer_mut().write(&record(seq)) {
+        seq += 1;
+    }
+    for _ in 0..4 {
+        assert!(!src.buffer_mut().write(&record(seq)));
+    }
+    assert_eq!(drain(&mut src, false).len() as u64, seq);
+    assert_eq!(src.stats().drops_before, 0);
+    // The writer resumes in a new sub-buffer, after the 5 dropped writes.
+    assert!(src.buffer_mut().write(&record(seq + 5)));
+    assert_eq!(drain(&mut src, true), vec![seq + 5]);
+    let stats = *src.stats();
+    assert_eq!(stats.kernel.unwrap().lost_full, 5);
+    assert_eq!((stats.drops_before, stats.subbufs_after_drops), (5, 1));
 }

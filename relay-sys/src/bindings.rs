@@ -7,10 +7,13 @@
 pub const RELAY_BUF_GLOBAL: u32 = 1;
 pub const RELAY_BUF_OVERWRITE: u32 = 2;
 pub const RELAY_BUF_FINALIZED: u32 = 4;
+pub const RELAY_META_CAP_FLUSH: u64 = 1;
+pub const RELAY_META_VERSION: u32 = 1;
+pub const RELAY_META_SLOT_EMPTY: u64 = 18446744073709551615;
 pub const RELAY_IOC_MAGIC: u32 = 185;
 pub type __u32 = ::core::ffi::c_uint;
 pub type __u64 = ::core::ffi::c_ulonglong;
-#[doc = " struct relay_buf_info - geometry of a relay buffer, fixed while open\n @subbuf_size: size of one sub-buffer in bytes\n @n_subbufs: number of sub-buffers in the ring\n @mmap_len: the only length mmap() accepts for this file\n @cpu: CPU the buffer belongs to (0 for a global buffer)\n @flags: RELAY_BUF_* flags"]
+#[doc = " struct relay_buf_info - geometry of a relay buffer, fixed while open\n @subbuf_size: size of one sub-buffer in bytes\n @n_subbufs: number of sub-buffers in the ring\n @mmap_len: the only length mmap() accepts for this file\n @cpu: CPU the buffer belongs to (0 for a global buffer)\n @flags: RELAY_BUF_* flags\n @meta_len: length of the meta area (struct relay_meta), which is mapped\n\tat offset @mmap_len: map @mmap_len + @meta_len bytes at offset 0 for\n\tboth, or @meta_len bytes at offset @mmap_len for the meta area alone"]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, PartialEq, Eq)]
 pub struct relay_buf_info {
@@ -19,10 +22,11 @@ pub struct relay_buf_info {
     pub mmap_len: __u64,
     pub cpu: __u32,
     pub flags: __u32,
+    pub meta_len: __u64,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of relay_buf_info"][::core::mem::size_of::<relay_buf_info>() - 32usize];
+    ["Size of relay_buf_info"][::core::mem::size_of::<relay_buf_info>() - 40usize];
     ["Alignment of relay_buf_info"][::core::mem::align_of::<relay_buf_info>() - 8usize];
     ["Offset of field: relay_buf_info::subbuf_size"]
         [::core::mem::offset_of!(relay_buf_info, subbuf_size) - 0usize];
@@ -34,63 +38,92 @@ const _: () = {
         [::core::mem::offset_of!(relay_buf_info, cpu) - 24usize];
     ["Offset of field: relay_buf_info::flags"]
         [::core::mem::offset_of!(relay_buf_info, flags) - 28usize];
+    ["Offset of field: relay_buf_info::meta_len"]
+        [::core::mem::offset_of!(relay_buf_info, meta_len) - 32usize];
 };
-#[doc = " struct relay_buf_state - counters of a relay buffer\n @produced: sub-buffers the writer has completed\n @consumed: sub-buffers released by readers\n @write_offset: bytes written into the sub-buffer being filled\n @lost_full: writes dropped because every sub-buffer was unconsumed\n\t(no-overwrite mode)\n @lost_toobig: writes dropped because they exceed one sub-buffer\n @lost_overwritten: sub-buffers overwritten before they were consumed\n\t(overwrite mode)\n @flags: RELAY_BUF_* flags\n @reserved: must be zero\n\n Ready sub-buffers are the sequence numbers from @consumed up to\n @produced - 1.  In overwrite mode the writer is filling the slot of\n @produced - n_subbufs, so only those from @produced - n_subbufs + 1 on\n are intact."]
+#[doc = " struct relay_meta - the meta area, mapped read-only after the buffer\n @meta_len: bytes of the meta area: this structure, then the slots\n @meta_struct_len: bytes of this structure the kernel fills; fields\n\tbeyond it are absent\n @version: RELAY_META_VERSION\n @seq_lock: odd while the writer updates the fields it owns (see below)\n @caps: RELAY_META_CAP_* flags\n @subbuf_size: size of one sub-buffer in bytes\n @n_subbufs: number of sub-buffers in the ring, and of slots\n @cpu: CPU the buffer belongs to (0 for a global buffer)\n @flags: RELAY_BUF_* flags; RELAY_BUF_FINALIZED is stored with release\n\tsemantics after the last update of @produced\n @slots_offset: offset of the first struct relay_meta_slot from the\n\tstart of the meta area\n @slot_len: bytes per slot; slot i is at @slots_offset + i * @slot_len\n @produced: sub-buffers the writer has completed: the ready ones are\n\t@consumed to @produced - 1\n @lost_full: writes dropped because every sub-buffer was unconsumed\n\t(no-overwrite mode)\n @lost_toobig: writes dropped because they exceed one sub-buffer\n @lost_overwritten: sub-buffers the writer reused before they were\n\tconsumed (overwrite mode); a reader that copied one intact (see\n\tstruct relay_meta_slot) before consuming it still has its data\n @consumed: sub-buffers released by readers (RELAY_IOC_CONSUME, read(2))\n @committed: bytes of sub-buffer @produced, the one being written, that\n\tits writer has finished (relay_write(), relay_commit()), counted\n\tfrom the start of the sub-buffer, header included; stored with\n\trelease semantics after those bytes\n @reserved: zero\n\n The writer owns @produced and the lost counters, and updates them as a\n sequence count does: @seq_lock is made odd, the fields are stored, then\n @seq_lock is made even again, with a write barrier after each step.  A\n reader loads @seq_lock with acquire semantics, retries while it is odd,\n reads the fields, issues a read barrier, and retries if @seq_lock\n changed.  The sub-buffers below the @produced it read, and their slots,\n are then complete for it.  On 64-bit kernels each field alone may also\n be read with one load.  @consumed is stored by whoever consumes; on\n 32-bit kernels it is written in two halves, and RELAY_IOC_CONSUME\n returns it whole.\n\n @committed belongs to the @produced read around it: load @seq_lock and\n @produced as above, load @committed with acquire semantics, then check\n @seq_lock again.  The bytes below it are then complete for the reader."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, PartialEq, Eq)]
-pub struct relay_buf_state {
+pub struct relay_meta {
+    pub meta_len: __u32,
+    pub meta_struct_len: __u32,
+    pub version: __u32,
+    pub seq_lock: __u32,
+    pub caps: __u64,
+    pub subbuf_size: __u64,
+    pub n_subbufs: __u64,
+    pub cpu: __u32,
+    pub flags: __u32,
+    pub slots_offset: __u32,
+    pub slot_len: __u32,
     pub produced: __u64,
-    pub consumed: __u64,
-    pub write_offset: __u64,
     pub lost_full: __u64,
     pub lost_toobig: __u64,
     pub lost_overwritten: __u64,
-    pub flags: __u32,
+    pub consumed: __u64,
+    pub committed: __u32,
     pub reserved: __u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of relay_buf_state"][::core::mem::size_of::<relay_buf_state>() - 56usize];
-    ["Alignment of relay_buf_state"][::core::mem::align_of::<relay_buf_state>() - 8usize];
-    ["Offset of field: relay_buf_state::produced"]
-        [::core::mem::offset_of!(relay_buf_state, produced) - 0usize];
-    ["Offset of field: relay_buf_state::consumed"]
-        [::core::mem::offset_of!(relay_buf_state, consumed) - 8usize];
-    ["Offset of field: relay_buf_state::write_offset"]
-        [::core::mem::offset_of!(relay_buf_state, write_offset) - 16usize];
-    ["Offset of field: relay_buf_state::lost_full"]
-        [::core::mem::offset_of!(relay_buf_state, lost_full) - 24usize];
-    ["Offset of field: relay_buf_state::lost_toobig"]
-        [::core::mem::offset_of!(relay_buf_state, lost_toobig) - 32usize];
-    ["Offset of field: relay_buf_state::lost_overwritten"]
-        [::core::mem::offset_of!(relay_buf_state, lost_overwritten) - 40usize];
-    ["Offset of field: relay_buf_state::flags"]
-        [::core::mem::offset_of!(relay_buf_state, flags) - 48usize];
-    ["Offset of field: relay_buf_state::reserved"]
-        [::core::mem::offset_of!(relay_buf_state, reserved) - 52usize];
+    ["Size of relay_meta"][::core::mem::size_of::<relay_meta>() - 104usize];
+    ["Alignment of relay_meta"][::core::mem::align_of::<relay_meta>() - 8usize];
+    ["Offset of field: relay_meta::meta_len"]
+        [::core::mem::offset_of!(relay_meta, meta_len) - 0usize];
+    ["Offset of field: relay_meta::meta_struct_len"]
+        [::core::mem::offset_of!(relay_meta, meta_struct_len) - 4usize];
+    ["Offset of field: relay_meta::version"][::core::mem::offset_of!(relay_meta, version) - 8usize];
+    ["Offset of field: relay_meta::seq_lock"]
+        [::core::mem::offset_of!(relay_meta, seq_lock) - 12usize];
+    ["Offset of field: relay_meta::caps"][::core::mem::offset_of!(relay_meta, caps) - 16usize];
+    ["Offset of field: relay_meta::subbuf_size"]
+        [::core::mem::offset_of!(relay_meta, subbuf_size) - 24usize];
+    ["Offset of field: relay_meta::n_subbufs"]
+        [::core::mem::offset_of!(relay_meta, n_subbufs) - 32usize];
+    ["Offset of field: relay_meta::cpu"][::core::mem::offset_of!(relay_meta, cpu) - 40usize];
+    ["Offset of field: relay_meta::flags"][::core::mem::offset_of!(relay_meta, flags) - 44usize];
+    ["Offset of field: relay_meta::slots_offset"]
+        [::core::mem::offset_of!(relay_meta, slots_offset) - 48usize];
+    ["Offset of field: relay_meta::slot_len"]
+        [::core::mem::offset_of!(relay_meta, slot_len) - 52usize];
+    ["Offset of field: relay_meta::produced"]
+        [::core::mem::offset_of!(relay_meta, produced) - 56usize];
+    ["Offset of field: relay_meta::lost_full"]
+        [::core::mem::offset_of!(relay_meta, lost_full) - 64usize];
+    ["Offset of field: relay_meta::lost_toobig"]
+        [::core::mem::offset_of!(relay_meta, lost_toobig) - 72usize];
+    ["Offset of field: relay_meta::lost_overwritten"]
+        [::core::mem::offset_of!(relay_meta, lost_overwritten) - 80usize];
+    ["Offset of field: relay_meta::consumed"]
+        [::core::mem::offset_of!(relay_meta, consumed) - 88usize];
+    ["Offset of field: relay_meta::committed"]
+        [::core::mem::offset_of!(relay_meta, committed) - 96usize];
+    ["Offset of field: relay_meta::reserved"]
+        [::core::mem::offset_of!(relay_meta, reserved) - 100usize];
 };
-#[doc = " struct relay_subbuf - where the data of one ready sub-buffer lies\n @seq: in: sequence number of a ready sub-buffer\n @data_offset: out: offset of its first data byte in the mapping\n @data_len: out: bytes of data, without padding or client header\n @padding: out: unused bytes at the end of the sub-buffer\n\n Fails with EINVAL if @seq was already consumed, ENODATA if it is not\n ready yet, and ESTALE if the writer has overwritten it (overwrite mode)."]
+#[doc = " struct relay_meta_slot - one slot of the ring, in the meta area\n @seq: sequence number of the sub-buffer the slot holds.  The writer\n\tstores it before it writes anything into the slot, with a full\n\tbarrier between.\n @header: bytes at the start of the sub-buffer reserved by the client\n\t(subbuf_start_reserve()); the data follows them\n @padding: unused bytes at the end of the sub-buffer, valid once it is\n\tready (@seq below struct relay_meta.produced)\n @lost_before: writes dropped (buffer full or too big) after the writer\n\tstarted the previous sub-buffer and before it started this one\n\n For a ready sub-buffer @seq, slot (@seq % n_subbufs) holds it if its\n @seq says so; its data are @subbuf_size - @header - @padding bytes at\n offset (@seq % n_subbufs) * subbuf_size + @header of the mapping.  In\n no-overwrite mode the writer does not touch it before it is consumed.\n In overwrite mode the writer may reuse the slot at any time: copy the\n data out, issue a read barrier, and keep the copy only if the slot's\n @seq is still the same; a sequence number whose slot holds a later one\n was overwritten."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, PartialEq, Eq)]
-pub struct relay_subbuf {
+pub struct relay_meta_slot {
     pub seq: __u64,
-    pub data_offset: __u64,
-    pub data_len: __u64,
-    pub padding: __u64,
+    pub header: __u32,
+    pub padding: __u32,
+    pub lost_before: __u64,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of relay_subbuf"][::core::mem::size_of::<relay_subbuf>() - 32usize];
-    ["Alignment of relay_subbuf"][::core::mem::align_of::<relay_subbuf>() - 8usize];
-    ["Offset of field: relay_subbuf::seq"][::core::mem::offset_of!(relay_subbuf, seq) - 0usize];
-    ["Offset of field: relay_subbuf::data_offset"]
-        [::core::mem::offset_of!(relay_subbuf, data_offset) - 8usize];
-    ["Offset of field: relay_subbuf::data_len"]
-        [::core::mem::offset_of!(relay_subbuf, data_len) - 16usize];
-    ["Offset of field: relay_subbuf::padding"]
-        [::core::mem::offset_of!(relay_subbuf, padding) - 24usize];
+    ["Size of relay_meta_slot"][::core::mem::size_of::<relay_meta_slot>() - 24usize];
+    ["Alignment of relay_meta_slot"][::core::mem::align_of::<relay_meta_slot>() - 8usize];
+    ["Offset of field: relay_meta_slot::seq"]
+        [::core::mem::offset_of!(relay_meta_slot, seq) - 0usize];
+    ["Offset of field: relay_meta_slot::header"]
+        [::core::mem::offset_of!(relay_meta_slot, header) - 8usize];
+    ["Offset of field: relay_meta_slot::padding"]
+        [::core::mem::offset_of!(relay_meta_slot, padding) - 12usize];
+    ["Offset of field: relay_meta_slot::lost_before"]
+        [::core::mem::offset_of!(relay_meta_slot, lost_before) - 16usize];
 };
-#[doc = " struct relay_consume - release sub-buffers to the writer\n @seq: in: sequence number of the first sub-buffer released; must not\n\tbe below the consumed count or at or above the produced count\n @count: in: number of sub-buffers released, from @seq on\n @lost: out: how many of them the writer overwrote (overwrite mode)\n\twhile they were being read; their data must be discarded\n @consumed: out: the consumed count after the call\n\n Fails with EINVAL if the range is not within the ready sub-buffers."]
+#[doc = " struct relay_consume - release sub-buffers to the writer\n @seq: in: sequence number of the first sub-buffer released: the\n\tconsumed count\n @count: in: number of sub-buffers released, from @seq on, up to the\n\tproduced count; with 0, @seq is ignored and only @consumed is\n\treturned\n @lost: out: how many of them the writer reused before this call\n\t(overwrite mode); a reader that did not check their slots after\n\tcopying them must discard their data\n @consumed: out: the consumed count after the call\n\n Fails with EINVAL if the range does not start at the consumed count or\n goes beyond the ready sub-buffers."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, PartialEq, Eq)]
 pub struct relay_consume {

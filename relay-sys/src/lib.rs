@@ -37,10 +37,6 @@ pub const fn ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u32 {
 pub mod nr {
     /// `RELAY_IOC_GET_INFO`
     pub const GET_INFO: u32 = 0x00;
-    /// `RELAY_IOC_GET_STATE`
-    pub const GET_STATE: u32 = 0x01;
-    /// `RELAY_IOC_GET_SUBBUF`
-    pub const GET_SUBBUF: u32 = 0x02;
     /// `RELAY_IOC_CONSUME`
     pub const CONSUME: u32 = 0x03;
     /// `RELAY_IOC_FLUSH`
@@ -48,25 +44,16 @@ pub mod nr {
 }
 
 /// `_IOR(RELAY_IOC_MAGIC, 0x00, struct relay_buf_info)`
+///
+/// The structure grew `meta_len` (40 bytes, was 32), and with it this number.
+/// The kernel returns the bytes it filled; kernels and `relay_app` modules
+/// from before the meta area accept the larger size too (they dispatch on
+/// `_IOC_NR`), fill the first 32 bytes and return 0: no meta area.
 pub const RELAY_IOC_GET_INFO: u32 = ioc(
     IOC_READ,
     RELAY_IOC_MAGIC,
     nr::GET_INFO,
     size_of::<relay_buf_info>(),
-);
-/// `_IOR(RELAY_IOC_MAGIC, 0x01, struct relay_buf_state)`
-pub const RELAY_IOC_GET_STATE: u32 = ioc(
-    IOC_READ,
-    RELAY_IOC_MAGIC,
-    nr::GET_STATE,
-    size_of::<relay_buf_state>(),
-);
-/// `_IOWR(RELAY_IOC_MAGIC, 0x02, struct relay_subbuf)`
-pub const RELAY_IOC_GET_SUBBUF: u32 = ioc(
-    IOC_READ | IOC_WRITE,
-    RELAY_IOC_MAGIC,
-    nr::GET_SUBBUF,
-    size_of::<relay_subbuf>(),
 );
 /// `_IOWR(RELAY_IOC_MAGIC, 0x03, struct relay_consume)`
 pub const RELAY_IOC_CONSUME: u32 = ioc(
@@ -110,11 +97,22 @@ mod tests {
     // structures or of the encoding above shows here.
     #[test]
     fn ioctl_numbers() {
-        assert_eq!(RELAY_IOC_GET_INFO, 0x8020_b900);
-        assert_eq!(RELAY_IOC_GET_STATE, 0x8038_b901);
-        assert_eq!(RELAY_IOC_GET_SUBBUF, 0xc020_b902);
+        assert_eq!(RELAY_IOC_GET_INFO, 0x8028_b900);
         assert_eq!(RELAY_IOC_CONSUME, 0xc020_b903);
         assert_eq!(RELAY_IOC_FLUSH, 0x0000_b904);
+    }
+
+    // The meta area's layout is what readers map: a change must show.
+    #[test]
+    fn meta_area_layout() {
+        assert_eq!(size_of::<relay_meta>(), 104);
+        assert_eq!(core::mem::offset_of!(relay_meta, seq_lock), 12);
+        assert_eq!(core::mem::offset_of!(relay_meta, produced), 56);
+        assert_eq!(core::mem::offset_of!(relay_meta, consumed), 88);
+        assert_eq!(core::mem::offset_of!(relay_meta, committed), 96);
+        assert_eq!(size_of::<relay_meta_slot>(), 24);
+        assert_eq!(RELAY_META_SLOT_EMPTY, u64::MAX);
+        assert_eq!(core::mem::offset_of!(relay_buf_info, meta_len), 32);
     }
 
     #[test]

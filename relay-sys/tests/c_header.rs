@@ -14,16 +14,24 @@ const PROGRAM: &str = r#"
 int main(void)
 {
 	SHOW(RELAY_IOC_GET_INFO);
-	SHOW(RELAY_IOC_GET_STATE);
-	SHOW(RELAY_IOC_GET_SUBBUF);
 	SHOW(RELAY_IOC_CONSUME);
 	SHOW(RELAY_IOC_FLUSH);
 	SHOW(sizeof(struct relay_buf_info));
-	SHOW(sizeof(struct relay_buf_state));
-	SHOW(sizeof(struct relay_subbuf));
 	SHOW(sizeof(struct relay_consume));
-	SHOW(offsetof(struct relay_buf_state, flags));
 	SHOW(offsetof(struct relay_consume, lost));
+	SHOW(offsetof(struct relay_buf_info, meta_len));
+	SHOW(sizeof(struct relay_meta));
+	SHOW(offsetof(struct relay_meta, seq_lock));
+	SHOW(offsetof(struct relay_meta, slots_offset));
+	SHOW(offsetof(struct relay_meta, produced));
+	SHOW(offsetof(struct relay_meta, consumed));
+	SHOW(offsetof(struct relay_meta, committed));
+	SHOW(sizeof(struct relay_meta_slot));
+	SHOW(offsetof(struct relay_meta_slot, header));
+	SHOW(offsetof(struct relay_meta_slot, lost_before));
+	SHOW(RELAY_META_SLOT_EMPTY);
+	SHOW(RELAY_META_VERSION);
+	SHOW(RELAY_META_CAP_FLUSH);
 	return 0;
 }
 "#;
@@ -58,8 +66,6 @@ fn ioctl_numbers_and_sizes_match_the_c_header() {
         .collect();
     let expect = [
         ("RELAY_IOC_GET_INFO", u64::from(RELAY_IOC_GET_INFO)),
-        ("RELAY_IOC_GET_STATE", u64::from(RELAY_IOC_GET_STATE)),
-        ("RELAY_IOC_GET_SUBBUF", u64::from(RELAY_IOC_GET_SUBBUF)),
         ("RELAY_IOC_CONSUME", u64::from(RELAY_IOC_CONSUME)),
         ("RELAY_IOC_FLUSH", u64::from(RELAY_IOC_FLUSH)),
         (
@@ -67,25 +73,53 @@ fn ioctl_numbers_and_sizes_match_the_c_header() {
             size_of::<relay_buf_info>() as u64,
         ),
         (
-            "sizeof(struct relay_buf_state)",
-            size_of::<relay_buf_state>() as u64,
-        ),
-        (
-            "sizeof(struct relay_subbuf)",
-            size_of::<relay_subbuf>() as u64,
-        ),
-        (
             "sizeof(struct relay_consume)",
             size_of::<relay_consume>() as u64,
-        ),
-        (
-            "offsetof(struct relay_buf_state, flags)",
-            std::mem::offset_of!(relay_buf_state, flags) as u64,
         ),
         (
             "offsetof(struct relay_consume, lost)",
             std::mem::offset_of!(relay_consume, lost) as u64,
         ),
+        (
+            "offsetof(struct relay_buf_info, meta_len)",
+            std::mem::offset_of!(relay_buf_info, meta_len) as u64,
+        ),
+        ("sizeof(struct relay_meta)", size_of::<relay_meta>() as u64),
+        (
+            "offsetof(struct relay_meta, seq_lock)",
+            std::mem::offset_of!(relay_meta, seq_lock) as u64,
+        ),
+        (
+            "offsetof(struct relay_meta, slots_offset)",
+            std::mem::offset_of!(relay_meta, slots_offset) as u64,
+        ),
+        (
+            "offsetof(struct relay_meta, produced)",
+            std::mem::offset_of!(relay_meta, produced) as u64,
+        ),
+        (
+            "offsetof(struct relay_meta, consumed)",
+            std::mem::offset_of!(relay_meta, consumed) as u64,
+        ),
+        (
+            "offsetof(struct relay_meta, committed)",
+            std::mem::offset_of!(relay_meta, committed) as u64,
+        ),
+        (
+            "sizeof(struct relay_meta_slot)",
+            size_of::<relay_meta_slot>() as u64,
+        ),
+        (
+            "offsetof(struct relay_meta_slot, header)",
+            std::mem::offset_of!(relay_meta_slot, header) as u64,
+        ),
+        (
+            "offsetof(struct relay_meta_slot, lost_before)",
+            std::mem::offset_of!(relay_meta_slot, lost_before) as u64,
+        ),
+        ("RELAY_META_SLOT_EMPTY", RELAY_META_SLOT_EMPTY),
+        ("RELAY_META_VERSION", u64::from(RELAY_META_VERSION)),
+        ("RELAY_META_CAP_FLUSH", RELAY_META_CAP_FLUSH),
     ];
     for (name, rust) in expect {
         assert_eq!(

@@ -300,8 +300,10 @@ pub fn run(dir: &Path, command: &str, out: &Path) -> Result<()> {
                  (`AbiSource::drain` over the model, its callback copying each sub-buffer into \
                  a sink buffer, as write(2) into the page cache would) or a plain `copy_from_slice` \
                  of the same sub-buffers into the same sink buffer is timed. Rounds alternate; the \
-                 best of {} trials of {} MiB counts. ioctls per sub-buffer are the reader's \
-                 calls into the ABI (GET_STATE, GET_SUBBUF, CONSUME), each one ioctl against the kernel; \
+                 best of {} trials of {} MiB counts. ioctls per sub-buffer are the system calls \
+                 the reader makes into the ABI: with the meta area the model has (as the patched \
+                 kernel does), counters and sub-buffer locations are reads of the mapping and a \
+                 drain releases what it read with one CONSUME; \
                  a trivial system call (getppid) costs {:.0} ns on this host. Besides them the reader makes one \
                  poll(2) per wake-up and the sink one write(2) per sub-buffer.\n\n",
                 h["record_size"],

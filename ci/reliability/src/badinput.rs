@@ -309,8 +309,10 @@ enum Action {
     Ioctl { cmd: u64, arg: Arg },
     /// pwrite of `bytes` to cpu0.consumed.
     ConsumedWrite(Vec<u8>),
-    /// mmap of cpu0 with this length (0: mmap_len), offset, protection.
+    /// mmap of cpu0 with this length (mmap_len, plus meta_len if
+    /// `with_meta`, plus `extra_len`), offset, protection.
     Mmap {
+        with_meta: bool,
         extra_len: u64,
         offset_lens: u64,
         prot: i32,
@@ -343,7 +345,6 @@ fn hostile_cases() -> Vec<Hostile> {
     let r = sys::IOC_READ;
     let rw = sys::IOC_READ | sys::IOC_WRITE;
     let info = std::mem::size_of::<sys::relay_buf_info>();
-    let subbuf = std::mem::size_of::<sys::relay_subbuf>();
     let consume = std::mem::size_of::<sys::relay_consume>();
     let h = |name: &str, errno: i32, action: Action| Hostile {
         name: name.into(),
@@ -356,8 +357,8 @@ fn hostile_cases() -> Vec<Hostile> {
         action,
     };
     let ioctl = |cmd: u64, arg: Arg| Action::Ioctl { cmd, arg };
-    let mut sub_tail = vec![0u8; subbuf + 16];
-    sub_tail[subbuf] = 1;
+    let mut consume_tail = vec![0u8; consume + 16];
+    consume_tail[consume] = 1;
     vec![
         h(
             "GET_INFO, size 0",
@@ -396,29 +397,21 @@ fn hostile_cases() -> Vec<Hostile> {
             ),
         ),
         h(
-            "GET_STATE, size 0",
-            libc::EINVAL,
-            ioctl(ioc(r, sys::nr::GET_STATE, 0), Arg::Buf(64, vec![])),
+            "request 0x01 (GET_STATE before the meta area)",
+            libc::ENOTTY,
+            ioctl(ioc(r, 0x01, 56), Arg::Buf(64, vec![])),
         ),
         h(
-            "GET_SUBBUF, unmapped pointer",
-            libc::EFAULT,
-            ioctl(ioc(rw, sys::nr::GET_SUBBUF, subbuf), Arg::Addr(0x1000)),
+            "request 0x02 (GET_SUBBUF before the meta area)",
+            libc::ENOTTY,
+            ioctl(ioc(rw, 0x02, 32), Arg::Buf(64, vec![])),
         ),
         h(
-            "GET_SUBBUF, seq 2^64-1",
-            libc::ENODATA,
-            ioctl(
-                ioc(rw, sys::nr::GET_SUBBUF, subbuf),
-                Arg::Buf(subbuf, u64::MAX.to_ne_bytes().to_vec()),
-            ),
-        ),
-        h(
-            "GET_SUBBUF, larger struct with non-zero unknown bytes",
+            "CONSUME, larger struct with non-zero unknown bytes",
             libc::E2BIG,
             ioctl(
-                ioc(rw, sys::nr::GET_SUBBUF, subbuf + 16),
-                Arg::Buf(subbuf + 16, sub_tail),
+                ioc(rw, sys::nr::CONSUME, consume + 16),
+                Arg::Buf(consume + 16, consume_tail),
             ),
         ),
         h(
@@ -486,9 +479,20 @@ fn hostile_cases() -> Vec<Hostile> {
             Action::ConsumedWrite(u64::MAX.to_ne_bytes().to_vec()),
         ),
         h(
-            "mmap, length mmap_len + 4096",
+            "mmap of the buffer and its meta area",
+            0,
+            Action::Mmap {
+                with_meta: true,
+                extra_len: 0,
+                offset_lens: 0,
+                prot: libc::PROT_READ,
+            },
+        ),
+        h(
+            "mmap, length mmap_len + meta_len + 4096",
             libc::EINVAL,
             Action::Mmap {
+                with_meta: true,
                 extra_len: 4096,
                 offset_lens: 0,
                 prot: libc::PROT_READ,
@@ -498,6 +502,7 @@ fn hostile_cases() -> Vec<Hostile> {
             "mmap writable on a read-only open",
             libc::EACCES,
             Action::Mmap {
+                with_meta: false,
                 extra_len: 0,
                 offset_lens: 0,
                 prot: libc::PROT_READ | libc::PROT_WRITE,
@@ -507,6 +512,7 @@ fn hostile_cases() -> Vec<Hostile> {
             "mmap at offsets mmap_len .. 16 mmap_len (past the buffer)",
             libc::EINVAL, // or accepted with nothing past the buffer readable
             Action::Mmap {
+                with_meta: false,
                 extra_len: 0,
                 offset_lens: 1,
                 prot: libc::PROT_READ,
@@ -616,11 +622,13 @@ fn try_hostile(case: &Hostile) -> Result<(i32, String, bool)> {
             (errno, String::new())
         }
         Action::Mmap {
+            with_meta,
             extra_len,
             offset_lens,
             prot,
         } => {
-            let len = (info.mmap_len + extra_len) as usize;
+            let meta_len = if *with_meta { info.meta_len } else { 0 };
+            let len = (info.mmap_len + meta_len + extra_len) as usize;
             let offset = (info.mmap_len * offset_lens) as libc::off_t;
             // SAFETY: a new mapping nothing else refers to, unmapped below
             // without being touched.

@@ -175,8 +175,8 @@ pub fn run(args: &ReportArgs) -> Result<()> {
          seen twice. *Counted lost* is what the reader or the kernel counted, not inferred: \
          no-overwrite, the writes the full buffer refused (`lost_full` through the ABI in mmap \
          mode, relay_app's `dropped` otherwise); overwrite, the sub-buffers lost x events per \
-         sub-buffer (the reader's count in mmap mode, the kernel's overwritten count through \
-         `RELAY_IOC_GET_STATE` for the modes that count none). A row passes when received + \
+         sub-buffer (the reader's count in mmap mode, the kernel's overwritten count in the \
+         meta area for the modes that count none). A row passes when received + \
          counted lost == produced, the sequence gaps equal the counted loss, nothing is corrupt, \
          duplicated or out of order, and the kernel log shows no splat.\n",
         g.event_n,

@@ -1,24 +1,34 @@
-//! The relay user ABI (`<uapi/linux/relay.h>`) with raw system calls: every
-//! ioctl with good and bad arguments, mmap through debugfs, zeroed buffer
-//! pages, the loss counters in both modes, finalized buffers.
+//! The relay user ABI (`<uapi/linux/relay.h>`) with raw system calls and raw
+//! loads from the mapping: every ioctl with good and bad arguments, the
+//! mapping shapes through debugfs, the meta area (its header, the seq_lock
+//! protocol, the counters and the slots), zeroed buffer pages, the loss
+//! counters in both modes, finalized buffers.
 //!
-//! On a stock kernel the ioctls come from the `relay_app` sample module; on a
-//! kernel built from `kernel-patches/series/` (it has `relay_flush_buf`) from
-//! the relay core, and blktrace's files become mappable too. The
-//! expectations are the same, except where a test says otherwise.
+//! The meta area is read here on its own terms, independently of
+//! relay-reader: aligned 32-bit relaxed loads from the mapping, a 64-bit
+//! field being two of them, and acquire fences, as `relay.h` describes.
+//!
+//! On a stock kernel the ioctls and the meta area come from the `relay_app`
+//! sample module; on a kernel built from `kernel-patches/series/` (it has
+//! `relay_flush_buf`) from the relay core, and blktrace's files become
+//! mappable too. The expectations are the same, except where a test says
+//! otherwise.
 
 use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::fs::File;
 use std::io::Read;
+use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, RawFd};
 use std::process::Command;
+use std::sync::atomic::{fence, AtomicU32, Ordering};
 
 use relay_examples::readtest::Event;
 use relay_sys::{
-    ioc, relay_buf_info, relay_buf_state, relay_consume, relay_subbuf, IOC_READ, IOC_WRITE,
+    ioc, relay_buf_info, relay_consume, relay_meta, relay_meta_slot, IOC_READ, IOC_WRITE,
     RELAY_BUF_FINALIZED, RELAY_BUF_GLOBAL, RELAY_BUF_OVERWRITE, RELAY_IOC_CONSUME, RELAY_IOC_FLUSH,
-    RELAY_IOC_GET_INFO, RELAY_IOC_GET_STATE, RELAY_IOC_GET_SUBBUF, RELAY_IOC_MAGIC,
+    RELAY_IOC_GET_INFO, RELAY_IOC_MAGIC, RELAY_META_CAP_FLUSH, RELAY_META_SLOT_EMPTY,
+    RELAY_META_VERSION,
 };
 use relay_vm_tests::{
     generate_klog, in_vm, klog_gen_records, online_cpus, patched_kernel, write_control, Modules,
@@ -27,6 +37,12 @@ use relay_vm_tests::{
 const DIR: &str = "/sys/kernel/debug/relay_klog";
 /// The relay_app header at the start of every sub-buffer: its padding.
 const HDR: u64 = 4;
+/// Bytes `RELAY_IOC_GET_INFO` fills: `struct relay_buf_info` with `meta_len`.
+const INFO_LEN: usize = size_of::<relay_buf_info>();
+/// Bytes of the first published `struct relay_buf_info`, without `meta_len`.
+const INFO_LEN_V0: usize = 32;
+/// Bytes `RELAY_IOC_CONSUME` fills.
+const CONSUME_LEN: usize = size_of::<relay_consume>();
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
@@ -36,7 +52,9 @@ fn errno_name(e: i32) -> String {
     format!("{e} ({})", std::io::Error::from_raw_os_error(e))
 }
 
-/// ioctl(2) with a raw request number; `Err(errno)` on failure.
+/// ioctl(2) with a raw request number: `Ok` with what it returned (the
+/// relay ioctls return the number of bytes they filled), `Err(errno)` on
+/// failure.
 fn ioctl(fd: RawFd, req: u32, arg: *mut c_void) -> Result<i32, i32> {
     // SAFETY: the relay ioctls read and write at most _IOC_SIZE(req) bytes at
     // `arg`; every caller passes a pointer to at least that many bytes (or
@@ -63,18 +81,251 @@ fn expect_errno(fd: RawFd, req: u32, arg: *mut c_void, want: i32, what: &str) {
     }
 }
 
-/// An open buffer file.
+/// `RELAY_IOC_GET_INFO`, which must fill the whole structure.
+fn get_info(fd: RawFd, name: &str) -> relay_buf_info {
+    let mut info = relay_buf_info::default();
+    let ret = ioctl(fd, RELAY_IOC_GET_INFO, (&raw mut info).cast())
+        .unwrap_or_else(|e| panic!("{name}: GET_INFO: {}", errno_name(e)));
+    assert_eq!(
+        ret as usize, INFO_LEN,
+        "{name}: GET_INFO returns the bytes it filled"
+    );
+    info
+}
+
+/// The fields of `struct relay_buf_info` in the first `bytes.len()` bytes
+/// of one (32 or 40), as a GET_INFO of that size fills them.
+fn info_from_bytes(bytes: &[u8]) -> relay_buf_info {
+    let u64_at = |off: usize| u64::from_ne_bytes(bytes[off..off + 8].try_into().expect("8"));
+    let u32_at = |off: usize| u32::from_ne_bytes(bytes[off..off + 4].try_into().expect("4"));
+    relay_buf_info {
+        subbuf_size: u64_at(offset_of!(relay_buf_info, subbuf_size)),
+        n_subbufs: u64_at(offset_of!(relay_buf_info, n_subbufs)),
+        mmap_len: u64_at(offset_of!(relay_buf_info, mmap_len)),
+        cpu: u32_at(offset_of!(relay_buf_info, cpu)),
+        flags: u32_at(offset_of!(relay_buf_info, flags)),
+        meta_len: if bytes.len() >= INFO_LEN {
+            u64_at(offset_of!(relay_buf_info, meta_len))
+        } else {
+            0
+        },
+    }
+}
+
+/// The counters of a meta area, read together under its seq_lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct State {
+    produced: u64,
+    consumed: u64,
+    lost_full: u64,
+    lost_toobig: u64,
+    lost_overwritten: u64,
+    /// Bytes of sub-buffer `produced` (the one being written) finished.
+    committed: u32,
+    flags: u32,
+}
+
+/// One `struct relay_meta_slot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    seq: u64,
+    header: u32,
+    padding: u32,
+    lost_before: u64,
+}
+
+/// A meta area in a mapping, read with aligned 32-bit relaxed loads (the
+/// loads Rust allows on read-only memory) and acquire fences: a 64-bit
+/// field is two loads, as on a 32-bit reader.
+#[derive(Clone, Copy)]
+struct Meta<'a> {
+    words: &'a [AtomicU32],
+}
+
+impl<'a> Meta<'a> {
+    /// The meta area that starts `offset` bytes into `map`.
+    fn at(map: &'a Mapping, offset: usize) -> Meta<'a> {
+        Meta {
+            words: map.words(offset),
+        }
+    }
+
+    fn word(&self, off: usize) -> &'a AtomicU32 {
+        assert_eq!(off % 4, 0, "meta offset {off} is not 32-bit aligned");
+        self.words.get(off / 4).unwrap_or_else(|| {
+            panic!(
+                "meta offset {off} beyond the {} bytes mapped",
+                self.words.len() * 4
+            )
+        })
+    }
+
+    fn u32(&self, off: usize) -> u32 {
+        self.word(off).load(Ordering::Relaxed)
+    }
+
+    /// The 64-bit field at `off` from its two halves, high, low, high
+    /// again, retried while the high half changes under the reader.
+    fn u64(&self, off: usize) -> u64 {
+        let (lo, hi) = if cfg!(target_endian = "little") {
+            (off, off + 4)
+        } else {
+            (off + 4, off)
+        };
+        loop {
+            let h = self.u32(hi);
+            fence(Ordering::Acquire);
+            let l = self.u32(lo);
+            fence(Ordering::Acquire);
+            if self.u32(hi) == h {
+                return (u64::from(h) << 32) | u64::from(l);
+            }
+        }
+    }
+
+    fn meta_len(&self) -> u32 {
+        self.u32(offset_of!(relay_meta, meta_len))
+    }
+
+    fn meta_struct_len(&self) -> u32 {
+        self.u32(offset_of!(relay_meta, meta_struct_len))
+    }
+
+    fn version(&self) -> u32 {
+        self.u32(offset_of!(relay_meta, version))
+    }
+
+    fn seq_lock(&self) -> u32 {
+        self.u32(offset_of!(relay_meta, seq_lock))
+    }
+
+    fn caps(&self) -> u64 {
+        self.u64(offset_of!(relay_meta, caps))
+    }
+
+    fn subbuf_size(&self) -> u64 {
+        self.u64(offset_of!(relay_meta, subbuf_size))
+    }
+
+    fn n_subbufs(&self) -> u64 {
+        self.u64(offset_of!(relay_meta, n_subbufs))
+    }
+
+    fn cpu(&self) -> u32 {
+        self.u32(offset_of!(relay_meta, cpu))
+    }
+
+    /// `flags`, loaded with acquire semantics.
+    fn flags(&self) -> u32 {
+        let flags = self.u32(offset_of!(relay_meta, flags));
+        fence(Ordering::Acquire);
+        flags
+    }
+
+    fn slots_offset(&self) -> u32 {
+        self.u32(offset_of!(relay_meta, slots_offset))
+    }
+
+    fn slot_len(&self) -> u32 {
+        self.u32(offset_of!(relay_meta, slot_len))
+    }
+
+    fn reserved(&self) -> u32 {
+        self.u32(offset_of!(relay_meta, reserved))
+    }
+
+    /// The counters with the seq_lock protocol of `relay.h`: flags with
+    /// acquire semantics first (FINALIZED comes after the last produced);
+    /// then load seq_lock with acquire semantics, retry while it is odd,
+    /// load the counters, committed with acquire semantics, read barrier,
+    /// retry if seq_lock changed. consumed after that, on its own.
+    fn state(&self) -> State {
+        let flags = self.flags();
+        let lock = offset_of!(relay_meta, seq_lock);
+        let started = std::time::Instant::now();
+        loop {
+            let seq = self.u32(lock);
+            fence(Ordering::Acquire);
+            if seq.is_multiple_of(2) {
+                let produced = self.u64(offset_of!(relay_meta, produced));
+                let lost_full = self.u64(offset_of!(relay_meta, lost_full));
+                let lost_toobig = self.u64(offset_of!(relay_meta, lost_toobig));
+                let lost_overwritten = self.u64(offset_of!(relay_meta, lost_overwritten));
+                let committed = self.u32(offset_of!(relay_meta, committed));
+                fence(Ordering::Acquire);
+                if self.u32(lock) == seq {
+                    return State {
+                        produced,
+                        consumed: self.u64(offset_of!(relay_meta, consumed)),
+                        lost_full,
+                        lost_toobig,
+                        lost_overwritten,
+                        committed,
+                        flags,
+                    };
+                }
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "seq_lock stayed odd or kept changing for 30 s (last {seq})"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// Byte offset of slot `idx`.
+    fn slot_off(&self, idx: u64) -> usize {
+        let n = self.n_subbufs();
+        assert!(idx < n, "slot {idx} of {n}");
+        self.slots_offset() as usize + idx as usize * self.slot_len() as usize
+    }
+
+    /// The sequence number slot `idx` holds.
+    fn slot_seq(&self, idx: u64) -> u64 {
+        self.u64(self.slot_off(idx) + offset_of!(relay_meta_slot, seq))
+    }
+
+    /// Slot `idx`: its seq, then (acquire) the rest.
+    fn slot(&self, idx: u64) -> Slot {
+        let off = self.slot_off(idx);
+        let seq = self.slot_seq(idx);
+        fence(Ordering::Acquire);
+        Slot {
+            seq,
+            header: self.u32(off + offset_of!(relay_meta_slot, header)),
+            padding: self.u32(off + offset_of!(relay_meta_slot, padding)),
+            lost_before: self.u64(off + offset_of!(relay_meta_slot, lost_before)),
+        }
+    }
+}
+
+/// An open buffer file, mapped with its meta area (offset 0, mmap_len +
+/// meta_len bytes) as a reader maps it.
 struct Buf {
     file: File,
     name: String,
+    /// GET_INFO when the file was opened.
+    info: relay_buf_info,
+    map: Mapping,
 }
 
 impl Buf {
     fn open(path: &str) -> Buf {
         let file = File::open(path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+        let info = get_info(file.as_raw_fd(), path);
+        assert!(info.meta_len > 0, "{path}: GET_INFO reports no meta area");
+        let len = (info.mmap_len + info.meta_len) as usize;
+        let map = Mapping::new(file.as_raw_fd(), len, libc::PROT_READ).unwrap_or_else(|e| {
+            panic!(
+                "{path}: mmap of the buffer and its meta area: {}",
+                errno_name(e)
+            )
+        });
         Buf {
             file,
             name: path.to_string(),
+            info,
+            map,
         }
     }
 
@@ -86,44 +337,65 @@ impl Buf {
         self.file.as_raw_fd()
     }
 
+    /// GET_INFO now.
     fn info(&self) -> relay_buf_info {
-        let mut info = relay_buf_info::default();
-        ioctl(self.fd(), RELAY_IOC_GET_INFO, (&raw mut info).cast())
-            .unwrap_or_else(|e| panic!("{}: GET_INFO: {}", self.name, errno_name(e)));
-        info
+        get_info(self.fd(), &self.name)
     }
 
-    fn state(&self) -> relay_buf_state {
-        let mut st = relay_buf_state::default();
-        ioctl(self.fd(), RELAY_IOC_GET_STATE, (&raw mut st).cast())
-            .unwrap_or_else(|e| panic!("{}: GET_STATE: {}", self.name, errno_name(e)));
-        st
+    fn meta(&self) -> Meta<'_> {
+        Meta::at(&self.map, self.info.mmap_len as usize)
     }
 
-    fn subbuf(&self, seq: u64) -> Result<relay_subbuf, i32> {
-        let mut sb = relay_subbuf {
-            seq,
-            ..Default::default()
-        };
-        ioctl(self.fd(), RELAY_IOC_GET_SUBBUF, (&raw mut sb).cast()).map(|_| sb)
+    /// The buffer's part of the mapping.
+    fn bytes(&self) -> &[u8] {
+        &self.map.bytes()[..self.info.mmap_len as usize]
     }
 
+    fn state(&self) -> State {
+        self.meta().state()
+    }
+
+    /// The slot sub-buffer `seq` lives in.
+    fn slot_of(&self, seq: u64) -> Slot {
+        self.meta().slot(seq % self.info.n_subbufs)
+    }
+
+    /// CONSUME; on success it must have filled the whole structure.
     fn consume(&self, seq: u64, count: u64) -> Result<relay_consume, i32> {
         let mut c = relay_consume {
             seq,
             count,
             ..Default::default()
         };
-        ioctl(self.fd(), RELAY_IOC_CONSUME, (&raw mut c).cast()).map(|_| c)
+        let ret = ioctl(self.fd(), RELAY_IOC_CONSUME, (&raw mut c).cast())?;
+        assert_eq!(
+            ret as usize, CONSUME_LEN,
+            "{}: CONSUME {seq} {count} returns the bytes it filled",
+            self.name
+        );
+        Ok(c)
+    }
+
+    /// The consumed count, as CONSUME with a count of 0 returns it.
+    fn consumed(&self) -> u64 {
+        let c = self.consume(u64::MAX, 0).unwrap_or_else(|e| {
+            panic!(
+                "{}: CONSUME of nothing (count 0): {}",
+                self.name,
+                errno_name(e)
+            )
+        });
+        assert_eq!(
+            c.lost, 0,
+            "{}: CONSUME of nothing lost something",
+            self.name
+        );
+        c.consumed
     }
 
     fn flush(&self) {
         ioctl(self.fd(), RELAY_IOC_FLUSH, std::ptr::null_mut())
             .unwrap_or_else(|e| panic!("{}: FLUSH: {}", self.name, errno_name(e)));
-    }
-
-    fn map(&self, len: u64) -> Result<Mapping, i32> {
-        Mapping::new(self.fd(), len as usize, libc::PROT_READ)
     }
 }
 
@@ -164,6 +436,37 @@ impl Mapping {
         // account for (they read data only while it is not being written).
         unsafe { std::slice::from_raw_parts(self.addr.cast::<u8>(), self.len) }
     }
+
+    /// The mapping from byte `offset` on as 32-bit words, for the meta area.
+    fn words(&self, offset: usize) -> &[AtomicU32] {
+        assert!(
+            offset.is_multiple_of(4) && offset <= self.len,
+            "words at {offset}"
+        );
+        // SAFETY: the range is inside the mapping (page-aligned, so the
+        // words are aligned), which lives as long as `self`. The kernel
+        // changes the words meanwhile, which atomics allow; they are only
+        // loaded, with relaxed loads, which work on read-only memory.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.addr.cast::<u8>().add(offset).cast::<AtomicU32>(),
+                (self.len - offset) / 4,
+            )
+        }
+    }
+
+    /// mprotect(2) of the whole mapping; `Err(errno)` on failure.
+    fn protect(&self, prot: i32) -> Result<(), i32> {
+        // SAFETY: the range is this mapping, still mapped; no reference into
+        // it is live across a change of its protection (the tests only ask
+        // for more access, which must be refused).
+        let ret = unsafe { libc::mprotect(self.addr, self.len, prot) };
+        if ret < 0 {
+            Err(errno())
+        } else {
+            Ok(())
+        }
+    }
 }
 
 impl Drop for Mapping {
@@ -185,77 +488,239 @@ fn page_size() -> u64 {
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
 }
 
-/// Drains every ready sub-buffer of `buf` through the mapping: GET_SUBBUF,
-/// header check, copy, CONSUME. Returns (data, sub-buffers received,
-/// sub-buffers lost to the writer).
-fn drain(buf: &Buf, info: &relay_buf_info, map: &Mapping) -> (Vec<u8>, u64, u64) {
-    let st = buf.state();
-    let mut data = Vec::new();
-    let (mut got, mut lost) = (0, 0);
+/// The klog_gen record `seq` of `cpu`, as klog_printk() writes it.
+fn record(cpu: u32, seq: u64) -> String {
+    format!("klog_gen cpu={cpu} seq={seq}\n")
+}
+
+/// What the first `n` records of `cpu` add to a sub-buffer's committed count.
+fn records_len(cpu: u32, n: u64) -> u64 {
+    (0..n).map(|seq| record(cpu, seq).len() as u64).sum()
+}
+
+/// Checks the header of `buf`'s meta area against GET_INFO and `relay.h`.
+fn check_meta_header(buf: &Buf) {
+    let (name, info, meta) = (&buf.name, &buf.info, buf.meta());
+    assert_eq!(meta.version(), RELAY_META_VERSION, "{name}: meta version");
+    assert!(
+        meta.meta_struct_len() as usize >= size_of::<relay_meta>(),
+        "{name}: meta_struct_len {} < struct relay_meta ({} bytes)",
+        meta.meta_struct_len(),
+        size_of::<relay_meta>()
+    );
+    assert_eq!(
+        u64::from(meta.meta_len()),
+        info.meta_len,
+        "{name}: the meta area's meta_len and GET_INFO's"
+    );
+    assert_eq!(
+        info.meta_len % page_size(),
+        0,
+        "{name}: meta_len {} is whole pages",
+        info.meta_len
+    );
+    let (slots_offset, slot_len) = (meta.slots_offset(), meta.slot_len());
+    assert!(
+        slots_offset >= meta.meta_struct_len()
+            && slots_offset % 8 == 0
+            && slot_len as usize >= size_of::<relay_meta_slot>()
+            && slot_len % 8 == 0
+            && u64::from(slots_offset) + info.n_subbufs * u64::from(slot_len) <= info.meta_len,
+        "{name}: {} slots of {slot_len} bytes at {slots_offset} do not fit between \
+         meta_struct_len {} and meta_len {}, 8-byte aligned",
+        info.n_subbufs,
+        meta.meta_struct_len(),
+        info.meta_len
+    );
+    assert_eq!(
+        (meta.subbuf_size(), meta.n_subbufs(), meta.cpu()),
+        (info.subbuf_size, info.n_subbufs, info.cpu),
+        "{name}: meta area geometry (subbuf_size, n_subbufs, cpu) and GET_INFO's"
+    );
+    assert_eq!(
+        meta.flags(),
+        buf.info().flags,
+        "{name}: meta area flags and GET_INFO's"
+    );
+    assert_ne!(
+        meta.caps() & RELAY_META_CAP_FLUSH,
+        0,
+        "{name}: caps announce FLUSH (the client implements it)"
+    );
+    assert_eq!(meta.reserved(), 0, "{name}: reserved");
+    assert_eq!(
+        meta.seq_lock() % 2,
+        0,
+        "{name}: seq_lock {} is odd at rest",
+        meta.seq_lock()
+    );
+}
+
+/// Checks the slots of `buf` at rest: the ring holds the sub-buffers up to
+/// `st.produced` (the one being written, if `started`: a full no-overwrite
+/// buffer has not started it), each in its slot with relay_app's header,
+/// the current one without padding, and the slots never used are empty.
+fn check_ring(buf: &Buf, st: &State, started: bool) {
+    let n = buf.info.n_subbufs;
+    let last = if started {
+        st.produced
+    } else {
+        st.produced
+            .checked_sub(1)
+            .expect("a blocked writer has produced something")
+    };
+    let first = (last + 1).saturating_sub(n);
+    for idx in 0..n {
+        let slot = buf.meta().slot(idx);
+        // The newest sub-buffer that lives in slot idx, if any.
+        let want = if idx <= last {
+            last - (last - idx) % n
+        } else {
+            RELAY_META_SLOT_EMPTY
+        };
+        assert_eq!(
+            slot.seq, want,
+            "{}: slot {idx} (ring {first}..={last}, produced {}): {slot:?}",
+            buf.name, st.produced
+        );
+        if want == RELAY_META_SLOT_EMPTY {
+            continue;
+        }
+        assert_eq!(
+            u64::from(slot.header),
+            HDR,
+            "{}: header of slot {idx}",
+            buf.name
+        );
+        assert!(
+            u64::from(slot.padding) <= buf.info.subbuf_size - HDR,
+            "{}: padding of slot {idx}: {slot:?}",
+            buf.name
+        );
+        if want == st.produced {
+            assert_eq!(
+                slot.padding, 0,
+                "{}: the sub-buffer being written has no padding",
+                buf.name
+            );
+        }
+    }
+}
+
+/// What `drain` got.
+struct Drained {
+    /// The data of the sub-buffers received, in order.
+    data: Vec<u8>,
+    /// Sub-buffers received.
+    got: u64,
+    /// Sub-buffers lost to the writer.
+    lost: u64,
+    /// The slots' lost_before of the sub-buffers received, summed.
+    lost_before: u64,
+}
+
+/// Drains every ready sub-buffer of `buf` through the meta area, with no
+/// system call per sub-buffer: read the state, skip (and release) what
+/// the writer lapped, then for each ready one check its slot, the header
+/// word and the geometry, copy the data out, check that the slot still
+/// holds it, and release them all with one CONSUME.
+fn drain(buf: &Buf) -> Drained {
+    let (info, meta, name) = (&buf.info, buf.meta(), &buf.name);
+    let n = info.n_subbufs;
+    let st = meta.state();
+    assert!(
+        st.consumed <= st.produced,
+        "{name}: consumed {} > produced {}",
+        st.consumed,
+        st.produced
+    );
+    let mut out = Drained {
+        data: Vec::new(),
+        got: 0,
+        lost: 0,
+        lost_before: 0,
+    };
     let mut seq = st.consumed;
-    if info.flags & RELAY_BUF_OVERWRITE != 0 && st.produced >= info.n_subbufs {
-        let first = st.produced - info.n_subbufs + 1;
+    if info.flags & RELAY_BUF_OVERWRITE != 0 && st.produced >= n {
+        let first = st.produced - n + 1;
         if first > seq {
             for old in seq..first {
-                assert_eq!(
-                    buf.subbuf(old).map(|_| ()),
-                    Err(libc::ESTALE),
-                    "{}: GET_SUBBUF of overwritten seq {old} (produced {})",
-                    buf.name,
+                let held = meta.slot_seq(old % n);
+                assert!(
+                    held != RELAY_META_SLOT_EMPTY && held > old,
+                    "{name}: overwritten seq {old} (produced {}): its slot holds {held}, \
+                     expected a later sub-buffer",
                     st.produced
                 );
             }
             // CONSUME releases from the consumed count on: the lapped
             // sub-buffers are released and reported lost.
-            let c = buf.consume(seq, first - seq).unwrap_or_else(|e| {
-                panic!("{}: CONSUME {seq}..{first}: {}", buf.name, errno_name(e))
-            });
+            let c = buf
+                .consume(seq, first - seq)
+                .unwrap_or_else(|e| panic!("{name}: CONSUME {seq}..{first}: {}", errno_name(e)));
             assert_eq!(
-                c.lost,
-                first - seq,
-                "{}: lapped sub-buffers reported lost",
-                buf.name
+                (c.lost, c.consumed),
+                (first - seq, first),
+                "{name}: lapped sub-buffers reported lost, and the new consumed count"
             );
-            lost += c.lost;
+            out.lost += c.lost;
             seq = first;
         }
     }
+    let from = seq;
+    let mut changed = 0;
     while seq < st.produced {
-        let sb = buf
-            .subbuf(seq)
-            .unwrap_or_else(|e| panic!("{}: GET_SUBBUF {seq}: {}", buf.name, errno_name(e)));
-        let slot = (seq % info.n_subbufs) * info.subbuf_size;
-        assert_eq!(sb.data_offset, slot + HDR, "seq {seq}: data offset");
+        let idx = seq % n;
+        let slot = meta.slot(idx);
         assert_eq!(
-            sb.data_len + sb.padding + HDR,
-            info.subbuf_size,
-            "seq {seq}: data + padding + header != sub-buffer size"
+            slot.seq, seq,
+            "{name}: ready seq {seq} (produced {}): its slot holds another",
+            st.produced
         );
-        let bytes = map.bytes();
+        let (header, padding) = (u64::from(slot.header), u64::from(slot.padding));
+        assert_eq!(header, HDR, "{name}: seq {seq}: header");
+        assert!(
+            header + padding <= info.subbuf_size,
+            "{name}: seq {seq}: header + padding beyond the sub-buffer: {slot:?}"
+        );
+        let start = idx * info.subbuf_size;
+        let data_offset = start + header;
+        let data_len = info.subbuf_size - header - padding;
+        let bytes = buf.bytes();
         assert_eq!(
-            u64::from(u32_at(bytes, slot)),
-            sb.padding,
-            "seq {seq}: the sub-buffer header does not hold the padding"
+            u64::from(u32_at(bytes, start)),
+            padding,
+            "{name}: seq {seq}: the sub-buffer header does not hold the slot's padding"
         );
-        let chunk =
-            bytes[sb.data_offset as usize..(sb.data_offset + sb.data_len) as usize].to_vec();
-        let c = buf
-            .consume(seq, 1)
-            .unwrap_or_else(|e| panic!("{}: CONSUME {seq}: {}", buf.name, errno_name(e)));
-        assert_eq!(
-            c.consumed,
-            seq + 1,
-            "CONSUME returns the new consumed count"
-        );
-        if c.lost == 0 {
-            data.extend_from_slice(&chunk);
-            got += 1;
+        let chunk = bytes[data_offset as usize..(data_offset + data_len) as usize].to_vec();
+        // The copy, then the slot's seq again: pairs with the writer's full
+        // barrier after it claims the slot.
+        fence(Ordering::Acquire);
+        if meta.slot_seq(idx) == seq {
+            out.data.extend_from_slice(&chunk);
+            out.got += 1;
+            out.lost_before += slot.lost_before;
         } else {
-            lost += c.lost;
+            changed += 1;
         }
         seq += 1;
     }
-    (data, got, lost)
+    if st.produced > from {
+        let c = buf.consume(from, st.produced - from).unwrap_or_else(|e| {
+            panic!("{name}: CONSUME {from}..{}: {}", st.produced, errno_name(e))
+        });
+        assert_eq!(
+            c.consumed, st.produced,
+            "{name}: CONSUME returns the new consumed count"
+        );
+        // Everything is drained at rest: CONSUME and the slots agree.
+        assert_eq!(
+            c.lost, changed,
+            "{name}: CONSUME's lost and the sub-buffers whose slot changed during the copy"
+        );
+        out.lost += c.lost;
+    }
+    out
 }
 
 fn records_of(cpu: u32, data: Vec<u8>) -> Vec<u64> {
@@ -271,7 +736,8 @@ fn get_info_describes_buffer_and_mapping() {
     }
     let _m = Modules::klog("subbuf_size=8192 n_subbufs=3");
     for cpu in online_cpus() {
-        let info = Buf::cpu(cpu).info();
+        // Buf::open checks that GET_INFO returns the 40 bytes it filled.
+        let info = Buf::cpu(cpu).info;
         assert_eq!(info.subbuf_size, 8192, "cpu{cpu}: subbuf_size");
         assert_eq!(info.n_subbufs, 3, "cpu{cpu}: n_subbufs");
         assert_eq!(info.mmap_len, 3 * 8192, "cpu{cpu}: mmap_len");
@@ -280,11 +746,16 @@ fn get_info_describes_buffer_and_mapping() {
             info.flags, 0,
             "cpu{cpu}: no flags on a per-CPU no-overwrite buffer"
         );
+        assert!(
+            info.meta_len >= (size_of::<relay_meta>() + 3 * size_of::<relay_meta_slot>()) as u64,
+            "cpu{cpu}: meta_len {} cannot hold struct relay_meta and 3 slots",
+            info.meta_len
+        );
     }
     drop(_m);
 
     let _m = Modules::klog("global=1 overwrite=1 subbuf_size=3000 n_subbufs=3");
-    let info = Buf::cpu(0).info();
+    let info = Buf::cpu(0).info;
     assert_eq!(
         info.mmap_len,
         9000u64.div_ceil(page_size()) * page_size(),
@@ -303,30 +774,172 @@ fn get_info_describes_buffer_and_mapping() {
 }
 
 #[test]
-fn mapping_at_an_offset_is_refused() {
+fn meta_area_describes_the_buffer() {
     if !in_vm() {
         return;
     }
-    let _m = Modules::klog("subbuf_size=8192 n_subbufs=4");
-    generate_klog(100);
-    let buf = Buf::cpu(0);
-    let len = buf.info().mmap_len as usize;
-    // Relay's fault handler would hand out the pages after the buffer for
-    // a mapping that starts at an offset; every such mapping is refused.
-    for pages in [1, 4, 8, 64] {
-        let offset = (pages * page_size()) as libc::off_t;
-        match Mapping::at(buf.fd(), len, libc::PROT_READ, offset) {
-            Ok(_) => panic!("mmap of {len} bytes at offset {offset} succeeded, expected EINVAL"),
-            Err(e) => assert_eq!(
-                e,
-                libc::EINVAL,
-                "mmap at offset {offset}: {}, expected EINVAL",
-                errno_name(e)
-            ),
+    for params in [
+        "subbuf_size=8192 n_subbufs=3",
+        "global=1 overwrite=1 subbuf_size=3000 n_subbufs=3",
+        // 200 slots need a second page of meta area.
+        "subbuf_size=64 n_subbufs=200",
+    ] {
+        let _m = Modules::klog(params);
+        let bufs: Vec<Buf> = if params.contains("global=1") {
+            vec![Buf::cpu(0)]
+        } else {
+            online_cpus().into_iter().map(Buf::cpu).collect()
+        };
+        for buf in &bufs {
+            check_meta_header(buf);
+            let name = format!("{params}: {}", buf.name);
+            // A fresh buffer: nothing produced, consumed, lost or written,
+            // slot 0 holds sub-buffer 0 and the others nothing.
+            let st = buf.state();
+            assert_eq!(
+                st,
+                State {
+                    produced: 0,
+                    consumed: 0,
+                    lost_full: 0,
+                    lost_toobig: 0,
+                    lost_overwritten: 0,
+                    committed: st.committed,
+                    flags: buf.info.flags,
+                },
+                "{name}: a fresh buffer"
+            );
+            assert!(
+                u64::from(st.committed) <= HDR,
+                "{name}: committed {} in a buffer nobody wrote to",
+                st.committed
+            );
+            assert_eq!(buf.consumed(), 0, "{name}: CONSUME's consumed count");
+            check_ring(buf, &st, true);
+            assert_eq!(
+                buf.slot_of(0).lost_before,
+                0,
+                "{name}: lost_before of the first sub-buffer"
+            );
         }
     }
-    buf.map(len as u64)
-        .unwrap_or_else(|e| panic!("mmap at offset 0: {}", errno_name(e)));
+}
+
+#[test]
+fn mmap_maps_the_buffer_and_its_meta_area_read_only() {
+    if !in_vm() {
+        return;
+    }
+    // 200 slots: a meta area of two pages or more, so that parts of it can
+    // be asked for.
+    let _m = Modules::klog("subbuf_size=4096 n_subbufs=200");
+    generate_klog(100);
+    let buf = Buf::cpu(0);
+    let fd = buf.fd();
+    let (len, meta_len) = (buf.info.mmap_len, buf.info.meta_len);
+    let page = page_size();
+    assert!(meta_len >= 2 * page, "200 slots fit in one page");
+    let map_at = |off: u64, len: u64, prot: i32| {
+        Mapping::at(fd, len as usize, prot, off as libc::off_t).map(|_| ())
+    };
+
+    // The three shapes work, and show the same pages.
+    let ring = Mapping::new(fd, len as usize, libc::PROT_READ).expect("mmap of the buffer alone");
+    let meta_map = Mapping::at(fd, meta_len as usize, libc::PROT_READ, len as libc::off_t)
+        .unwrap_or_else(|e| panic!("mmap of the meta area alone: {}", errno_name(e)));
+    assert!(
+        ring.bytes() == buf.bytes(),
+        "the buffer alone and the buffer with its meta area differ"
+    );
+    assert!(
+        buf.bytes().iter().any(|&b| b != 0),
+        "100 records and the buffer is all zeros"
+    );
+    let alone = Meta::at(&meta_map, 0);
+    assert_eq!(alone.version(), RELAY_META_VERSION, "meta area alone");
+    assert_eq!(
+        alone.state(),
+        buf.state(),
+        "the meta area alone and after the buffer"
+    );
+    for idx in [0, 1, 199] {
+        assert_eq!(
+            alone.slot(idx),
+            buf.meta().slot(idx),
+            "slot {idx} in the meta area alone and after the buffer"
+        );
+    }
+    // The last slot is in the second page: mapped, and empty.
+    assert_eq!(alone.slot(199).seq, RELAY_META_SLOT_EMPTY, "slot 199");
+
+    // Any other offset or length is refused. Relay's fault handler would
+    // hand out the pages after the buffer and the meta area.
+    let mut refused = vec![
+        (0, len - page, "the buffer short of a page"),
+        (0, len + page, "the buffer and part of the meta area"),
+        (0, len + meta_len + page, "beyond the meta area"),
+        (len, meta_len - page, "part of the meta area"),
+        (len, meta_len + page, "the meta area and beyond"),
+        (
+            len + page,
+            meta_len - page,
+            "the meta area from its second page",
+        ),
+        (
+            len - page,
+            meta_len,
+            "the meta area from the buffer's last page",
+        ),
+        (page, meta_len, "the meta area's length at the wrong offset"),
+        (len + meta_len, page, "after the meta area"),
+        (len, len, "the buffer's length at the meta area's offset"),
+    ];
+    for pages in [1, 4, 8, 64] {
+        refused.push((pages * page, len, "the buffer's length at an offset"));
+    }
+    for (off, l, what) in refused {
+        assert_eq!(
+            map_at(off, l, libc::PROT_READ),
+            Err(libc::EINVAL),
+            "mmap of {what} ({l} bytes at offset {off}; buffer {len}, meta area {meta_len})"
+        );
+    }
+
+    // Only for reading.
+    assert_eq!(
+        map_at(0, len + meta_len, libc::PROT_READ | libc::PROT_WRITE),
+        Err(libc::EACCES),
+        "writable mmap of a read-only file"
+    );
+    // Root may open the file for writing; the mappings stay read-only.
+    let rw = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&buf.name)
+        .unwrap_or_else(|e| panic!("opening {} read-write: {e}", buf.name));
+    for (off, l, what) in [
+        (0, len, "the buffer"),
+        (0, len + meta_len, "the buffer and its meta area"),
+        (len, meta_len, "the meta area"),
+    ] {
+        let rw_at = |prot: i32| Mapping::at(rw.as_raw_fd(), l as usize, prot, off as libc::off_t);
+        assert_eq!(
+            rw_at(libc::PROT_READ | libc::PROT_WRITE).map(|_| ()),
+            Err(libc::EPERM),
+            "writable mmap of {what} through a read-write file"
+        );
+        let map = rw_at(libc::PROT_READ).unwrap_or_else(|e| {
+            panic!(
+                "read-only mmap of {what} through a read-write file: {}",
+                errno_name(e)
+            )
+        });
+        assert_eq!(
+            map.protect(libc::PROT_READ | libc::PROT_WRITE),
+            Err(libc::EACCES),
+            "mprotect() makes a mapping of {what} writable"
+        );
+    }
 }
 
 #[test]
@@ -337,7 +950,7 @@ fn bad_arguments_are_refused() {
     let _m = Modules::klog("subbuf_size=4096 n_subbufs=4");
     let buf = Buf::cpu(0);
     let fd = buf.fd();
-    let info = buf.info();
+    let info = buf.info;
     let mut small = [0u32; 4];
     let small_p: *mut c_void = small.as_mut_ptr().cast();
 
@@ -355,19 +968,35 @@ fn bad_arguments_are_refused() {
         libc::ENOTTY,
         "foreign type",
     );
+    // The numbers of GET_STATE and GET_SUBBUF, which are gone.
+    let mut old = [0u64; 8];
     expect_errno(
         fd,
-        ioc(IOC_WRITE, RELAY_IOC_MAGIC, 0, 32),
+        ioc(IOC_READ, RELAY_IOC_MAGIC, 1, 56),
+        old.as_mut_ptr().cast(),
+        libc::ENOTTY,
+        "the former GET_STATE",
+    );
+    expect_errno(
+        fd,
+        ioc(IOC_READ | IOC_WRITE, RELAY_IOC_MAGIC, 2, 32),
+        old.as_mut_ptr().cast(),
+        libc::ENOTTY,
+        "the former GET_SUBBUF",
+    );
+    expect_errno(
+        fd,
+        ioc(IOC_WRITE, RELAY_IOC_MAGIC, 0, INFO_LEN),
         small_p,
         libc::ENOTTY,
         "GET_INFO written instead of read",
     );
     expect_errno(
         fd,
-        ioc(IOC_READ, RELAY_IOC_MAGIC, 2, 32),
+        ioc(IOC_READ, RELAY_IOC_MAGIC, 3, CONSUME_LEN),
         small_p,
         libc::ENOTTY,
-        "GET_SUBBUF without the write direction",
+        "CONSUME without the write direction",
     );
     expect_errno(
         fd,
@@ -378,8 +1007,6 @@ fn bad_arguments_are_refused() {
     );
     for (nr, dir, name) in [
         (0, IOC_READ, "GET_INFO"),
-        (1, IOC_READ, "GET_STATE"),
-        (2, IOC_READ | IOC_WRITE, "GET_SUBBUF"),
         (3, IOC_READ | IOC_WRITE, "CONSUME"),
     ] {
         expect_errno(
@@ -399,46 +1026,77 @@ fn bad_arguments_are_refused() {
     );
     expect_errno(
         fd,
-        RELAY_IOC_GET_SUBBUF,
+        RELAY_IOC_CONSUME,
         std::ptr::null_mut(),
         libc::EFAULT,
-        "GET_SUBBUF from NULL",
+        "CONSUME from NULL",
     );
 
-    // A larger structure: zero unknown input is accepted and no more than
-    // the kernel knows is written; non-zero unknown input is refused.
-    let mut big = [0xa5u8; 48];
-    ioctl(
+    // The first published GET_INFO, 32 bytes without meta_len: filled and
+    // nothing more.
+    let mut v0 = [0xa5u8; INFO_LEN];
+    let ret = ioctl(
         fd,
-        ioc(IOC_READ, RELAY_IOC_MAGIC, 0, 48),
+        ioc(IOC_READ, RELAY_IOC_MAGIC, 0, INFO_LEN_V0),
+        v0.as_mut_ptr().cast(),
+    )
+    .unwrap_or_else(|e| panic!("GET_INFO with 32 bytes: {}", errno_name(e)));
+    assert_eq!(ret as usize, INFO_LEN_V0, "GET_INFO with 32 bytes fills 32");
+    assert_eq!(
+        info_from_bytes(&v0[..INFO_LEN_V0]),
+        relay_buf_info {
+            meta_len: 0,
+            ..info
+        },
+        "GET_INFO with 32 bytes fills what it knows of them"
+    );
+    assert!(
+        v0[INFO_LEN_V0..].iter().all(|&b| b == 0xa5),
+        "GET_INFO with 32 bytes wrote beyond them"
+    );
+
+    // A larger structure: the known part is filled, and nothing beyond it
+    // is written (the bytes after it keep their pattern).
+    let mut big = [0xa5u8; 48];
+    let ret = ioctl(
+        fd,
+        ioc(IOC_READ, RELAY_IOC_MAGIC, 0, big.len()),
         big.as_mut_ptr().cast(),
     )
     .unwrap_or_else(|e| panic!("GET_INFO with 48 bytes: {}", errno_name(e)));
     assert_eq!(
-        u64::from_ne_bytes(big[..8].try_into().expect("8 bytes")),
-        info.subbuf_size,
+        ret as usize, INFO_LEN,
+        "GET_INFO with 48 bytes returns the 40 it filled"
+    );
+    assert_eq!(
+        info_from_bytes(&big[..INFO_LEN]),
+        info,
         "GET_INFO with a larger structure fills the known part"
     );
     assert!(
-        big[32..].iter().all(|&b| b == 0xa5),
+        big[INFO_LEN..].iter().all(|&b| b == 0xa5),
         "GET_INFO wrote beyond the structure it knows"
     );
-    let mut sb_big = [0u64; 5];
-    sb_big[4] = 1;
+    // Non-zero unknown input is refused; zero unknown input is accepted.
+    let mut c_big = [0u64; 5];
+    c_big[0] = u64::MAX; // seq, ignored with a count of 0
+    c_big[4] = 1;
+    let c_big_req = ioc(IOC_READ | IOC_WRITE, RELAY_IOC_MAGIC, 3, 40);
     expect_errno(
         fd,
-        ioc(IOC_READ | IOC_WRITE, RELAY_IOC_MAGIC, 2, 40),
-        sb_big.as_mut_ptr().cast(),
+        c_big_req,
+        c_big.as_mut_ptr().cast(),
         libc::E2BIG,
-        "GET_SUBBUF with non-zero unknown input",
+        "CONSUME with non-zero unknown input",
     );
-    sb_big[4] = 0;
-    expect_errno(
-        fd,
-        ioc(IOC_READ | IOC_WRITE, RELAY_IOC_MAGIC, 2, 40),
-        sb_big.as_mut_ptr().cast(),
-        libc::ENODATA,
-        "GET_SUBBUF with a zero-extended structure (seq 0 not ready)",
+    c_big[4] = 0;
+    let ret = ioctl(fd, c_big_req, c_big.as_mut_ptr().cast())
+        .unwrap_or_else(|e| panic!("CONSUME with a zero-extended structure: {}", errno_name(e)));
+    assert_eq!(
+        (ret as usize, c_big[2], c_big[3], c_big[4]),
+        (CONSUME_LEN, 0, 0, 0),
+        "CONSUME of nothing with a zero-extended structure: bytes filled, lost, consumed, \
+         the unknown word"
     );
 
     // Sequence numbers around the ready range.
@@ -450,28 +1108,17 @@ fn bad_arguments_are_refused() {
         "500 records fill more than one 4 KiB sub-buffer"
     );
     let c = buf.consume(0, 1).expect("CONSUME of seq 0");
-    assert_eq!(c.consumed, 1);
+    assert_eq!((c.consumed, c.lost), (1, 0), "CONSUME of seq 0");
     assert_eq!(
-        buf.subbuf(0).map(|_| ()),
-        Err(libc::EINVAL),
-        "GET_SUBBUF of a consumed seq"
+        buf.state().consumed,
+        1,
+        "the meta area's consumed count follows CONSUME"
     );
-    assert_eq!(
-        buf.subbuf(st.produced).map(|_| ()),
-        Err(libc::ENODATA),
-        "GET_SUBBUF being written"
-    );
-    assert_eq!(
-        buf.subbuf(u64::MAX).map(|_| ()),
-        Err(libc::ENODATA),
-        "GET_SUBBUF far future"
-    );
-    assert!(buf.subbuf(1).is_ok(), "GET_SUBBUF of a ready seq");
     for (seq, count, what) in [
         (0, 1, "below the consumed count"),
         (1, st.produced, "beyond the produced count"),
-        (st.produced, 0, "starting at the produced count"),
-        (st.produced + 1, 0, "starting beyond the produced count"),
+        (st.produced, 1, "starting at the produced count"),
+        (st.produced + 1, 1, "starting beyond the produced count"),
         (2, 1, "past the consumed count (skipping a sub-buffer)"),
         (1, u64::MAX, "with an overflowing count"),
     ] {
@@ -482,55 +1129,34 @@ fn bad_arguments_are_refused() {
             st.produced
         );
     }
-    assert_eq!(buf.state().consumed, 1, "refused CONSUMEs change nothing");
-
-    // mmap: only the whole buffer, only for reading.
-    assert_eq!(
-        buf.map(info.mmap_len - page_size()).map(|_| ()),
-        Err(libc::EINVAL),
-        "mmap of a wrong length"
-    );
-    assert_eq!(
-        Mapping::new(
-            fd,
-            info.mmap_len as usize,
-            libc::PROT_READ | libc::PROT_WRITE
-        )
-        .map(|_| ()),
-        Err(libc::EACCES),
-        "writable mmap of a read-only file"
-    );
-    if patched_kernel() {
-        // Root may open the file for writing; the mapping stays read-only.
-        let rw = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&buf.name)
-            .unwrap_or_else(|e| panic!("opening {} read-write: {e}", buf.name));
-        let len = info.mmap_len as usize;
+    // A count of 0 ignores seq and returns the consumed count.
+    for seq in [0, 1, st.produced, st.produced + 1, u64::MAX] {
+        let c = buf
+            .consume(seq, 0)
+            .unwrap_or_else(|e| panic!("CONSUME of nothing at seq {seq}: {}", errno_name(e)));
         assert_eq!(
-            Mapping::new(rw.as_raw_fd(), len, libc::PROT_READ | libc::PROT_WRITE).map(|_| ()),
-            Err(libc::EPERM),
-            "writable mmap through a read-write file"
-        );
-        let map = Mapping::new(rw.as_raw_fd(), len, libc::PROT_READ).unwrap_or_else(|e| {
-            panic!(
-                "read-only mmap through a read-write file: {}",
-                errno_name(e)
-            )
-        });
-        // SAFETY: the range is the mapping made just above, still mapped.
-        let ret = unsafe { libc::mprotect(map.addr, len, libc::PROT_READ | libc::PROT_WRITE) };
-        assert_eq!(
-            (ret, errno()),
-            (-1, libc::EACCES),
-            "mprotect() makes a buffer mapping writable"
+            (c.consumed, c.lost),
+            (1, 0),
+            "CONSUME of nothing at seq {seq}: consumed, lost"
         );
     }
+    assert_eq!(buf.state().consumed, 1, "refused CONSUMEs change nothing");
+    // The rest, then nothing is ready at the produced count.
+    let c = buf
+        .consume(1, st.produced - 1)
+        .expect("CONSUME of the ready rest");
+    assert_eq!(c.consumed, st.produced, "CONSUME of the ready rest");
+    assert_eq!(
+        buf.consume(st.produced, 1).map(|_| ()),
+        Err(libc::EINVAL),
+        "CONSUME at the produced count with nothing ready"
+    );
+    assert_eq!(buf.state().consumed, st.produced);
+    assert_eq!(buf.consumed(), st.produced);
 }
 
 #[test]
-fn subbufs_flow_through_get_subbuf_and_consume() {
+fn subbufs_flow_through_the_meta_area_and_consume() {
     if !in_vm() {
         return;
     }
@@ -540,18 +1166,8 @@ fn subbufs_flow_through_get_subbuf_and_consume() {
         .into_iter()
         .map(|c| (c, Buf::cpu(c)))
         .collect();
-    let maps: Vec<(relay_buf_info, Mapping)> = bufs
-        .iter()
-        .map(|(_, b)| {
-            let info = b.info();
-            let map = b
-                .map(info.mmap_len)
-                .unwrap_or_else(|e| panic!("{}: mmap: {}", b.name, errno_name(e)));
-            (info, map)
-        })
-        .collect();
     generate_klog(N);
-    for ((cpu, buf), (info, map)) in bufs.iter().zip(&maps) {
+    for (cpu, buf) in &bufs {
         buf.flush();
         let st = buf.state();
         assert!(
@@ -560,13 +1176,15 @@ fn subbufs_flow_through_get_subbuf_and_consume() {
             st.produced
         );
         assert_eq!(st.consumed, 0, "cpu{cpu}: nothing consumed yet");
-        let (data, got, lost) = drain(buf, info, map);
+        assert_eq!(buf.consumed(), 0, "cpu{cpu}: CONSUME's consumed count");
+        check_ring(buf, &st, true);
+        let d = drain(buf);
         assert_eq!(
-            (got, lost),
-            (st.produced, 0),
-            "cpu{cpu}: sub-buffers received, lost"
+            (d.got, d.lost, d.lost_before),
+            (st.produced, 0, 0),
+            "cpu{cpu}: sub-buffers received, lost, writes lost before them"
         );
-        let seqs = records_of(*cpu, data);
+        let seqs = records_of(*cpu, d.data);
         assert!(
             seqs.iter().copied().eq(0..N),
             "cpu{cpu}: records 0..{N} in order, got {}",
@@ -574,15 +1192,18 @@ fn subbufs_flow_through_get_subbuf_and_consume() {
         );
         let st = buf.state();
         assert_eq!(st.consumed, st.produced, "cpu{cpu}: all consumed");
-        assert_eq!(
-            st.write_offset, HDR,
-            "cpu{cpu}: the current sub-buffer holds its header only"
+        assert_eq!(buf.consumed(), st.produced, "cpu{cpu}: CONSUME agrees");
+        assert!(
+            u64::from(st.committed) <= HDR,
+            "cpu{cpu}: committed {}: the current sub-buffer holds a record",
+            st.committed
         );
         assert_eq!(
             (st.lost_full, st.lost_toobig, st.lost_overwritten),
             (0, 0, 0),
             "cpu{cpu}: nothing lost"
         );
+        assert_eq!(buf.meta().seq_lock() % 2, 0, "cpu{cpu}: seq_lock at rest");
     }
 }
 
@@ -593,23 +1214,27 @@ fn flush_closes_only_a_partly_filled_subbuf() {
     }
     let _m = Modules::klog("subbuf_size=65536 n_subbufs=4");
     let buf = Buf::cpu(0);
-    let info = buf.info();
-    let map = buf.map(info.mmap_len).expect("mmap");
     let st0 = buf.state();
-    assert_eq!((st0.produced, st0.write_offset), (0, HDR), "a fresh buffer");
+    assert_eq!(st0.produced, 0, "a fresh buffer");
+    assert!(
+        u64::from(st0.committed) <= HDR,
+        "a fresh buffer has nothing committed beyond its header: {st0:?}"
+    );
     buf.flush();
     assert_eq!(
-        buf.state().produced,
-        0,
-        "FLUSH of an empty sub-buffer produces nothing"
+        buf.state(),
+        st0,
+        "FLUSH of an empty sub-buffer changes nothing"
     );
 
     generate_klog(10);
     let st = buf.state();
-    assert_eq!(st.produced, 0, "10 records do not fill a sub-buffer");
-    assert!(
-        st.write_offset > HDR,
-        "the records are in the current sub-buffer"
+    assert_eq!(st.produced, 0, "10 records do not fit a sub-buffer");
+    let committed = HDR + records_len(0, 10);
+    assert_eq!(
+        u64::from(st.committed),
+        committed,
+        "committed is the header and the 10 records in the current sub-buffer"
     );
     buf.flush();
     let st = buf.state();
@@ -617,12 +1242,22 @@ fn flush_closes_only_a_partly_filled_subbuf() {
         st.produced, 1,
         "FLUSH makes the partly filled sub-buffer ready"
     );
-    assert_eq!(st.write_offset, HDR, "and starts a new one");
+    assert!(
+        u64::from(st.committed) <= HDR,
+        "and starts a new one: committed {}",
+        st.committed
+    );
+    check_ring(&buf, &st, true);
+    assert_eq!(
+        u64::from(buf.slot_of(0).padding),
+        buf.info.subbuf_size - committed,
+        "the flushed sub-buffer's padding is what the records left"
+    );
     buf.flush();
-    assert_eq!(buf.state().produced, 1, "a second FLUSH does nothing");
-    let (data, got, _) = drain(&buf, &info, &map);
-    assert_eq!(got, 1);
-    let seqs = records_of(0, data);
+    assert_eq!(buf.state(), st, "a second FLUSH does nothing");
+    let d = drain(&buf);
+    assert_eq!(d.got, 1);
+    let seqs = records_of(0, d.data);
     assert!(
         seqs.iter().copied().eq(0..10),
         "the 10 records, got {seqs:?}"
@@ -637,21 +1272,28 @@ fn fresh_buffer_reads_zero_beyond_the_data() {
     // 3 x 3000 bytes: the mapping has a tail that relay never writes.
     let _m = Modules::klog("subbuf_size=3000 n_subbufs=3");
     let buf = Buf::cpu(0);
-    let info = buf.info();
-    let map = buf.map(info.mmap_len).expect("mmap");
     let kernel = if patched_kernel() { "patched" } else { "stock" };
-    if let Some(pos) = map.bytes().iter().position(|&b| b != 0) {
+    if let Some(pos) = buf.bytes().iter().position(|&b| b != 0) {
         panic!("{kernel} kernel: a fresh buffer has a non-zero byte at {pos}");
     }
     generate_klog(20);
     let st = buf.state();
     assert_eq!(st.produced, 0, "20 records fit in the first sub-buffer");
-    let bytes = map.bytes();
-    let written = st.write_offset as usize;
-    assert!(written > HDR as usize, "records written");
+    let written = st.committed as usize;
+    assert_eq!(
+        written as u64,
+        HDR + records_len(0, 20),
+        "committed is the header and the 20 records"
+    );
+    let bytes = buf.bytes();
+    let records: String = (0..20).map(|seq| record(0, seq)).collect();
+    assert!(
+        &bytes[HDR as usize..written] == records.as_bytes(),
+        "{kernel} kernel: the committed bytes are not the 20 records"
+    );
     assert!(
         bytes[written..].iter().all(|&b| b == 0),
-        "{kernel} kernel: bytes beyond the write offset are not zero"
+        "{kernel} kernel: bytes beyond the committed count are not zero"
     );
 }
 
@@ -668,10 +1310,13 @@ fn loss_counters_no_overwrite() {
         .map(|c| (c, Buf::cpu(c)))
         .collect();
     generate_klog(N);
+    let mut lost_full = Vec::new();
     for (cpu, buf) in &bufs {
-        let info = buf.info();
-        assert_eq!(info.flags & RELAY_BUF_OVERWRITE, 0, "no-overwrite buffer");
-        let map = buf.map(info.mmap_len).expect("mmap");
+        assert_eq!(
+            buf.info.flags & RELAY_BUF_OVERWRITE,
+            0,
+            "no-overwrite buffer"
+        );
         let st = buf.state();
         assert!(
             st.lost_full > 0,
@@ -679,10 +1324,24 @@ fn loss_counters_no_overwrite() {
         );
         assert_eq!(st.lost_overwritten, 0, "cpu{cpu}: no-overwrite overwrote");
         assert_eq!(st.lost_toobig, 0, "cpu{cpu}: records are small");
-        let (mut data, _, lost) = drain(buf, &info, &map);
-        assert_eq!(lost, 0, "cpu{cpu}: no sub-buffer lost in no-overwrite mode");
+        assert_eq!(
+            st.produced, 2,
+            "cpu{cpu}: both sub-buffers full, the writer blocked"
+        );
+        // The full buffer kept the writer from starting a third one.
+        check_ring(buf, &st, false);
+        let d = drain(buf);
+        assert_eq!(
+            d.lost, 0,
+            "cpu{cpu}: no sub-buffer lost in no-overwrite mode"
+        );
+        assert_eq!(
+            d.lost_before, 0,
+            "cpu{cpu}: writes were dropped only after the last sub-buffer started"
+        );
+        let mut data = d.data;
         buf.flush();
-        data.extend(drain(buf, &info, &map).0);
+        data.extend(drain(buf).data);
         let st = buf.state();
         let seqs = records_of(*cpu, data);
         let got = seqs.len() as u64;
@@ -695,6 +1354,34 @@ fn loss_counters_no_overwrite() {
         assert!(
             seqs.iter().copied().eq(0..got),
             "cpu{cpu}: kept records are the oldest"
+        );
+        lost_full.push(st.lost_full);
+    }
+
+    // With room again, the next record starts a sub-buffer whose slot
+    // tells how many writes were dropped before it.
+    generate_klog(1);
+    for ((cpu, buf), lost_full) in bufs.iter().zip(lost_full) {
+        let st = buf.state();
+        assert_eq!(
+            (st.produced, st.lost_full),
+            (2, lost_full),
+            "cpu{cpu}: one more record fits and starts sub-buffer 2"
+        );
+        let slot = buf.slot_of(2);
+        assert_eq!(
+            (slot.seq, u64::from(slot.header), slot.padding),
+            (2, HDR, 0),
+            "cpu{cpu}: the slot of sub-buffer 2"
+        );
+        assert_eq!(
+            slot.lost_before, lost_full,
+            "cpu{cpu}: lost_before of the sub-buffer after the burst of dropped writes"
+        );
+        assert_eq!(
+            u64::from(st.committed),
+            HDR + records_len(*cpu, 1),
+            "cpu{cpu}: committed: the header and the one record"
         );
     }
 }
@@ -712,13 +1399,12 @@ fn loss_counters_overwrite() {
         .collect();
     generate_klog(N);
     for (cpu, buf) in &bufs {
-        let info = buf.info();
+        let info = buf.info;
         assert_ne!(
             info.flags & RELAY_BUF_OVERWRITE,
             0,
             "cpu{cpu}: overwrite flag"
         );
-        let map = buf.map(info.mmap_len).expect("mmap");
         buf.flush();
         let st = buf.state();
         let n = info.n_subbufs;
@@ -735,17 +1421,27 @@ fn loss_counters_overwrite() {
             "cpu{cpu}: overwritten sub-buffers (produced {})",
             st.produced
         );
-        let (data, got, lost) = drain(buf, &info, &map);
+        // The slots hold the newest sub-buffers; the lapped ones' slots hold
+        // later ones (checked by drain()). No write was dropped.
+        check_ring(buf, &st, true);
+        for idx in 0..n {
+            assert_eq!(
+                buf.meta().slot(idx).lost_before,
+                0,
+                "cpu{cpu}: lost_before of slot {idx}"
+            );
+        }
+        let d = drain(buf);
         assert_eq!(
-            got + lost,
+            d.got + d.lost,
             st.produced,
             "cpu{cpu}: received + lost != produced"
         );
         assert_eq!(
-            lost, st.lost_overwritten,
+            d.lost, st.lost_overwritten,
             "cpu{cpu}: reader and kernel disagree on losses"
         );
-        let seqs = records_of(*cpu, data);
+        let seqs = records_of(*cpu, d.data);
         let first = *seqs.first().expect("records from the last sub-buffers");
         assert!(
             seqs.iter().copied().eq(first..N),
@@ -762,12 +1458,38 @@ fn consume_reports_subbufs_overwritten_while_read() {
     }
     let _m = Modules::klog("subbuf_size=4096 n_subbufs=4 overwrite=1");
     let buf = Buf::cpu(0);
+    let n = buf.info.n_subbufs;
     generate_klog(200);
     buf.flush();
-    let sb = buf.subbuf(0).expect("seq 0 is ready");
-    assert!(sb.data_len > 0);
+    let st = buf.state();
+    assert!(st.produced >= 1, "seq 0 is ready");
+    assert_eq!(st.lost_overwritten, 0, "nothing overwritten yet");
+    let slot = buf.slot_of(0);
+    assert_eq!(slot.seq, 0, "slot 0 holds seq 0");
+    let data_len = buf.info.subbuf_size - u64::from(slot.header) - u64::from(slot.padding);
+    assert!(data_len > 0);
+    let copy =
+        buf.bytes()[slot.header as usize..(u64::from(slot.header) + data_len) as usize].to_vec();
+    assert!(
+        records_of(0, copy).first() == Some(&0),
+        "seq 0 starts with record 0"
+    );
     // Lap the buffer while seq 0 is "being read".
     generate_klog(3000);
+    fence(Ordering::Acquire);
+    let held = buf.meta().slot_seq(0);
+    assert!(
+        held != RELAY_META_SLOT_EMPTY && held > 0 && held.is_multiple_of(n),
+        "slot 0 holds a later sub-buffer after the lap, not {held}: the copy must be discarded"
+    );
+    let st = buf.state();
+    assert_eq!(st.consumed, 0);
+    assert_eq!(
+        st.lost_overwritten,
+        st.produced - n + 1,
+        "lost_overwritten grows with every slot reused (produced {})",
+        st.produced
+    );
     let c = buf.consume(0, 1).expect("CONSUME of seq 0");
     assert_eq!(c.lost, 1, "CONSUME says seq 0 was overwritten");
     assert_eq!(c.consumed, 1);
@@ -781,14 +1503,23 @@ fn lost_toobig_counts_records_larger_than_a_subbuf() {
     // 24-byte sub-buffers hold 20 bytes of data; every record is longer.
     let _m = Modules::klog("subbuf_size=24 n_subbufs=4");
     const N: u64 = 50;
+    let bufs: Vec<(u32, Buf)> = online_cpus()
+        .into_iter()
+        .map(|c| (c, Buf::cpu(c)))
+        .collect();
     generate_klog(N);
-    for cpu in online_cpus() {
-        let st = Buf::cpu(cpu).state();
-        assert_eq!(st.lost_toobig, N, "cpu{cpu}: lost_toobig");
+    for (cpu, buf) in &bufs {
+        let st = buf.state();
+        assert_eq!(st.lost_toobig, N, "cpu{cpu}: lost_toobig in the meta area");
         assert_eq!(
-            (st.produced, st.lost_full),
-            (0, 0),
+            (st.produced, st.lost_full, st.lost_overwritten),
+            (0, 0, 0),
             "cpu{cpu}: nothing else happened"
+        );
+        assert!(
+            u64::from(st.committed) <= HDR,
+            "cpu{cpu}: committed {}: nothing was written",
+            st.committed
         );
     }
     let dropped: u64 = std::fs::read_to_string(format!("{DIR}/dropped"))
@@ -810,13 +1541,16 @@ fn global_buffer_collects_every_cpu_and_flushes() {
     }
     let _m = Modules::klog("global=1 subbuf_size=65536 n_subbufs=4");
     let buf = Buf::cpu(0);
-    let info = buf.info();
-    let map = buf.map(info.mmap_len).expect("mmap");
+    assert_eq!(
+        (buf.meta().cpu(), buf.meta().flags()),
+        (0, RELAY_BUF_GLOBAL),
+        "the meta area of a global buffer: cpu, flags"
+    );
     generate_klog(100);
     buf.flush();
-    let (data, got, lost) = drain(&buf, &info, &map);
-    assert_eq!((got, lost), (1, 0));
-    let text = String::from_utf8(data).expect("text records");
+    let d = drain(&buf);
+    assert_eq!((d.got, d.lost), (1, 0));
+    let text = String::from_utf8(d.data).expect("text records");
     let cpus = online_cpus();
     for cpu in &cpus {
         let n = text
@@ -834,9 +1568,12 @@ fn finalized_buffer_stays_readable() {
     }
     let mut m = Modules::klog("subbuf_size=65536 n_subbufs=4");
     let buf = Buf::cpu(0);
-    let info = buf.info();
-    let map = buf.map(info.mmap_len).expect("mmap");
     generate_klog(100);
+    assert_eq!(
+        buf.meta().flags() & RELAY_BUF_FINALIZED,
+        0,
+        "FINALIZED while the channel is open"
+    );
     m.unload("klog_gen");
     m.unload("relay_klog"); // destroys the channel (after flushing it)
     let info = buf.info();
@@ -849,14 +1586,20 @@ fn finalized_buffer_stays_readable() {
     assert_ne!(
         st.flags & RELAY_BUF_FINALIZED,
         0,
-        "GET_STATE reports FINALIZED"
+        "the meta area reports FINALIZED"
     );
     assert_eq!(st.produced, 1, "the channel was flushed when it was closed");
+    assert_eq!(buf.meta().seq_lock() % 2, 0, "seq_lock at rest");
     buf.flush(); // a no-op, but no error
-    let (data, got, _) = drain(&buf, &info, &map);
-    assert_eq!(got, 1);
+    assert_eq!(
+        buf.state(),
+        st,
+        "FLUSH of a finalized buffer changes nothing"
+    );
+    let d = drain(&buf);
+    assert_eq!(d.got, 1);
     assert!(
-        records_of(0, data).iter().copied().eq(0..100),
+        records_of(0, d.data).iter().copied().eq(0..100),
         "the records are still there"
     );
     let mut rest = Vec::new();
@@ -869,14 +1612,17 @@ fn finalized_buffer_stays_readable() {
     if patched_kernel() {
         m.unload("relay_app");
         assert!(
-            map.bytes().iter().any(|&b| b != 0),
+            buf.bytes().iter().any(|&b| b != 0),
             "the mapping is readable after the module is gone"
         );
+        check_meta_header(&buf);
+        let st = buf.state();
         assert_eq!(
-            buf.state().produced,
-            1,
-            "ioctls work after the module is gone"
+            (st.produced, st.consumed, st.flags & RELAY_BUF_FINALIZED),
+            (1, 1, RELAY_BUF_FINALIZED),
+            "the meta area after the module is gone"
         );
+        assert_eq!(buf.consumed(), 1, "ioctls work after the module is gone");
     } else {
         let rmmod = Command::new("rmmod")
             .arg("relay_app")
@@ -902,20 +1648,37 @@ fn blktrace_files_are_mappable_on_patched_kernels() {
     for _ in 0..16 {
         d.read_exact(&mut block).expect("reading /dev/nullb0");
     }
-    let trace = Buf::open(&format!("/sys/kernel/debug/block/{}/trace0", setup.name()));
-    let mut info = relay_buf_info::default();
-    let got = ioctl(trace.fd(), RELAY_IOC_GET_INFO, (&raw mut info).cast());
-    let len = 4 * 65536;
+    let path = format!("/sys/kernel/debug/block/{}/trace0", setup.name());
     if patched_kernel() {
-        got.unwrap_or_else(|e| panic!("GET_INFO on blktrace's trace0: {}", errno_name(e)));
-        assert_eq!((info.subbuf_size, info.n_subbufs), (65536, 4));
-        let map = trace.map(info.mmap_len).expect("mmap of blktrace's trace0");
-        trace.flush(); // blktrace implements flush_buf()
-        assert_eq!(map.bytes().len() as u64, info.mmap_len);
+        // GET_INFO (returning the 40 bytes it filled) and the mapping of the
+        // buffer and its meta area.
+        let trace = Buf::open(&path);
+        assert_eq!((trace.info.subbuf_size, trace.info.n_subbufs), (65536, 4));
+        // blktrace implements flush_buf(): the meta area announces FLUSH.
+        check_meta_header(&trace);
+        trace.flush();
+        // The reads may have been traced on another CPU: trace0 may hold
+        // nothing, but its first slot holds sub-buffer 0 either way.
+        let slot = trace.slot_of(0);
+        assert_eq!(slot.seq, 0, "slot 0 of blktrace's buffer: {slot:?}");
+        assert!(
+            u64::from(slot.header) + u64::from(slot.padding) <= trace.info.subbuf_size,
+            "slot 0 of blktrace's buffer: {slot:?}"
+        );
     } else {
-        assert_eq!(got, Err(libc::ENOTTY), "stock relay files have no ioctls");
+        let trace = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+        let mut info = relay_buf_info::default();
         assert_eq!(
-            trace.map(len).map(|_| ()),
+            ioctl(
+                trace.as_raw_fd(),
+                RELAY_IOC_GET_INFO,
+                (&raw mut info).cast()
+            ),
+            Err(libc::ENOTTY),
+            "stock relay files have no ioctls"
+        );
+        assert_eq!(
+            Mapping::new(trace.as_raw_fd(), 4 * 65536, libc::PROT_READ).map(|_| ()),
             Err(libc::ENODEV),
             "stock blktrace files cannot be mapped (debugfs full proxy)"
         );

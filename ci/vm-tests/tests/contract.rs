@@ -262,14 +262,14 @@ impl Contract {
         seqs
     }
 
-    /// Checks the kernel's loss counters where the kernel has the ioctls:
+    /// Checks the kernel's loss counters where the meta area can be mapped:
     /// writes refused and too big, as the module counted them.
     fn check_kernel_counters(&self, what: &str) {
         let counts = self.counts();
         for (cpu, path) in self.files() {
             let file = File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let Some(state) = relay_reader::kernel::query_state(&file, &path)
-                .unwrap_or_else(|e| panic!("{what}: GET_STATE: {e}"))
+                .unwrap_or_else(|e| panic!("{what}: meta area: {e}"))
             else {
                 return;
             };

@@ -21,8 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use relay_sys::{
-    relay_buf_info, relay_buf_state, relay_consume, relay_subbuf, RELAY_IOC_CONSUME,
-    RELAY_IOC_FLUSH, RELAY_IOC_GET_INFO, RELAY_IOC_GET_STATE, RELAY_IOC_GET_SUBBUF,
+    relay_buf_info, relay_consume, RELAY_IOC_CONSUME, RELAY_IOC_FLUSH, RELAY_IOC_GET_INFO,
 };
 use relay_vm_tests::{dmesg_tail, in_vm, patched_kernel, task_stacks, Modules};
 
@@ -58,7 +57,7 @@ struct Mapping {
 }
 
 impl Mapping {
-    fn new(file: &File, len: usize) -> Option<Mapping> {
+    fn new(file: &File, len: usize, offset: usize) -> Option<Mapping> {
         // SAFETY: a fresh shared mapping chosen by the kernel; nothing else
         // refers to that address range.
         let addr = unsafe {
@@ -68,7 +67,7 @@ impl Mapping {
                 libc::PROT_READ,
                 libc::MAP_SHARED,
                 file.as_raw_fd(),
-                0,
+                offset as libc::off_t,
             )
         };
         (addr != libc::MAP_FAILED).then_some(Mapping { addr, len })
@@ -138,8 +137,21 @@ fn reader(seed: u64, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) {
                 files.swap_remove(i);
             }
             3 if !files.is_empty() && maps.len() < 4 => {
-                let i = pick(&mut rng, files.len());
-                if let Some(m) = Mapping::new(&files[i], map_len) {
+                // The buffer, the buffer and its meta area, or the meta
+                // area alone.
+                let f = &files[pick(&mut rng, files.len())];
+                let mut info = relay_buf_info::default();
+                let meta_len = if ioctl(f, RELAY_IOC_GET_INFO, &mut info) >= 0 {
+                    info.meta_len as usize
+                } else {
+                    0
+                };
+                let (len, offset) = match rng.below(3) {
+                    0 => (map_len, 0),
+                    1 => (map_len + meta_len, 0),
+                    _ => (meta_len.max(4096), map_len),
+                };
+                if let Some(m) = Mapping::new(f, len, offset) {
                     maps.push(m);
                 }
             }
@@ -168,19 +180,14 @@ fn reader(seed: u64, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) {
                 unsafe { libc::read(files[i].as_raw_fd(), buf.as_mut_ptr().cast(), len) };
             }
             8 if !files.is_empty() => {
+                // The consumed count (CONSUME of nothing), then a release of
+                // up to two sub-buffers from there, ready or not.
                 let f = &files[pick(&mut rng, files.len())];
-                let mut info = relay_buf_info::default();
-                let mut st = relay_buf_state::default();
-                ioctl(f, RELAY_IOC_GET_INFO, &mut info);
-                if ioctl(f, RELAY_IOC_GET_STATE, &mut st) == 0 {
-                    let mut sb = relay_subbuf {
-                        seq: st.consumed + rng.below(3),
-                        ..Default::default()
-                    };
-                    ioctl(f, RELAY_IOC_GET_SUBBUF, &mut sb);
+                let mut c = relay_consume::default();
+                if ioctl(f, RELAY_IOC_CONSUME, &mut c) >= 0 {
                     let mut c = relay_consume {
-                        seq: st.consumed,
-                        count: rng.below(3),
+                        seq: c.consumed,
+                        count: 1 + rng.below(2),
                         ..Default::default()
                     };
                     ioctl(f, RELAY_IOC_CONSUME, &mut c);
@@ -336,7 +343,7 @@ fn random_abi_operations_leave_no_kernel_report() {
         let file = File::open(format!("{DIR}/cpu0")).ok();
         let map = file
             .as_ref()
-            .and_then(|f| Mapping::new(f, (SUBBUF_SIZE * N_SUBBUFS).next_multiple_of(4096)));
+            .and_then(|f| Mapping::new(f, (SUBBUF_SIZE * N_SUBBUFS).next_multiple_of(4096), 0));
         modules.unload("relay_contract");
         if let (Some(f), Some(m)) = (&file, &map) {
             m.touch();

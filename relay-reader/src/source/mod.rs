@@ -43,10 +43,10 @@ fn check_filesystem(file: &File, path: &Path) -> Result<()> {
 /// How to read a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
-    /// mmap through the ioctl ABI when the file offers it, read(2) otherwise.
+    /// mmap with the meta area when the file offers it, read(2) otherwise.
     #[default]
     Auto,
-    /// mmap through the ioctl ABI; an error if the file lacks it.
+    /// mmap with the meta area; an error if the file lacks it.
     Mmap,
     /// mmap with the relay-apps 0.9x control files and padding words.
     RelayApp,
@@ -85,7 +85,9 @@ impl Source {
             }
             Mode::Auto | Mode::Mmap => {}
         }
-        match query_info(&file, path)? {
+        // A file without a meta area (a kernel from before it) is read like
+        // one without the ABI.
+        match query_info(&file, path)?.filter(|info| info.meta_len > 0) {
             Some(info) => match KernelBuffer::new(path.into(), file, info) {
                 Ok(buffer) => Ok(Source::Mmap(AbiSource::new(buffer)?)),
                 // The file answers the ABI but cannot be mapped (created
@@ -161,8 +163,8 @@ impl Source {
         }
     }
 
-    /// Geometry and counters from the kernel ABI; `None` in read mode,
-    /// where the kernel offers neither.
+    /// Geometry and counters from the meta area; `None` in the other
+    /// modes, where the kernel offers neither.
     pub fn kernel_state(&mut self) -> Result<Option<(BufInfo, BufState)>> {
         match self {
             Source::Mmap(s) => {

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::path::PathBuf;
 
+use crate::kernel::MetaView;
 use crate::subbuf::{BufStats, KernelCounters, SubBuf};
 use crate::{Error, Result};
 
@@ -21,8 +22,9 @@ pub struct ReadSource {
     stats: BufStats,
     closed: bool,
     finished_only: bool,
-    /// Whether the file answers `RELAY_IOC_GET_STATE` (unknown at first).
-    has_state: Option<bool>,
+    /// The file's meta area, for its counters: `None` before the first
+    /// look, `Some(None)` where it has none (or stopped answering).
+    meta: Option<Option<MetaView>>,
 }
 
 impl ReadSource {
@@ -34,7 +36,7 @@ impl ReadSource {
             buf: vec![0; READ_CHUNK],
             closed: false,
             finished_only: false,
-            has_state: None,
+            meta: None,
             stats: BufStats {
                 cpu,
                 ..BufStats::default()
@@ -112,21 +114,16 @@ impl ReadSource {
         Ok(delivered)
     }
 
-    /// The kernel's counters, where the file has the relay ABI.
+    /// The kernel's counters, where the file has a meta area.
     fn refresh_kernel_counters(&mut self) {
-        if self.has_state == Some(false) {
-            return;
-        }
-        match crate::kernel::query_state(&self.file, &self.path) {
-            Ok(Some(s)) => {
-                self.has_state = Some(true);
-                self.stats.kernel = Some(KernelCounters::from(&s));
-            }
-            Ok(None) => self.has_state = Some(false),
-            // The data matters more than the counters: a file that read(2)
-            // still drains but that no longer answers (debugfs' proxy after
-            // the file's removal: EIO) keeps the counters it last gave.
-            Err(_) => self.has_state = Some(false),
+        // The data matters more than the counters: a file that read(2) still
+        // drains but that has no meta area, or whose meta area cannot be
+        // mapped, keeps going without them.
+        let view = self
+            .meta
+            .get_or_insert_with(|| MetaView::open(&self.file, &self.path).ok().flatten());
+        if let Some(state) = view.as_ref().and_then(|view| view.state().ok()) {
+            self.stats.kernel = Some(KernelCounters::from(&state));
         }
     }
 

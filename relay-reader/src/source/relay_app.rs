@@ -72,6 +72,7 @@ pub fn relay_app_state(path: &Path, cpu: u32) -> Result<(BufInfo, BufState)> {
         cpu,
         global: false,
         overwrite: false,
+        meta_len: 0,
     };
     let state = BufState {
         produced,
@@ -113,6 +114,7 @@ pub fn locate(
         data_offset: start + header,
         data_len: subbuf_size - header - padding,
         padding,
+        lost_before: 0,
     })
 }
 
@@ -160,6 +162,7 @@ impl RelayAppBuffer {
                 cpu,
                 global: false,
                 overwrite: false,
+                meta_len: 0,
             },
         })
     }

@@ -101,8 +101,16 @@ impl Run {
     }
 }
 
-/// Runs the operations encoded in `data`; panics when an invariant breaks.
+/// Runs the operations encoded in `data` against the model with the meta
+/// area (reads from memory, one CONSUME per drain) and against the one
+/// without (the ioctl fallback, CONSUME per sub-buffer); panics when an
+/// invariant breaks.
 pub fn run_ops(data: &[u8]) {
+    run_ops_on(data, true);
+    run_ops_on(data, false);
+}
+
+fn run_ops_on(data: &[u8], meta: bool) {
     let Some((&geometry, ops)) = data.split_first() else {
         return;
     };
@@ -110,7 +118,12 @@ pub fn run_ops(data: &[u8]) {
     let n_subbufs = 2 + usize::from((geometry >> 3) % 6);
     let overwrite = geometry & 0x80 != 0;
     let mut run = Run {
-        src: AbiSource::new(ModelBuffer::new(subbuf_size, n_subbufs, overwrite)).unwrap(),
+        src: AbiSource::new(if meta {
+            ModelBuffer::new(subbuf_size, n_subbufs, overwrite)
+        } else {
+            ModelBuffer::without_meta(subbuf_size, n_subbufs, overwrite)
+        })
+        .unwrap(),
         next_seq: 0,
         stored: BTreeSet::new(),
         attempted: 0,
@@ -150,6 +163,19 @@ pub fn run_ops(data: &[u8]) {
         state.produced,
         "received + lost != produced after the final flush and drain"
     );
+    // Drops the slots place before delivered sub-buffers are drops the
+    // kernel counted; without a meta area there are no slots to tell.
+    assert!(
+        stats.drops_before <= state.lost_full + state.lost_toobig,
+        "{} drops before delivered sub-buffers, {} + {} counted",
+        stats.drops_before,
+        state.lost_full,
+        state.lost_toobig
+    );
+    assert!(stats.subbufs_after_drops <= stats.drops_before);
+    if !meta {
+        assert_eq!(stats.drops_before, 0);
+    }
     if !overwrite {
         assert_eq!(stats.lost_subbufs, 0, "no-overwrite mode lost sub-buffers");
         // Every record the writer accepted arrives; every other one is counted.

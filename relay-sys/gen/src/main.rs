@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use bindgen::callbacks::{IntKind, ParseCallbacks};
 
 /// The committed output, relative to the workspace root.
 const OUTPUT: &str = "relay-sys/src/bindings.rs";
@@ -60,6 +61,18 @@ fn parse_args() -> Result<Args> {
     }
 }
 
+/// Gives the macros of `__u64` values (`1ULL << n`, `~0ULL`) the type of
+/// the fields they go with: bindgen would make `~0ULL` an `i32` of -1.
+#[derive(Debug)]
+struct U64Macros;
+
+impl ParseCallbacks for U64Macros {
+    fn int_macro(&self, name: &str, _value: i64) -> Option<IntKind> {
+        (name.starts_with("RELAY_META_CAP_") || name == "RELAY_META_SLOT_EMPTY")
+            .then_some(IntKind::U64)
+    }
+}
+
 fn generate(args: &Args) -> Result<String> {
     let header = args.headers.join("linux/relay.h");
     if !header.is_file() {
@@ -73,6 +86,7 @@ fn generate(args: &Args) -> Result<String> {
         .clang_arg(format!("-I{}", args.headers.display()))
         .allowlist_type("relay_.*")
         .allowlist_var("RELAY_.*")
+        .parse_callbacks(Box::new(U64Macros))
         .use_core()
         .derive_default(true)
         .derive_eq(true)

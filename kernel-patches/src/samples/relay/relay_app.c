@@ -36,13 +36,15 @@
  * On kernels whose relay core implements the <uapi/linux/relay.h> ioctls
  * (RELAY_HAS_USER_ABI), the buffer files are plain relay files created
  * with relay_debugfs_create_file(): the core answers the ioctls, counts
- * what the buffers lose and calls back here to flush.  On other kernels
- * the buffer files use relay_file_operations (open, read, poll, mmap,
- * release) plus an ioctl handler implementing <uapi/linux/relay.h> here,
- * with the same semantics.  They are created with
- * debugfs_create_file_unsafe(): debugfs' full proxy does not forward
- * mmap, and relay's file operations keep the buffer alive by reference
- * counting, so the open proxy is sufficient.
+ * what the buffers lose, keeps their meta areas and calls back here to
+ * flush.  On other kernels the buffer files use relay_file_operations
+ * (open, read, poll, release) plus an ioctl handler and an mmap method
+ * implementing <uapi/linux/relay.h> here, with the same semantics: every
+ * buffer has a meta area (struct relay_meta and its slots) that the
+ * writer-side code below keeps up to date and that mmap maps after the
+ * buffer.  They are created with debugfs_create_file_unsafe(): debugfs'
+ * full proxy does not forward mmap, and relay's file operations keep the
+ * buffer alive by reference counting, so the open proxy is sufficient.
  */
 
 #include <linux/cpu.h>
@@ -52,8 +54,10 @@
 #include <linux/kref.h>
 #include <linux/math64.h>
 #include <linux/minmax.h>
+#include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/overflow.h>
 #include <linux/percpu.h>
 #include <linux/rcupdate.h>
 #include <linux/relay.h>
@@ -63,6 +67,7 @@
 #include <linux/srcu.h>
 #include <linux/uaccess.h>
 #include <linux/uio.h>
+#include <linux/vmalloc.h>
 #include <uapi/linux/relay.h>
 
 #include "relay_app.h"
@@ -84,25 +89,30 @@ DEFINE_STATIC_SRCU(relay_app_srcu);
 #ifndef RELAY_HAS_USER_ABI
 /* First published sizes of the ioctl structures. */
 #define RELAY_BUF_INFO_SIZE_VER0	32
-#define RELAY_BUF_STATE_SIZE_VER0	56
-#define RELAY_SUBBUF_SIZE_VER0		32
 #define RELAY_CONSUME_SIZE_VER0		32
 
 static_assert(sizeof(struct relay_buf_info) >= RELAY_BUF_INFO_SIZE_VER0);
-static_assert(sizeof(struct relay_buf_state) >= RELAY_BUF_STATE_SIZE_VER0);
-static_assert(sizeof(struct relay_subbuf) >= RELAY_SUBBUF_SIZE_VER0);
 static_assert(sizeof(struct relay_consume) >= RELAY_CONSUME_SIZE_VER0);
 
+/* Offset of the slots in a meta area. */
+#define RELAY_APP_META_SLOTS	ALIGN(sizeof(struct relay_meta), 8)
+
 /*
- * Loss counters of one buffer, kept by the relay core (buf->stats) where
- * it implements the ioctls.  Only the buffer's writer changes them: with
+ * Loss counters and meta area of one buffer, kept by the relay core where
+ * it implements the ioctls.  Only the buffer's writer changes the
+ * counters, @lost_mark and the writer-owned fields of the meta area: with
  * interrupts disabled on the buffer's CPU, or under the channel lock for
- * a global buffer.
+ * a global buffer.  @lost_mark is @lost_full + @lost_toobig when the
+ * writer started its current sub-buffer.  The meta area lives as long as
+ * the channel's struct relay_app_chan, which open buffer files (and so
+ * mappings) keep.
  */
 struct relay_app_stats {
 	u64 lost_full;
 	u64 lost_toobig;
 	u64 lost_overwritten;
+	u64 lost_mark;
+	struct relay_meta *meta;
 };
 #endif
 
@@ -124,6 +134,7 @@ struct relay_app_chan {
 	size_t __percpu *headed;	/* see relay_app_headed() */
 #ifndef RELAY_HAS_USER_ABI
 	struct relay_app_stats __percpu *stats;
+	u32 meta_len;		/* of every buffer's meta area */
 #endif
 };
 
@@ -189,18 +200,252 @@ struct relay_app {
 
 #ifndef RELAY_HAS_USER_ABI
 /*
- * The buffer files' methods: relay_file_operations' plus our open, release
- * and ioctl.  Chosen at module init from the structures at the end of the
- * stock-kernel part, by whether relay maps with .mmap or .mmap_prepare
- * (the out-of-tree build defines RELAY_APP_HAVE_MMAP_PREPARE when struct
- * file_operations has it).
+ * The buffer files' methods: relay_file_operations' read and poll, our
+ * open, release, ioctl and mmap; at the end of the stock-kernel part.
  */
-static const struct file_operations *relay_app_buf_fops __ro_after_init;
+static const struct file_operations relay_app_buf_fops;
 
 static struct relay_app_stats *
 relay_app_buf_stats(struct relay_app_chan *ch, struct rchan_buf *buf)
 {
 	return per_cpu_ptr(ch->stats, ch->global ? 0 : buf->cpu);
+}
+
+/* Bytes of a meta area with @n_subbufs slots, 0 if too many for a u32. */
+static size_t relay_app_meta_len(size_t n_subbufs)
+{
+	size_t len = size_add(RELAY_APP_META_SLOTS,
+			      array_size(n_subbufs,
+					 sizeof(struct relay_meta_slot)));
+
+	if (len > U32_MAX - PAGE_SIZE)
+		return 0;
+	return PAGE_ALIGN(len);
+}
+
+static struct relay_meta_slot *relay_app_meta_slot(struct relay_meta *m,
+						   size_t idx)
+{
+	return (struct relay_meta_slot *)((char *)m + RELAY_APP_META_SLOTS) +
+	       idx;
+}
+
+/*
+ * Give the buffer of @cpu (0 for a global channel) its meta area, with
+ * the constant fields filled in.  Called before relay_open() creates the
+ * buffer, so before anyone can map it.
+ */
+static int relay_app_alloc_meta(struct relay_app_chan *ch, unsigned int cpu,
+				const struct relay_app_params *p)
+{
+	struct relay_meta *m;
+	size_t i;
+
+	m = vzalloc(ch->meta_len);
+	if (!m)
+		return -ENOMEM;
+
+	m->meta_len = ch->meta_len;
+	m->meta_struct_len = sizeof(*m);
+	m->version = RELAY_META_VERSION;
+	/* relay_app_ioc_flush() serves every channel. */
+	m->caps = RELAY_META_CAP_FLUSH;
+	m->subbuf_size = p->subbuf_size;
+	m->n_subbufs = p->n_subbufs;
+	m->cpu = cpu;
+	if (ch->global)
+		m->flags |= RELAY_BUF_GLOBAL;
+	if (ch->overwrite)
+		m->flags |= RELAY_BUF_OVERWRITE;
+	m->slots_offset = RELAY_APP_META_SLOTS;
+	m->slot_len = sizeof(struct relay_meta_slot);
+	for (i = 0; i < p->n_subbufs; i++)
+		relay_app_meta_slot(m, i)->seq = RELAY_META_SLOT_EMPTY;
+
+	per_cpu_ptr(ch->stats, cpu)->meta = m;
+	return 0;
+}
+
+/* A meta area for every buffer the channel may get. */
+static int relay_app_alloc_metas(struct relay_app_chan *ch,
+				 const struct relay_app_params *p)
+{
+	unsigned int cpu;
+	int ret;
+
+	ch->meta_len = relay_app_meta_len(p->n_subbufs);
+	if (!ch->meta_len)
+		return -ENOMEM;
+	if (ch->global)
+		return relay_app_alloc_meta(ch, 0, p);
+
+	for_each_possible_cpu(cpu) {
+		ret = relay_app_alloc_meta(ch, cpu, p);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static void relay_app_free_metas(struct relay_app_chan *ch)
+{
+	unsigned int cpu;
+
+	for_each_possible_cpu(cpu)
+		vfree(per_cpu_ptr(ch->stats, cpu)->meta);
+}
+
+/*
+ * Store the writer-owned fields of a meta area, @produced and the loss
+ * counters of @st, in the seqcount protocol of struct relay_meta.  A new
+ * produced count comes with the committed count of the sub-buffer it
+ * names, 0: nothing is written into it yet.
+ */
+static void relay_app_meta_publish(struct relay_app_stats *st, u64 produced)
+{
+	struct relay_meta *m = st->meta;
+	u32 seq = m->seq_lock;
+
+	WRITE_ONCE(m->seq_lock, seq + 1);
+	/*
+	 * Pairs with the reader's smp_rmb() (or acquire load of committed)
+	 * before it loads seq_lock again: a reader that saw any store below
+	 * sees seq_lock changed.  It also orders what the writer stored
+	 * before, into the sub-buffers and the slots, before the new
+	 * produced count, which the reader loads before that barrier and
+	 * the slots and data after it.
+	 */
+	smp_wmb();
+	if (produced != m->produced)
+		WRITE_ONCE(m->committed, 0);
+	WRITE_ONCE(m->produced, produced);
+	WRITE_ONCE(m->lost_full, st->lost_full);
+	WRITE_ONCE(m->lost_toobig, st->lost_toobig);
+	WRITE_ONCE(m->lost_overwritten, st->lost_overwritten);
+	/*
+	 * Pairs with the reader's acquire load of seq_lock: a reader that
+	 * loads the new even value sees the stores above.
+	 */
+	smp_wmb();
+	WRITE_ONCE(m->seq_lock, seq + 2);
+}
+
+/*
+ * The meta area's part of subbuf_start, as the buffer's writer.  relay
+ * has counted the sub-buffer just finished, if any, in subbufs_produced:
+ * its slot gets its padding and the meta area the new produced count.
+ * With @overwriting, the sub-buffer about to be started replaces an
+ * unconsumed one.  With @start, it is started: its slot gets its sequence
+ * number before relay_app writes anything into it.
+ */
+static void relay_app_meta_switch(struct relay_app_chan *ch,
+				  struct rchan_buf *buf, bool start,
+				  bool overwriting)
+{
+	struct relay_app_stats *st = relay_app_buf_stats(ch, buf);
+	size_t produced = buf->subbufs_produced;
+	size_t n_subbufs = buf->chan->n_subbufs;
+	size_t hdr = relay_app_hdr_size(ch);
+	struct relay_meta *m = st->meta;
+	struct relay_meta_slot *slot;
+	bool finished;
+	u64 lost;
+
+	/* A full buffer refused the switch before: nothing finished since. */
+	finished = produced != m->produced;
+	if (finished) {
+		slot = relay_app_meta_slot(m, (produced - 1) % n_subbufs);
+		WRITE_ONCE(slot->padding,
+			   min_t(size_t, buf->padding[(produced - 1) % n_subbufs],
+				 buf->chan->subbuf_size - hdr));
+	}
+	if (overwriting)
+		WRITE_ONCE(st->lost_overwritten, st->lost_overwritten + 1);
+	if (finished || overwriting)
+		relay_app_meta_publish(st, produced);
+	if (!start)
+		return;
+
+	slot = relay_app_meta_slot(m, produced % n_subbufs);
+	WRITE_ONCE(slot->seq, produced);
+	/*
+	 * Pairs with the reader's smp_rmb() between copying a sub-buffer's
+	 * data out and loading its slot's seq again: a reader that copied
+	 * anything written into the slot or the sub-buffer from here on sees
+	 * the new seq.
+	 */
+	smp_mb();
+	WRITE_ONCE(slot->header, hdr);
+	WRITE_ONCE(slot->padding, 0);
+	lost = st->lost_full + st->lost_toobig;
+	WRITE_ONCE(slot->lost_before, lost - st->lost_mark);
+	st->lost_mark = lost;
+}
+
+/*
+ * A record was written into the current sub-buffer, after the ones before
+ * it: its end is the sub-buffer's new committed count.  Like
+ * __relay_commit() on kernels whose core implements the ioctls, this does
+ * not wait for room reserved with relay_app_reserve() before it: committed
+ * channels count their finished bytes in the sub-buffers.
+ */
+static void relay_app_meta_commit(struct relay_app_chan *ch,
+				  struct rchan_buf *buf)
+{
+	struct relay_meta *m = relay_app_buf_stats(ch, buf)->meta;
+
+	/*
+	 * After the record's bytes, and after the produced count it belongs
+	 * to: pairs with the reader's acquire load of committed, which it
+	 * follows with its second load of seq_lock.
+	 */
+	smp_store_release(&m->committed, buf->offset);
+}
+
+/* A write was dropped and counted in @st: publish the loss counters. */
+static void relay_app_meta_lost(struct relay_app_stats *st)
+{
+	relay_app_meta_publish(st, st->meta->produced);
+}
+
+/*
+ * Mark every meta area of @ch finalized, once no writer and no flush can
+ * run any more: see relay_app_close_chan().
+ */
+static void relay_app_meta_finalize(struct relay_app_chan *ch)
+{
+	struct relay_meta *m;
+	unsigned int cpu;
+
+	for_each_possible_cpu(cpu) {
+		m = per_cpu_ptr(ch->stats, cpu)->meta;
+		if (!m)
+			continue;
+		/*
+		 * After the last update of produced, which this CPU has seen
+		 * (the writers' and flushes' ends were waited for): pairs
+		 * with the reader's acquire load of flags.
+		 */
+		smp_store_release(&m->flags, m->flags | RELAY_BUF_FINALIZED);
+	}
+}
+
+/*
+ * The consumed count of @buf changed: store it in the meta area.  Called
+ * with the buffer file's inode lock held, which all consumers take.
+ */
+static void relay_app_meta_consumed(struct rchan_buf *buf)
+{
+	struct relay_app_chan *ch = buf->chan->private_data;
+
+	WRITE_ONCE(relay_app_buf_stats(ch, buf)->meta->consumed,
+		   buf->subbufs_consumed);
+}
+#else
+static void relay_app_meta_switch(struct relay_app_chan *ch,
+				  struct rchan_buf *buf, bool start,
+				  bool overwriting)
+{
 }
 #endif
 
@@ -224,6 +469,7 @@ static void relay_app_chan_release(struct kref *kref)
 	mutex_destroy(&ch->flush_lock);
 	free_percpu(ch->headed);
 #ifndef RELAY_HAS_USER_ABI
+	relay_app_free_metas(ch);
 	free_percpu(ch->stats);
 #endif
 	kfree(ch);
@@ -239,6 +485,7 @@ static int relay_app_subbuf_start(struct rchan_buf *buf, void *subbuf,
 {
 	struct relay_app_chan *ch = buf->chan->private_data;
 	size_t n_subbufs = buf->chan->n_subbufs;
+	bool overwriting = false;
 
 	/*
 	 * The sub-buffer just finished, counted in subbufs_produced already,
@@ -256,16 +503,16 @@ static int relay_app_subbuf_start(struct rchan_buf *buf, void *subbuf,
 
 	if (relay_buf_full(buf)) {
 		/* No-overwrite: the write is dropped and counted. */
-		if (!ch->overwrite)
+		if (!ch->overwrite) {
+			relay_app_meta_switch(ch, buf, false, false);
 			return 0;
-#ifndef RELAY_HAS_USER_ABI
+		}
 		/* The oldest unconsumed sub-buffer is about to be reused. */
-		WRITE_ONCE(relay_app_buf_stats(ch, buf)->lost_overwritten,
-			   relay_app_buf_stats(ch, buf)->lost_overwritten + 1);
-#endif
+		overwriting = true;
 	}
 
 	subbuf_start_reserve(buf, relay_app_hdr_size(ch));
+	relay_app_meta_switch(ch, buf, true, overwriting);
 	return 1;
 }
 
@@ -297,7 +544,7 @@ static struct dentry *relay_app_create_buf_file(const char *filename,
 	return relay_debugfs_create_file(filename, mode, parent, buf);
 #else
 	return debugfs_create_file_unsafe(filename, mode, parent, buf,
-					  relay_app_buf_fops);
+					  &relay_app_buf_fops);
 #endif
 }
 
@@ -365,7 +612,7 @@ static void *relay_app_reserve_buf(struct relay_app_chan *ch,
 	 * switch sub-buffers first; counted as it counts them.
 	 */
 	if (unlikely(len > subbuf_size - hdr - cw)) {
-		buf->stats.big_count++;
+		relay_drop_toobig(buf);
 		return ERR_PTR(-EMSGSIZE);
 	}
 	/* relay_switch_subbuf() counts a write dropped when full. */
@@ -373,16 +620,18 @@ static void *relay_app_reserve_buf(struct relay_app_chan *ch,
 	    !relay_switch_subbuf(buf, len + cw))
 		return ERR_PTR(-ENOBUFS);
 #else
+	struct relay_app_stats *st = relay_app_buf_stats(ch, buf);
+
 	if (unlikely(len > subbuf_size - hdr - cw)) {
-		WRITE_ONCE(relay_app_buf_stats(ch, buf)->lost_toobig,
-			   relay_app_buf_stats(ch, buf)->lost_toobig + 1);
+		WRITE_ONCE(st->lost_toobig, st->lost_toobig + 1);
+		relay_app_meta_lost(st);
 		return ERR_PTR(-EMSGSIZE);
 	}
 	/* With the size checked, a failed switch means a full buffer. */
 	if (unlikely(buf->offset + need > subbuf_size) &&
 	    !relay_switch_subbuf(buf, len + cw)) {
-		WRITE_ONCE(relay_app_buf_stats(ch, buf)->lost_full,
-			   relay_app_buf_stats(ch, buf)->lost_full + 1);
+		WRITE_ONCE(st->lost_full, st->lost_full + 1);
+		relay_app_meta_lost(st);
 		return ERR_PTR(-ENOBUFS);
 	}
 #endif
@@ -423,6 +672,9 @@ static int relay_app_write_buf(struct relay_app_chan *ch,
 #ifdef RELAY_HAS_USER_ABI
 	/* read(2) may return the sub-buffer being written up to here. */
 	__relay_commit(buf);
+#else
+	/* Mappers may read the sub-buffer being written up to here. */
+	relay_app_meta_commit(ch, buf);
 #endif
 	/* Readers get the current sub-buffer only after a later switch. */
 	if (committed)
@@ -722,6 +974,13 @@ static int relay_app_open_chan(struct relay_app *app)
 	ch->raw = app->params.raw;
 	ch->committed = app->params.committed;
 
+#ifndef RELAY_HAS_USER_ABI
+	ret = relay_app_alloc_metas(ch, &app->params);
+	if (ret) {
+		kref_put(&ch->kref, relay_app_chan_release);
+		return ret;
+	}
+#endif
 	ch->rchan = relay_open("cpu", app->dir, app->params.subbuf_size,
 			       app->params.n_subbufs,
 			       ch->overwrite ? &relay_app_overwrite_callbacks :
@@ -753,6 +1012,10 @@ static void relay_app_close_chan(struct relay_app *app)
 	relay_app_flush_all(ch);
 	mutex_lock(&ch->flush_lock);
 	ch->closed = true;
+#ifndef RELAY_HAS_USER_ABI
+	/* No writer is left, and no flush comes after the one above. */
+	relay_app_meta_finalize(ch);
+#endif
 	mutex_unlock(&ch->flush_lock);
 
 	relay_close(ch->rchan);
@@ -991,6 +1254,9 @@ static ssize_t relay_app_consumed_write(struct file *file,
 		/* The reader is done with the data before the writer reuses it. */
 		smp_mb();
 		relay_subbufs_consumed(buf->chan, ctl->cpu, delta);
+#ifndef RELAY_HAS_USER_ABI
+		relay_app_meta_consumed(buf);
+#endif
 		inode_unlock(inode);
 	}
 	mutex_unlock(&app->lock);
@@ -1053,12 +1319,15 @@ static u32 relay_app_buf_flags(struct relay_app_chan *ch,
 	return flags;
 }
 
-static int relay_app_copy_out(void __user *uarg, unsigned int usize,
-			      const void *kbuf, size_t ksize)
+/* Returns the number of bytes filled, or -EFAULT. */
+static long relay_app_copy_out(void __user *uarg, unsigned int usize,
+			       const void *kbuf, size_t ksize)
 {
-	if (copy_to_user(uarg, kbuf, min_t(size_t, usize, ksize)))
+	size_t len = min_t(size_t, usize, ksize);
+
+	if (copy_to_user(uarg, kbuf, len))
 		return -EFAULT;
-	return 0;
+	return len;
 }
 
 static long relay_app_ioc_get_info(struct rchan_buf *buf, void __user *uarg,
@@ -1075,82 +1344,9 @@ static long relay_app_ioc_get_info(struct rchan_buf *buf, void __user *uarg,
 	info.mmap_len = buf->chan->alloc_size;
 	info.cpu = ch->global ? 0 : buf->cpu;
 	info.flags = relay_app_buf_flags(ch, buf);
+	info.meta_len = ch->meta_len;
 
 	return relay_app_copy_out(uarg, usize, &info, sizeof(info));
-}
-
-static long relay_app_ioc_get_state(struct rchan_buf *buf, void __user *uarg,
-				    unsigned int usize)
-{
-	struct relay_app_chan *ch = buf->chan->private_data;
-	struct relay_app_stats *st = relay_app_buf_stats(ch, buf);
-	struct relay_buf_state state = {};
-
-	if (usize < RELAY_BUF_STATE_SIZE_VER0)
-		return -EINVAL;
-
-	state.consumed = READ_ONCE(buf->subbufs_consumed);
-	/* consumed never exceeds produced: read it first. */
-	smp_rmb();
-	state.produced = READ_ONCE(buf->subbufs_produced);
-	state.write_offset = min_t(size_t, READ_ONCE(buf->offset),
-				   buf->chan->subbuf_size);
-	state.lost_full = READ_ONCE(st->lost_full);
-	state.lost_toobig = READ_ONCE(st->lost_toobig);
-	state.lost_overwritten = READ_ONCE(st->lost_overwritten);
-	state.flags = relay_app_buf_flags(ch, buf);
-
-	return relay_app_copy_out(uarg, usize, &state, sizeof(state));
-}
-
-static long relay_app_ioc_get_subbuf(struct rchan_buf *buf, void __user *uarg,
-				     unsigned int usize)
-{
-	struct relay_app_chan *ch = buf->chan->private_data;
-	size_t subbuf_size = buf->chan->subbuf_size;
-	u32 n_subbufs = buf->chan->n_subbufs;
-	struct relay_subbuf sb;
-	u64 consumed, produced;
-	size_t padding, hdr;
-	u32 idx;
-	int ret;
-
-	if (usize < RELAY_SUBBUF_SIZE_VER0)
-		return -EINVAL;
-	ret = copy_struct_from_user(&sb, sizeof(sb), uarg, usize);
-	if (ret)
-		return ret;
-
-	consumed = READ_ONCE(buf->subbufs_consumed);
-	/* consumed never exceeds produced: read it first. */
-	smp_rmb();
-	produced = READ_ONCE(buf->subbufs_produced);
-	if (sb.seq < consumed)
-		return -EINVAL;
-	if (sb.seq >= produced)
-		return -ENODATA;
-	/* The writer is refilling (or has refilled) the sub-buffer. */
-	if (ch->overwrite && sb.seq + n_subbufs <= produced)
-		return -ESTALE;
-
-	/* Pairs with the smp_mb() after the produced count's increment. */
-	smp_rmb();
-	div_u64_rem(sb.seq, n_subbufs, &idx);
-	padding = READ_ONCE(buf->padding[idx]);
-	if (ch->overwrite) {
-		/* Was the padding read that of a later sub-buffer? */
-		smp_rmb();
-		if (sb.seq + n_subbufs <= READ_ONCE(buf->subbufs_produced))
-			return -ESTALE;
-	}
-	hdr = relay_app_hdr_size(ch);
-	padding = min_t(size_t, padding, subbuf_size - hdr);
-
-	sb.data_offset = (u64)idx * subbuf_size + hdr;
-	sb.data_len = subbuf_size - hdr - padding;
-	sb.padding = padding;
-
-	return relay_app_copy_out(uarg, usize, &sb, sizeof(sb));
 }
 
 static long relay_app_ioc_consume(struct file *filp, struct rchan_buf *buf,
@@ -1173,6 +1369,13 @@ static long relay_app_ioc_consume(struct file *filp, struct rchan_buf *buf,
 	inode_lock(inode);
 	consumed = buf->subbufs_consumed;
 	produced = READ_ONCE(buf->subbufs_produced);
+	/* Count 0 only asks for the consumed count: seq is ignored. */
+	if (!c.count) {
+		inode_unlock(inode);
+		c.lost = 0;
+		c.consumed = consumed;
+		return relay_app_copy_out(uarg, usize, &c, sizeof(c));
+	}
 	/* Nothing is skipped: release from the consumed count on. */
 	if (c.seq != consumed || c.seq >= produced ||
 	    c.count > produced - consumed) {
@@ -1193,11 +1396,10 @@ static long relay_app_ioc_consume(struct file *filp, struct rchan_buf *buf,
 		c.lost = min(produced - n_subbufs + 1 - c.seq, c.count);
 
 	c.consumed = c.seq + c.count;
-	if (c.consumed != consumed) {
-		WRITE_ONCE(buf->subbufs_consumed, c.consumed);
-		/* read(2) restarts at the beginning of a sub-buffer. */
-		buf->bytes_consumed = 0;
-	}
+	WRITE_ONCE(buf->subbufs_consumed, c.consumed);
+	/* read(2) restarts at the beginning of a sub-buffer. */
+	buf->bytes_consumed = 0;
+	relay_app_meta_consumed(buf);
 	inode_unlock(inode);
 
 	return relay_app_copy_out(uarg, usize, &c, sizeof(c));
@@ -1232,14 +1434,6 @@ static long relay_app_ioctl(struct file *filp, unsigned int cmd,
 		if (dir != _IOC_READ)
 			return -ENOTTY;
 		return relay_app_ioc_get_info(buf, uarg, usize);
-	case _IOC_NR(RELAY_IOC_GET_STATE):
-		if (dir != _IOC_READ)
-			return -ENOTTY;
-		return relay_app_ioc_get_state(buf, uarg, usize);
-	case _IOC_NR(RELAY_IOC_GET_SUBBUF):
-		if (dir != (_IOC_READ | _IOC_WRITE))
-			return -ENOTTY;
-		return relay_app_ioc_get_subbuf(buf, uarg, usize);
 	case _IOC_NR(RELAY_IOC_CONSUME):
 		if (dir != (_IOC_READ | _IOC_WRITE))
 			return -ENOTTY;
@@ -1255,12 +1449,22 @@ static long relay_app_ioctl(struct file *filp, unsigned int cmd,
 
 /*
  * relay_file_operations is not a constant expression, so its methods are
- * called through wrappers rather than copied into our structures.
+ * called through wrappers rather than copied into our structure.
  */
 static ssize_t relay_app_buf_read(struct file *filp, char __user *ubuf,
 				  size_t count, loff_t *ppos)
 {
-	return relay_file_operations.read(filp, ubuf, count, ppos);
+	struct rchan_buf *buf = filp->private_data;
+	struct inode *inode = file_inode(filp);
+	ssize_t ret;
+
+	/* Takes the inode lock itself. */
+	ret = relay_file_operations.read(filp, ubuf, count, ppos);
+	/* read(2) consumes what it returns, and skips what was overwritten. */
+	inode_lock(inode);
+	relay_app_meta_consumed(buf);
+	inode_unlock(inode);
+	return ret;
 }
 
 static __poll_t relay_app_buf_poll(struct file *filp, poll_table *wait)
@@ -1269,18 +1473,73 @@ static __poll_t relay_app_buf_poll(struct file *filp, poll_table *wait)
 }
 
 /*
- * Stock relay checks a mapping's length but not its offset, and its fault
- * handler would hand out the pages after the buffer: only offset 0.
+ * A page of a mapping: the buffer's at page offsets below mmap_len, the
+ * meta area's from there on.  The mapping keeps the file open, and so
+ * buf, its channel and our struct relay_app_chan alive.
+ */
+static vm_fault_t relay_app_buf_fault(struct vm_fault *vmf)
+{
+	struct rchan_buf *buf = vmf->vma->vm_private_data;
+	struct relay_app_chan *ch = buf->chan->private_data;
+	unsigned long buf_pages = buf->chan->alloc_size >> PAGE_SHIFT;
+	pgoff_t pgoff = vmf->pgoff;
+	struct page *page;
+	void *addr;
+
+	if (pgoff < buf_pages)
+		addr = buf->start + (pgoff << PAGE_SHIFT);
+	else if (pgoff - buf_pages < ch->meta_len >> PAGE_SHIFT)
+		addr = (char *)relay_app_buf_stats(ch, buf)->meta +
+		       ((pgoff - buf_pages) << PAGE_SHIFT);
+	else
+		return VM_FAULT_SIGBUS;
+
+	page = vmalloc_to_page(addr);
+	if (!page)
+		return VM_FAULT_SIGBUS;
+	get_page(page);
+	vmf->page = page;
+	return 0;
+}
+
+static const struct vm_operations_struct relay_app_buf_vm_ops = {
+	.fault	= relay_app_buf_fault,
+};
+
+/*
+ * Maps, read-only, the buffer (offset 0, mmap_len bytes), the buffer and
+ * its meta area (offset 0, mmap_len + meta_len bytes) or the meta area
+ * alone (offset mmap_len, meta_len bytes).  Stock relay's mmap, which
+ * this replaces, checks the length only, and its fault handler would hand
+ * out the pages after the buffer.
  */
 static int relay_app_buf_mmap(struct file *filp, struct vm_area_struct *vma)
 {
-	if (vma->vm_pgoff)
+	struct rchan_buf *buf = filp->private_data;
+	struct relay_app_chan *ch = buf->chan->private_data;
+	unsigned long len = vma->vm_end - vma->vm_start;
+	unsigned long buf_len = buf->chan->alloc_size;
+	bool ok;
+
+	if (!vma->vm_pgoff)
+		ok = len == buf_len ||
+		     (len > buf_len && len - buf_len == ch->meta_len);
+	else
+		ok = vma->vm_pgoff == buf_len >> PAGE_SHIFT &&
+		     len == ch->meta_len;
+	if (!ok)
 		return -EINVAL;
-	return relay_file_operations.mmap(filp, vma);
+	/* Only the writer writes into the buffer and the meta area. */
+	if (vma->vm_flags & VM_WRITE)
+		return -EPERM;
+
+	vma->vm_ops = &relay_app_buf_vm_ops;
+	vm_flags_mod(vma, VM_DONTEXPAND, VM_MAYWRITE);
+	vma->vm_private_data = buf;
+	return 0;
 }
 
-/* For a relay that maps with .mmap (every kernel before .mmap_prepare). */
-static const struct file_operations relay_app_buf_mmap_fops = {
+static const struct file_operations relay_app_buf_fops = {
 	.owner		= THIS_MODULE,
 	.open		= relay_app_buf_open,
 	.poll		= relay_app_buf_poll,
@@ -1290,36 +1549,6 @@ static const struct file_operations relay_app_buf_mmap_fops = {
 	.compat_ioctl	= compat_ptr_ioctl,
 	.release	= relay_app_buf_release,
 };
-
-#ifdef RELAY_APP_HAVE_MMAP_PREPARE
-static int relay_app_buf_mmap_prepare(struct vm_area_desc *desc)
-{
-	if (desc->pgoff)
-		return -EINVAL;
-	return relay_file_operations.mmap_prepare(desc);
-}
-
-/* For a relay that maps with .mmap_prepare. */
-static const struct file_operations relay_app_buf_mmap_prepare_fops = {
-	.owner		= THIS_MODULE,
-	.open		= relay_app_buf_open,
-	.poll		= relay_app_buf_poll,
-	.mmap_prepare	= relay_app_buf_mmap_prepare,
-	.read		= relay_app_buf_read,
-	.unlocked_ioctl	= relay_app_ioctl,
-	.compat_ioctl	= compat_ptr_ioctl,
-	.release	= relay_app_buf_release,
-};
-#endif
-
-static const struct file_operations *relay_app_pick_buf_fops(void)
-{
-#ifdef RELAY_APP_HAVE_MMAP_PREPARE
-	if (relay_file_operations.mmap_prepare)
-		return &relay_app_buf_mmap_prepare_fops;
-#endif
-	return &relay_app_buf_mmap_fops;
-}
 #endif /* !RELAY_HAS_USER_ABI */
 
 static void relay_app_create_cpu_files(struct relay_app *app, unsigned int cpu)
@@ -1455,15 +1684,6 @@ void relay_app_destroy(struct relay_app *app)
 	kfree(app);
 }
 EXPORT_SYMBOL_GPL(relay_app_destroy);
-
-static int __init relay_app_init(void)
-{
-#ifndef RELAY_HAS_USER_ABI
-	relay_app_buf_fops = relay_app_pick_buf_fops();
-#endif
-	return 0;
-}
-module_init(relay_app_init);
 
 static void __exit relay_app_exit(void)
 {

@@ -5,9 +5,9 @@
  *
  *   relay_test [-d DIR] [-c CPU] [-n N] [-l]
  *	opens DIR/cpuCPU (default /sys/kernel/debug/relay_klog/cpu0), maps
- *	it, checks argument validation, then makes every CPU emit N records
- *	through /sys/kernel/debug/klog_gen/run while it
- *	drains the buffer with GET_STATE, GET_SUBBUF and CONSUME, and checks
+ *	it with its meta area, checks argument validation, then makes every
+ *	CPU emit N records through /sys/kernel/debug/klog_gen/run while it
+ *	drains the buffer through the meta area and CONSUME, and checks
  *	that the records "klog_gen cpu=CPU seq=K" arrive in order, K = 0 ..
  *	N - 1, with none missing.  N defaults to what fits in n_subbufs - 1
  *	sub-buffers, so that no record is lost even if the reader is slow.
@@ -72,36 +72,75 @@ static void expect_err(int fd, unsigned long cmd, void *arg, int err,
 	       name, strerror(err), ret, ret ? strerror(errno) : "success");
 }
 
-static struct relay_buf_state get_state(int fd)
-{
-	struct relay_buf_state st;
+/* The counters of the meta area, read as one consistent snapshot. */
+struct state {
+	__u64 produced;
+	__u64 consumed;
+	__u64 lost_full;
+	__u64 lost_toobig;
+	__u64 lost_overwritten;
+	__u32 flags;
+};
 
-	if (ioctl(fd, RELAY_IOC_GET_STATE, &st))
-		die("RELAY_IOC_GET_STATE");
+static const struct relay_meta *meta;
+
+static struct relay_meta_slot *meta_slot(__u64 idx)
+{
+	return (void *)((char *)meta + meta->slots_offset + idx * meta->slot_len);
+}
+
+/*
+ * A 64-bit field of the meta area as two 32-bit loads, as a 32-bit kernel
+ * stores it: an 8-byte atomic load may be a locked cmpxchg on 32-bit x86,
+ * which faults on a read-only mapping.  Consistent where the writer owns
+ * the field and it is read under seq_lock; a slot's seq is only compared
+ * with the number expected, which a torn value cannot fake.
+ */
+static __u64 load_u64(const __u64 *p)
+{
+	const __u32 *half = (const __u32 *)p;
+	union {
+		__u32 h[2];
+		__u64 v;
+	} u;
+
+	u.h[0] = __atomic_load_n(&half[0], __ATOMIC_RELAXED);
+	u.h[1] = __atomic_load_n(&half[1], __ATOMIC_RELAXED);
+	return u.v;
+}
+
+/* The reader's side of the sequence count in <linux/relay.h>. */
+static struct state get_state(void)
+{
+	struct state st;
+	__u32 seq;
+
+	st.flags = __atomic_load_n(&meta->flags, __ATOMIC_ACQUIRE);
+	for (;;) {
+		seq = __atomic_load_n(&meta->seq_lock, __ATOMIC_ACQUIRE);
+		if (seq & 1)
+			continue;
+		st.produced = load_u64(&meta->produced);
+		st.lost_full = load_u64(&meta->lost_full);
+		st.lost_toobig = load_u64(&meta->lost_toobig);
+		st.lost_overwritten = load_u64(&meta->lost_overwritten);
+		/* Pairs with the writer's barrier before it ends the update. */
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if (__atomic_load_n(&meta->seq_lock, __ATOMIC_RELAXED) == seq)
+			break;
+	}
+	st.consumed = load_u64(&meta->consumed);
 	return st;
 }
 
 static __u64 first_ready(const struct relay_buf_info *info,
-			 const struct relay_buf_state *st)
+			 const struct state *st)
 {
 	if ((info->flags & RELAY_BUF_OVERWRITE) &&
 	    st->produced >= info->n_subbufs &&
 	    st->produced - info->n_subbufs + 1 > st->consumed)
 		return st->produced - info->n_subbufs + 1;
 	return st->consumed;
-}
-
-/*
- * Nothing written into the current sub-buffer; or no current sub-buffer
- * because a full buffer stopped the writer (no-overwrite mode), until the
- * next write.
- */
-static bool idle(const struct relay_buf_info *info,
-		 const struct relay_buf_state *st)
-{
-	return st->write_offset == HDR_SIZE ||
-	       (!(info->flags & RELAY_BUF_OVERWRITE) &&
-		st->write_offset == info->subbuf_size);
 }
 
 #define MAX_CPUS	1024
@@ -116,6 +155,7 @@ struct checker {
 	__u64 subbufs;		/* sub-buffers processed */
 	__u64 stale;		/* sub-buffers reported overwritten */
 	__u64 bad_hdr;		/* headers not matching the padding */
+	__u64 consumes;		/* CONSUME calls */
 };
 
 static void check_records(struct checker *c, const char *data, size_t len)
@@ -149,68 +189,84 @@ static void check_records(struct checker *c, const char *data, size_t len)
 }
 
 /*
- * Process and release every ready sub-buffer; returns how many.  The data
- * is copied out before CONSUME and discarded if CONSUME reports that the
- * writer overwrote it meanwhile (overwrite mode).
+ * Process every ready sub-buffer, then release them with one CONSUME;
+ * returns how many were processed.  The data is copied out, and in
+ * overwrite mode kept only if the slot still holds the sub-buffer after
+ * the copy.  No system call per sub-buffer.
  */
 static unsigned int drain(int fd, const struct relay_buf_info *info,
 			  const char *map, char *copy, struct checker *c)
 {
-	struct relay_buf_state st = get_state(fd);
+	bool overwrite = info->flags & RELAY_BUF_OVERWRITE;
+	struct state st = get_state();
+	struct relay_meta_slot *slot;
 	struct relay_consume cons;
-	struct relay_subbuf sb;
+	__u64 seq, slot_seq, data_offset, data_len, padding;
 	unsigned int n = 0, hdr;
-	__u64 seq;
 	int tries;
 
 	for (seq = first_ready(info, &st); seq < st.produced; seq++) {
-		memset(&sb, 0, sizeof(sb));
-		sb.seq = seq;
-		if (ioctl(fd, RELAY_IOC_GET_SUBBUF, &sb)) {
-			if (errno == ESTALE) {
-				c->stale++;
-				continue;
+		slot = meta_slot(seq % info->n_subbufs);
+		slot_seq = load_u64(&slot->seq);
+		if (slot_seq != seq) {
+			if (!overwrite || slot_seq < seq ||
+			    slot_seq == RELAY_META_SLOT_EMPTY) {
+				fprintf(stderr, "seq %llu: slot holds %llu\n",
+					(unsigned long long)seq,
+					(unsigned long long)slot_seq);
+				c->bad++;
 			}
-			die("RELAY_IOC_GET_SUBBUF");
+			c->stale++;
+			continue;
 		}
+		padding = __atomic_load_n(&slot->padding, __ATOMIC_RELAXED);
+		data_offset = (seq % info->n_subbufs) * info->subbuf_size +
+			      __atomic_load_n(&slot->header, __ATOMIC_RELAXED);
+		data_len = info->subbuf_size - padding -
+			   (data_offset % info->subbuf_size);
 		/* The header is written just after the switch: allow a delay. */
 		for (tries = 0; tries < 1000; tries++) {
-			memcpy(&hdr, map + sb.data_offset - HDR_SIZE, sizeof(hdr));
-			if (hdr == sb.padding)
+			memcpy(&hdr, map + data_offset - HDR_SIZE, sizeof(hdr));
+			if (hdr == padding)
 				break;
 			usleep(1000);
 		}
-		memcpy(copy, map + sb.data_offset, sb.data_len);
-
-		memset(&cons, 0, sizeof(cons));
-		cons.seq = seq;
-		cons.count = 1;
-		if (ioctl(fd, RELAY_IOC_CONSUME, &cons))
-			die("RELAY_IOC_CONSUME");
-		if (cons.consumed != seq + 1) {
-			fprintf(stderr, "CONSUME returned consumed %llu\n",
-				(unsigned long long)cons.consumed);
-			c->bad++;
-		}
-		if (cons.lost) {
-			c->stale += cons.lost;
+		memcpy(copy, map + data_offset, data_len);
+		/* Pairs with the writer's full barrier after it claims a slot. */
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if (load_u64(&slot->seq) != seq) {
+			c->stale++;
 			continue;
 		}
 
-		if (hdr != sb.padding && c->bad_hdr++ < 5)
+		if (hdr != padding && c->bad_hdr++ < 5)
 			fprintf(stderr, "seq %llu: header %u, padding %llu\n",
 				(unsigned long long)seq, hdr,
-				(unsigned long long)sb.padding);
-		if (sb.data_len + sb.padding + HDR_SIZE != info->subbuf_size ||
-		    sb.data_offset != (seq % info->n_subbufs) * info->subbuf_size +
-				      HDR_SIZE) {
+				(unsigned long long)padding);
+		if (data_len + padding + HDR_SIZE != info->subbuf_size ||
+		    data_offset != (seq % info->n_subbufs) * info->subbuf_size +
+				   HDR_SIZE) {
 			fprintf(stderr, "seq %llu: bad geometry\n",
 				(unsigned long long)seq);
 			c->bad++;
 		}
-		check_records(c, copy, sb.data_len);
+		check_records(c, copy, data_len);
 		c->subbufs++;
 		n++;
+	}
+
+	if (st.produced > st.consumed) {
+		memset(&cons, 0, sizeof(cons));
+		cons.seq = st.consumed;
+		cons.count = st.produced - st.consumed;
+		if (ioctl(fd, RELAY_IOC_CONSUME, &cons) < 0)
+			die("RELAY_IOC_CONSUME");
+		if (cons.consumed != st.produced) {
+			fprintf(stderr, "CONSUME returned consumed %llu\n",
+				(unsigned long long)cons.consumed);
+			c->bad++;
+		}
+		c->consumes++;
 	}
 	return n;
 }
@@ -253,18 +309,29 @@ static size_t read_size_t(const char *path)
 	return val;
 }
 
+static void expect_map(int fd, size_t len, off_t off, int prot, int err,
+		       const char *name)
+{
+	void *p = mmap(NULL, len, prot, MAP_SHARED, fd, off);
+
+	if (!err)
+		result(p != MAP_FAILED, "%s works (%s)", name,
+		       p == MAP_FAILED ? strerror(errno) : "ok");
+	else
+		result(p == MAP_FAILED && errno == err, "%s fails with %s (%s)",
+		       name, strerror(err),
+		       p == MAP_FAILED ? strerror(errno) : "success");
+	if (p != MAP_FAILED)
+		munmap(p, len);
+}
+
 static void test_bad_args(int fd, const struct relay_buf_info *info)
 {
-	struct relay_buf_state st;
 	struct relay_consume cons;
-	struct relay_subbuf sb;
-	struct {
-		struct relay_subbuf sb;
-		__u64 extra;
-	} big;
+	struct state st;
 	__u32 small[4];
 	long pgsz = sysconf(_SC_PAGESIZE);
-	void *p;
+	int ret;
 
 	expect_err(fd, _IO(RELAY_IOC_MAGIC, 0x7f), NULL, ENOTTY,
 		   "unknown ioctl number");
@@ -278,63 +345,79 @@ static void test_bad_args(int fd, const struct relay_buf_info *info)
 	expect_err(fd, _IOWR(RELAY_IOC_MAGIC, 0x03, __u32[4]), small, EINVAL,
 		   "CONSUME with a short struct");
 
-	st = get_state(fd);
-	memset(&sb, 0, sizeof(sb));
-	sb.seq = st.produced;
-	expect_err(fd, RELAY_IOC_GET_SUBBUF, &sb, ENODATA,
-		   "GET_SUBBUF of the sub-buffer being written");
-	sb.seq = st.produced + 1000;
-	expect_err(fd, RELAY_IOC_GET_SUBBUF, &sb, ENODATA,
-		   "GET_SUBBUF of a future sub-buffer");
+	st = get_state();
 	if (st.consumed) {
-		sb.seq = st.consumed - 1;
-		expect_err(fd, RELAY_IOC_GET_SUBBUF, &sb, EINVAL,
-			   "GET_SUBBUF of a consumed sub-buffer");
 		memset(&cons, 0, sizeof(cons));
 		cons.seq = st.consumed - 1;
 		cons.count = 1;
 		expect_err(fd, RELAY_IOC_CONSUME, &cons, EINVAL,
 			   "CONSUME below the consumed count");
 	}
-
-	memset(&big, 0, sizeof(big));
-	big.sb.seq = st.produced;
-	big.extra = 1;
-	expect_err(fd, _IOWR(RELAY_IOC_MAGIC, 0x02, big), &big, E2BIG,
-		   "GET_SUBBUF with unknown non-zero input");
-	big.extra = 0;
-	expect_err(fd, _IOWR(RELAY_IOC_MAGIC, 0x02, big), &big, ENODATA,
-		   "GET_SUBBUF with a larger zero-extended struct");
-
 	memset(&cons, 0, sizeof(cons));
 	cons.seq = st.consumed;
 	cons.count = st.produced - st.consumed + 1;
 	expect_err(fd, RELAY_IOC_CONSUME, &cons, EINVAL,
 		   "CONSUME beyond the produced count");
-	cons.seq = st.produced;
-	cons.count = 0;
-	expect_err(fd, RELAY_IOC_CONSUME, &cons, EINVAL,
-		   "CONSUME starting at the produced count");
 	cons.seq = st.produced + 1;
+	cons.count = 1;
 	expect_err(fd, RELAY_IOC_CONSUME, &cons, EINVAL,
-		   "CONSUME starting beyond the produced count");
+		   "CONSUME starting beyond the consumed count");
 	cons.seq = st.consumed;
 	cons.count = ~0ULL;
 	expect_err(fd, RELAY_IOC_CONSUME, &cons, EINVAL,
 		   "CONSUME with an overflowing count");
+	memset(&cons, 0, sizeof(cons));
+	cons.seq = ~0ULL;
+	ret = ioctl(fd, RELAY_IOC_CONSUME, &cons);
+	result(ret == sizeof(cons) && cons.consumed == st.consumed,
+	       "CONSUME of nothing returns the consumed count (%d, %llu)",
+	       ret, (unsigned long long)cons.consumed);
 
-	p = mmap(NULL, info->mmap_len - pgsz, PROT_READ, MAP_SHARED, fd, 0);
-	result(p == MAP_FAILED && errno == EINVAL,
-	       "mmap of a wrong length fails with EINVAL");
-	if (p != MAP_FAILED)
-		munmap(p, info->mmap_len - pgsz);
+	expect_map(fd, info->mmap_len - pgsz, 0, PROT_READ, EINVAL,
+		   "mmap of a wrong length");
+	expect_map(fd, info->mmap_len, 0, PROT_READ, 0, "mmap of the buffer");
+	expect_map(fd, info->meta_len, info->mmap_len, PROT_READ, 0,
+		   "mmap of the meta area alone");
+	expect_map(fd, info->meta_len, pgsz, PROT_READ, EINVAL,
+		   "mmap at another offset");
+	expect_map(fd, info->meta_len + pgsz, info->mmap_len, PROT_READ, EINVAL,
+		   "mmap beyond the meta area");
+	expect_map(fd, info->mmap_len + info->meta_len, 0,
+		   PROT_READ | PROT_WRITE, EPERM, "writable mmap");
+}
+
+static void test_meta(const struct relay_buf_info *info)
+{
+	__u64 i, end = meta->slots_offset + info->n_subbufs * meta->slot_len;
+
+	result(meta->version == RELAY_META_VERSION &&
+	       meta->meta_struct_len >= sizeof(*meta) &&
+	       meta->meta_len == info->meta_len,
+	       "meta area: version %u, struct %u bytes, %u bytes long",
+	       meta->version, meta->meta_struct_len, meta->meta_len);
+	result(meta->slots_offset >= meta->meta_struct_len &&
+	       meta->slot_len >= sizeof(struct relay_meta_slot) &&
+	       end <= meta->meta_len,
+	       "meta area: %llu slots of %u bytes from %u fit",
+	       (unsigned long long)info->n_subbufs, meta->slot_len,
+	       meta->slots_offset);
+	result(meta->subbuf_size == info->subbuf_size &&
+	       meta->n_subbufs == info->n_subbufs && meta->cpu == info->cpu,
+	       "meta area geometry matches GET_INFO");
+	result(meta->caps & RELAY_META_CAP_FLUSH,
+	       "meta area announces FLUSH");
+	for (i = 0; i < info->n_subbufs; i++)
+		if (meta_slot(i)->header > info->subbuf_size ||
+		    meta_slot(i)->padding > info->subbuf_size)
+			break;
+	result(i == info->n_subbufs, "slot headers and paddings in range");
 }
 
 static int run_test(const char *dir, unsigned int cpu, __u64 n,
 		    bool allow_loss)
 {
-	struct relay_buf_state st0, st;
 	struct relay_buf_info info;
+	struct state st0, st;
 	unsigned int busy_drains = 0, i;
 	struct gen_arg gen = {};
 	static struct checker c;
@@ -345,15 +428,17 @@ static int run_test(const char *dir, unsigned int cpu, __u64 n,
 	long pgsz = sysconf(_SC_PAGESIZE);
 	char count[32], *map, *copy;
 	__u64 lost;
-	int fd;
+	int fd, ret;
 
 	snprintf(path, sizeof(path), "%s/cpu%u", dir, cpu);
 	fd = open(path, O_RDONLY);
 	if (fd < 0)
 		die(path);
 
-	if (ioctl(fd, RELAY_IOC_GET_INFO, &info))
+	ret = ioctl(fd, RELAY_IOC_GET_INFO, &info);
+	if (ret < 0)
 		die("RELAY_IOC_GET_INFO");
+	result(ret == sizeof(info), "GET_INFO fills %d bytes", ret);
 	c.cpu = (info.flags & RELAY_BUF_GLOBAL) ? ~0U : cpu;
 	c.ncpus = sysconf(_SC_NPROCESSORS_ONLN);
 	if (c.ncpus > MAX_CPUS)
@@ -368,11 +453,14 @@ static int run_test(const char *dir, unsigned int cpu, __u64 n,
 	result(info.cpu == cpu && !(info.flags & RELAY_BUF_FINALIZED),
 	       "GET_INFO cpu and flags");
 
-	map = mmap(NULL, info.mmap_len, PROT_READ, MAP_SHARED, fd, 0);
-	result(map != MAP_FAILED, "mmap of mmap_len bytes (%s)",
+	map = mmap(NULL, info.mmap_len + info.meta_len, PROT_READ, MAP_SHARED,
+		   fd, 0);
+	result(map != MAP_FAILED, "mmap of the buffer and its meta area (%s)",
 	       map == MAP_FAILED ? strerror(errno) : "ok");
 	if (map == MAP_FAILED)
 		return 1;
+	meta = (const struct relay_meta *)(map + info.mmap_len);
+	test_meta(&info);
 	copy = malloc(info.subbuf_size);
 	if (!copy)
 		die("malloc");
@@ -388,12 +476,12 @@ static int run_test(const char *dir, unsigned int cpu, __u64 n,
 	/* Start from an empty buffer. */
 	if (ioctl(fd, RELAY_IOC_FLUSH))
 		die("RELAY_IOC_FLUSH");
-	st = get_state(fd);
+	st = get_state();
 	if (st.produced > st.consumed) {
 		memset(&cons, 0, sizeof(cons));
 		cons.seq = st.consumed;
 		cons.count = st.produced - st.consumed;
-		if (ioctl(fd, RELAY_IOC_CONSUME, &cons))
+		if (ioctl(fd, RELAY_IOC_CONSUME, &cons) < 0)
 			die("RELAY_IOC_CONSUME");
 		result(cons.consumed == st.produced,
 		       "CONSUME of all ready sub-buffers");
@@ -401,11 +489,11 @@ static int run_test(const char *dir, unsigned int cpu, __u64 n,
 
 	test_bad_args(fd, &info);
 
-	st0 = get_state(fd);
+	st0 = get_state();
 	if (ioctl(fd, RELAY_IOC_FLUSH))
 		die("RELAY_IOC_FLUSH");
-	st = get_state(fd);
-	result(st.produced == st0.produced && idle(&info, &st),
+	st = get_state();
+	result(st.produced == st0.produced,
 	       "FLUSH of an empty buffer does nothing");
 
 	if (pthread_create(&thr, NULL, gen_thread, &gen))
@@ -422,7 +510,7 @@ static int run_test(const char *dir, unsigned int cpu, __u64 n,
 		die("RELAY_IOC_FLUSH");
 	drain(fd, &info, map, copy, &c);
 
-	st = get_state(fd);
+	st = get_state();
 	lost = (st.lost_full - st0.lost_full) +
 	       (st.lost_toobig - st0.lost_toobig);
 	/* Records lost at the end of a sequence are not gaps yet. */
@@ -431,7 +519,8 @@ static int run_test(const char *dir, unsigned int cpu, __u64 n,
 			c.missing += n - c.next_seq[i];
 	if (c.cpu == ~0U)
 		n *= c.ncpus;
-	printf("# drains with data while running %u\n", busy_drains);
+	printf("# drains with data while running %u, CONSUME calls %llu\n",
+	       busy_drains, (unsigned long long)c.consumes);
 	printf("# records %llu missing %llu sub-buffers %llu stale %llu\n",
 	       (unsigned long long)c.records, (unsigned long long)c.missing,
 	       (unsigned long long)c.subbufs, (unsigned long long)c.stale);
@@ -442,8 +531,12 @@ static int run_test(const char *dir, unsigned int cpu, __u64 n,
 
 	result(!c.bad, "records well-formed and in order");
 	result(!c.bad_hdr, "sub-buffer headers hold the padding");
-	result(st.produced == st.consumed && idle(&info, &st),
+	result(st.produced == st.consumed,
 	       "buffer empty after FLUSH and drain");
+	result(c.consumes <= c.subbufs + c.stale,
+	       "at most one CONSUME per sub-buffer (%llu for %llu)",
+	       (unsigned long long)c.consumes,
+	       (unsigned long long)(c.subbufs + c.stale));
 	if (allow_loss) {
 		if (info.flags & RELAY_BUF_OVERWRITE)
 			result(!c.missing || c.stale ||
@@ -462,13 +555,13 @@ static int run_test(const char *dir, unsigned int cpu, __u64 n,
 
 	snprintf(path, sizeof(path), "%s/cpu%u.produced", dir, cpu);
 	result(read_size_t(path) == st.produced,
-	       "cpu%u.produced matches GET_STATE", cpu);
+	       "cpu%u.produced matches the meta area", cpu);
 	snprintf(path, sizeof(path), "%s/cpu%u.consumed", dir, cpu);
 	result(read_size_t(path) == st.consumed,
-	       "cpu%u.consumed matches GET_STATE", cpu);
+	       "cpu%u.consumed matches the meta area", cpu);
 
 	free(copy);
-	munmap(map, info.mmap_len);
+	munmap(map, info.mmap_len + info.meta_len);
 	close(fd);
 	return 0;
 }
@@ -476,7 +569,6 @@ static int run_test(const char *dir, unsigned int cpu, __u64 n,
 static int hold_test(const char *dir, unsigned int cpu, unsigned int secs)
 {
 	struct relay_buf_info info;
-	struct relay_buf_state st;
 	char path[512], buf[4096];
 	unsigned long sum = 0;
 	size_t off;
@@ -487,27 +579,28 @@ static int hold_test(const char *dir, unsigned int cpu, unsigned int secs)
 	fd = open(path, O_RDONLY);
 	if (fd < 0)
 		die(path);
-	if (ioctl(fd, RELAY_IOC_GET_INFO, &info))
+	if (ioctl(fd, RELAY_IOC_GET_INFO, &info) < 0)
 		die("RELAY_IOC_GET_INFO");
-	map = mmap(NULL, info.mmap_len, PROT_READ, MAP_SHARED, fd, 0);
+	map = mmap(NULL, info.mmap_len + info.meta_len, PROT_READ, MAP_SHARED,
+		   fd, 0);
 	if (map == MAP_FAILED)
 		die("mmap");
+	meta = (const struct relay_meta *)(map + info.mmap_len);
 	printf("# holding %s for %u s\n", path, secs);
 	fflush(stdout);
 	sleep(secs);
 
-	result(!ioctl(fd, RELAY_IOC_GET_INFO, &info) &&
+	result(ioctl(fd, RELAY_IOC_GET_INFO, &info) >= 0 &&
 	       (info.flags & RELAY_BUF_FINALIZED),
 	       "GET_INFO after removal reports FINALIZED");
-	result(!ioctl(fd, RELAY_IOC_GET_STATE, &st) &&
-	       (st.flags & RELAY_BUF_FINALIZED),
-	       "GET_STATE after removal works");
+	result(get_state().flags & RELAY_BUF_FINALIZED,
+	       "the meta area after removal reports FINALIZED");
 	result(!ioctl(fd, RELAY_IOC_FLUSH), "FLUSH after removal is a no-op");
 	result(read(fd, buf, sizeof(buf)) >= 0, "read(2) after removal works");
 	for (off = 0; off < info.mmap_len; off += 64)
 		sum += (unsigned char)map[off];
 	result(true, "mapping still readable (checksum %lu)", sum);
-	munmap(map, info.mmap_len);
+	munmap(map, info.mmap_len + info.meta_len);
 	close(fd);
 	return 0;
 }
