@@ -426,37 +426,49 @@ pub fn check_series(root: &Path) -> Result<()> {
             problems.push(format!("series/{base}: no 0000-cover-letter.patch"));
         }
         let SeriesFiles { created, modified } = parse_series(&dir)?;
-        let mut seen = BTreeMap::new();
+        // Each src file as the series leaves it: created by one patch,
+        // possibly changed by later ones (series.sh sync puts src/'s
+        // version into the last patch that touches a file).
+        let mut last: BTreeMap<String, (String, Vec<u8>)> = BTreeMap::new();
         for file in &created {
-            seen.insert(file.path.clone(), ());
-            match src_files.get(&file.path) {
-                None => problems.push(format!(
+            if src_files.contains_key(&file.path) {
+                last.insert(
+                    file.path.clone(),
+                    (file.patch.clone(), file.content.clone()),
+                );
+            } else {
+                problems.push(format!(
                     "series/{base}/{}: creates {}, which is not in kernel-patches/src/",
                     file.patch, file.path
-                )),
-                Some(path) => {
-                    let want = std::fs::read(path)?;
-                    if want != file.content {
-                        problems.push(format!(
-                            "series/{base}/{}: {} differs from kernel-patches/src/{}",
-                            file.patch, file.path, file.path
-                        ));
-                    }
-                }
-            }
-        }
-        for path in src_files.keys() {
-            if !seen.contains_key(path) {
-                problems.push(format!(
-                    "series/{base}: no patch creates kernel-patches/src/{path}"
                 ));
             }
         }
         for (patch, path) in &modified {
-            if src_files.contains_key(path) {
-                problems.push(format!(
-                    "series/{base}/{patch}: modifies {path}, which must come from kernel-patches/src/ as created"
-                ));
+            let Some((at, content)) = last.get_mut(path) else {
+                continue;
+            };
+            match apply_to_file(&dir.join(patch), path, content) {
+                Ok(new) => {
+                    *content = new;
+                    at.clone_from(patch);
+                }
+                Err(err) => problems.push(format!(
+                    "series/{base}/{patch}: its change of {path} does not apply: {err:#}"
+                )),
+            }
+        }
+        for (path, src_path) in &src_files {
+            match last.get(path) {
+                None => problems.push(format!(
+                    "series/{base}: no patch creates kernel-patches/src/{path}"
+                )),
+                Some((patch, content)) => {
+                    if *content != std::fs::read(src_path)? {
+                        problems.push(format!(
+                            "series/{base}/{patch}: {path} differs from kernel-patches/src/{path}"
+                        ));
+                    }
+                }
             }
         }
         println!(
@@ -474,6 +486,37 @@ pub fn check_series(root: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `content` (a file as created by earlier patches) with the change that
+/// the patch file `patch` makes to `path`, applied by `git apply` in a
+/// scratch directory.
+fn apply_to_file(patch: &Path, path: &str, content: &[u8]) -> Result<Vec<u8>> {
+    let scratch = std::env::temp_dir().join(format!(
+        "xtask-series-{}-{}",
+        std::process::id(),
+        path.replace('/', "_")
+    ));
+    let file = scratch.join(path);
+    std::fs::create_dir_all(file.parent().unwrap_or(&scratch))?;
+    std::fs::write(&file, content)?;
+    let out = Command::new("git")
+        .arg("apply")
+        .arg(format!("--include={path}"))
+        .arg(patch)
+        .current_dir(&scratch)
+        .output()
+        .context("running git apply")?;
+    let result = if out.status.success() {
+        std::fs::read(&file).map_err(Into::into)
+    } else {
+        Err(anyhow::anyhow!(
+            "{}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    };
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
 }
 
 /// Runs the stress script in the guest booted on `kernel` (hard timeout

@@ -33,14 +33,6 @@
 #define RELAY_PBENCH_ROUNDS	5
 #define RELAY_PBENCH_MAX_EVENTS	10000000UL
 
-/*
- * trace_printk() is one of the contenders: this debug sample calls it on
- * purpose, only while a run is requested, like samples/trace_printk.  The
- * alias keeps checkpatch's TRACE_PRINTK warning, meant for production
- * code, off a benchmark that exists to time it.
- */
-#define relay_pbench_tprintk	trace_printk
-
 static ulong subbuf_size = 262144;
 module_param(subbuf_size, ulong, 0444);
 MODULE_PARM_DESC(subbuf_size, "Sub-buffer size of the relay_write channel (default 262144)");
@@ -102,7 +94,8 @@ static u64 relay_pbench_round(enum relay_pbench_kind kind, unsigned long n)
 				    sizeof(relay_pbench_record));
 			break;
 		default:
-			relay_pbench_tprintk("relay_pbench seq=%lu\n", i);
+			/* The contender timed here, as samples/trace_printk. */
+			trace_printk("relay_pbench seq=%lu\n", i);
 			break;
 		}
 	}
