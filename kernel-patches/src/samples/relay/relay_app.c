@@ -304,9 +304,10 @@ static void relay_app_free_metas(struct relay_app_chan *ch)
 static void relay_app_meta_publish(struct relay_app_stats *st, u64 produced)
 {
 	struct relay_meta *m = st->meta;
-	u32 seq = m->seq_lock;
+	/* Odd from whatever it was: a racing flush cannot leave it odd. */
+	u32 seq = READ_ONCE(m->seq_lock) | 1;
 
-	WRITE_ONCE(m->seq_lock, seq + 1);
+	WRITE_ONCE(m->seq_lock, seq);
 	/*
 	 * Pairs with the reader's smp_rmb() (or acquire load of committed)
 	 * before it loads seq_lock again: a reader that saw any store below
@@ -327,7 +328,7 @@ static void relay_app_meta_publish(struct relay_app_stats *st, u64 produced)
 	 * loads the new even value sees the stores above.
 	 */
 	smp_wmb();
-	WRITE_ONCE(m->seq_lock, seq + 2);
+	WRITE_ONCE(m->seq_lock, seq + 1);
 }
 
 /*
@@ -669,13 +670,18 @@ static int relay_app_write_buf(struct relay_app_chan *ch,
 		memcpy(room, vec[i].iov_base, vec[i].iov_len);
 		room += vec[i].iov_len;
 	}
+	/*
+	 * Readers may take the sub-buffer being written up to here, unless
+	 * room reserved before this record may still be unfilled: committed
+	 * channels count their finished bytes in the sub-buffer instead.
+	 */
+	if (!ch->committed) {
 #ifdef RELAY_HAS_USER_ABI
-	/* read(2) may return the sub-buffer being written up to here. */
-	__relay_commit(buf);
+		__relay_commit(buf);
 #else
-	/* Mappers may read the sub-buffer being written up to here. */
-	relay_app_meta_commit(ch, buf);
+		relay_app_meta_commit(ch, buf);
 #endif
+	}
 	/* Readers get the current sub-buffer only after a later switch. */
 	if (committed)
 		atomic_add(len, committed);

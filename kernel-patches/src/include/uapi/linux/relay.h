@@ -86,7 +86,9 @@ struct relay_buf_info {
  * @committed: bytes of sub-buffer @produced, the one being written, that
  *	its writer has finished (relay_write(), relay_commit()), counted
  *	from the start of the sub-buffer, header included; stored with
- *	release semantics after those bytes
+ *	release semantics after those bytes.  Above @subbuf_size, or while
+ *	slot (@produced % @n_subbufs) does not hold @produced, the writer
+ *	has no current sub-buffer (a full buffer stopped it)
  * @reserved: zero
  *
  * The writer owns @produced and the lost counters, and updates them as a
@@ -100,9 +102,12 @@ struct relay_buf_info {
  * 32-bit kernels it is written in two halves, and RELAY_IOC_CONSUME
  * returns it whole.
  *
- * @committed belongs to the @produced read around it: load @seq_lock and
- * @produced as above, load @committed with acquire semantics, then check
- * @seq_lock again.  The bytes below it are then complete for the reader.
+ * @committed belongs to the @produced read around it: load @seq_lock,
+ * @produced and the seq of slot (@produced % @n_subbufs) as above, load
+ * @committed with acquire semantics, then check @seq_lock again.  If the
+ * slot holds @produced and @committed is at most @subbuf_size, the bytes
+ * of that sub-buffer from its header up to @committed are complete for
+ * the reader (in overwrite mode, until the writer reuses the slot).
  */
 struct relay_meta {
 	__u32 meta_len;
