@@ -10,7 +10,9 @@
 //! log holds no BUG, WARNING, Oops, KASAN, KCSAN or lockdep report (the
 //! kernel matrix runs it on KASAN + lockdep and KCSAN kernels). The data
 //! itself is checked record by record in contract.rs. Every run prints
-//! its seed; `RELAY_EXERCISER_SEED` replays one.
+//! its seed; `RELAY_EXERCISER_SEED` replays one. `RELAY_EXERCISER_SCALE`
+//! (default 1) multiplies the operations of every thread, for longer runs
+//! under KASAN or KCSAN.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 use relay_sys::{
     relay_buf_info, relay_consume, RELAY_IOC_CONSUME, RELAY_IOC_FLUSH, RELAY_IOC_GET_INFO,
 };
-use relay_vm_tests::{dmesg_tail, in_vm, patched_kernel, task_stacks, Modules};
+use relay_vm_tests::{dmesg_tail, in_vm, kernel_reports, patched_kernel, task_stacks, Modules};
 
 const DIR: &str = "/sys/kernel/debug/relay_contract";
 const CPU1_ONLINE: &str = "/sys/devices/system/cpu/cpu1/online";
@@ -106,13 +108,13 @@ fn ioctl<T>(file: &File, req: u32, arg: &mut T) -> i32 {
 }
 
 /// One reader thread: random operations on the buffer files.
-fn reader(seed: u64, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) {
+fn reader(seed: u64, rounds: u32, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) {
     let mut rng = Rng(seed | 1);
     let mut files: Vec<File> = Vec::new();
     let mut maps: Vec<Mapping> = Vec::new();
     let mut buf = vec![0u8; 2 * SUBBUF_SIZE];
     let map_len = (SUBBUF_SIZE * N_SUBBUFS).next_multiple_of(4096);
-    for _ in 0..READER_OPS {
+    for _ in 0..rounds {
         if stop.load(Ordering::Relaxed) {
             break;
         }
@@ -236,30 +238,16 @@ fn client(seed: u64, rounds: u32, reopen: bool) {
     }
 }
 
-/// Kernel log lines after `marker` that report a kernel bug.
+/// Kernel log lines after `marker` that report a kernel bug (see
+/// [`kernel_reports`]: KCSAN reports are judged by the kernel matrix).
 fn kernel_reports_since(marker: &str) -> Vec<String> {
     let out = std::process::Command::new("dmesg")
         .output()
         .expect("running dmesg");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let after = text.rsplit_once(marker).map_or("", |(_, rest)| rest);
-    after
-        .lines()
-        .filter(|l| {
-            [
-                "BUG:",
-                "WARNING:",
-                "Oops",
-                "KASAN",
-                "KCSAN",
-                "possible circular locking",
-                "possible recursive locking",
-                "INFO: task",
-                "general protection",
-            ]
-            .iter()
-            .any(|p| l.contains(p))
-        })
+    kernel_reports(after)
+        .into_iter()
         .map(str::to_string)
         .collect()
 }
@@ -278,6 +266,11 @@ fn random_abi_operations_leave_no_kernel_report() {
                 .map_or(1, |d| d.as_nanos() as u64)
         });
     eprintln!("exerciser seed {seed} (RELAY_EXERCISER_SEED={seed} replays it)");
+    let scale: u32 = std::env::var("RELAY_EXERCISER_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     // Stock relay_open_buf() creates a buffer's file before it initializes
     // the buffer's kref: an open in between takes a reference that is then
     // dropped, and the close frees the buffer under the channel. The series
@@ -312,10 +305,12 @@ fn random_abi_operations_leave_no_kernel_report() {
         let readers: Vec<_> = (0..3)
             .map(|r| {
                 let (stop, ops) = (stop.clone(), ops.clone());
-                thread::spawn(move || reader(base.wrapping_add(r + 1), stop, ops))
+                thread::spawn(move || {
+                    reader(base.wrapping_add(r + 1), READER_OPS * scale, stop, ops)
+                })
             })
             .collect();
-        let client = thread::spawn(move || client(base, 120, patched));
+        let client = thread::spawn(move || client(base, 120 * scale, patched));
         let started = Instant::now();
         while !(client.is_finished() && readers.iter().all(|r| r.is_finished())) {
             if started.elapsed() > HANG {
@@ -335,6 +330,12 @@ fn random_abi_operations_leave_no_kernel_report() {
         for r in readers {
             r.join().expect("reader thread");
         }
+        eprintln!(
+            "configuration {params}: {} reader operations, {} client rounds in {:.1} s",
+            ops.load(Ordering::Relaxed),
+            120 * scale,
+            started.elapsed().as_secs_f64()
+        );
         if Path::new(CPU1_ONLINE).exists() {
             let _ = std::fs::write(CPU1_ONLINE, "1");
         }

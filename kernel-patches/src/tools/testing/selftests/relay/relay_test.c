@@ -325,7 +325,7 @@ static void expect_map(int fd, size_t len, off_t off, int prot, int err,
 		munmap(p, len);
 }
 
-static void test_bad_args(int fd, const struct relay_buf_info *info)
+static void test_bad_args(int fd, int wfd, const struct relay_buf_info *info)
 {
 	struct relay_consume cons;
 	struct state st;
@@ -382,8 +382,14 @@ static void test_bad_args(int fd, const struct relay_buf_info *info)
 		   "mmap at another offset");
 	expect_map(fd, info->meta_len + pgsz, info->mmap_len, PROT_READ, EINVAL,
 		   "mmap beyond the meta area");
+	/* Through a read-only open the VFS refuses it before relay does. */
 	expect_map(fd, info->mmap_len + info->meta_len, 0,
-		   PROT_READ | PROT_WRITE, EPERM, "writable mmap");
+		   PROT_READ | PROT_WRITE, EACCES,
+		   "writable mmap through a read-only open");
+	if (wfd >= 0)
+		expect_map(wfd, info->mmap_len + info->meta_len, 0,
+			   PROT_READ | PROT_WRITE, EPERM,
+			   "writable mmap through a read-write open");
 }
 
 static void test_meta(const struct relay_buf_info *info)
@@ -428,7 +434,7 @@ static int run_test(const char *dir, unsigned int cpu, __u64 n,
 	long pgsz = sysconf(_SC_PAGESIZE);
 	char count[32], *map, *copy;
 	__u64 lost;
-	int fd, ret;
+	int fd, wfd, ret;
 
 	snprintf(path, sizeof(path), "%s/cpu%u", dir, cpu);
 	fd = open(path, O_RDONLY);
@@ -487,7 +493,10 @@ static int run_test(const char *dir, unsigned int cpu, __u64 n,
 		       "CONSUME of all ready sub-buffers");
 	}
 
-	test_bad_args(fd, &info);
+	wfd = open(path, O_RDWR);
+	test_bad_args(fd, wfd, &info);
+	if (wfd >= 0)
+		close(wfd);
 
 	st0 = get_state();
 	if (ioctl(fd, RELAY_IOC_FLUSH))
