@@ -13,8 +13,8 @@
 //!   slots): no system call; an overwrite-mode copy is checked against the
 //!   slot's sequence number ([`RelayAbi::still_holds`]), so the reader
 //!   releases a whole batch with one `consume`;
-//! - through the `GET_STATE` and `GET_SUBBUF` ioctls (kernels and
-//!   `relay_app` modules without a meta area): an overwrite-mode copy is
+//! - by other means, one sub-buffer at a time (the relay-apps control files
+//!   of [`crate::source::RelayAppBuffer`]): an overwrite-mode copy is
 //!   checked by the lost count of the `consume` that releases it, one per
 //!   sub-buffer.
 
@@ -47,8 +47,8 @@ pub struct BufState {
     pub produced: u64,
     /// Sub-buffers released by readers.
     pub consumed: u64,
-    /// Bytes written into the sub-buffer being filled (`GET_STATE` only: 0
-    /// when read from the meta area, which does not have it).
+    /// Bytes written into the sub-buffer being filled: the meta area's
+    /// committed count (0 where the backend has none).
     pub write_offset: u64,
     /// Writes dropped because the buffer was full (no-overwrite mode).
     pub lost_full: u64,
@@ -65,7 +65,7 @@ impl BufState {
     /// overwrite mode everything older than `produced - n_subbufs` was
     /// overwritten; `produced - n_subbufs` itself is in the slot the writer
     /// fills next, unless `subbuf_start()` refused that switch (a frozen
-    /// flight recorder): `GET_SUBBUF` tells which (`ESTALE`). In
+    /// flight recorder): its slot tells which. In
     /// no-overwrite mode the writer stops instead, so every unconsumed one
     /// is intact.
     pub fn oldest_intact(&self, n_subbufs: u64, overwrite: bool) -> u64 {
@@ -90,11 +90,11 @@ pub struct SubbufLoc {
     pub padding: u64,
     /// Writes the kernel dropped (buffer full, too big) after it started the
     /// previous sub-buffer and before it started this one: the slot's
-    /// `lost_before` (meta area only; 0 through `GET_SUBBUF`).
+    /// `lost_before` (meta area only; 0 elsewhere).
     pub lost_before: u64,
 }
 
-/// What the sub-buffer's slot (or `GET_SUBBUF`) says besides a location.
+/// What the sub-buffer's slot says besides a location.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubbufLookup {
     /// The sub-buffer is ready; its data is here.
@@ -120,11 +120,11 @@ pub trait RelayAbi {
     /// The geometry, read once when the buffer was opened.
     fn info(&self) -> &BufInfo;
     /// The counters: from the meta area (seq_lock protocol) where the
-    /// backend [validates in place](RelayAbi::validates_in_place), else
-    /// `RELAY_IOC_GET_STATE`.
+    /// backend [validates in place](RelayAbi::validates_in_place), else the
+    /// backend's own counters.
     fn state(&mut self) -> Result<BufState>;
     /// Where the ready sub-buffer `seq` lies: from its slot in the meta area
-    /// where the backend validates in place, else `RELAY_IOC_GET_SUBBUF`.
+    /// where the backend validates in place, else the backend's own record.
     fn subbuf(&mut self, seq: u64) -> Result<SubbufLookup>;
     /// `RELAY_IOC_CONSUME`.
     fn consume(&mut self, seq: u64, count: u64) -> Result<Consumed>;

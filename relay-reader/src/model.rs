@@ -11,9 +11,9 @@
 //! [`RelayAbi::subbuf`] by reading that image with the same code
 //! ([`crate::meta`]) that reads the kernel's mapping: no system call per
 //! sub-buffer, overwrite laps found by the slot check, one `consume` per
-//! drain. [`ModelBuffer::without_meta`] models the ioctl-only ABI (kernels
-//! and `relay_app` modules without a meta area), which the reader validates
-//! through `CONSUME`, one sub-buffer at a time.
+//! drain. [`ModelBuffer::without_meta`] models a backend without a meta area
+//! (the relay-apps control files), which the reader validates through
+//! `consume`, one sub-buffer at a time.
 //!
 //! It lets the reading logic be tested on the host in milliseconds: a test
 //! writes records, the reader drains through the same [`RelayAbi`] trait it
@@ -47,7 +47,7 @@ pub struct ModelBuffer {
     finalized: bool,
     /// Records a "concurrent" writer adds between `GET_SUBBUF` and `CONSUME`.
     racing_writes: Vec<Vec<u8>>,
-    /// The meta area and its layout; `None` for the ioctl-only ABI.
+    /// The meta area and its layout; `None` for a backend without one.
     meta: Option<(MetaImage, MetaLayout)>,
     /// Writes dropped since the writer last started a sub-buffer: the next
     /// slot's `lost_before`.
@@ -62,9 +62,8 @@ impl ModelBuffer {
         Self::build(subbuf_size, n_subbufs, overwrite, true)
     }
 
-    /// The same buffer behind the ioctl-only ABI (`GET_STATE`, `GET_SUBBUF`,
-    /// `CONSUME` per sub-buffer): a kernel or `relay_app` module without a
-    /// meta area.
+    /// The same buffer without a meta area (state, locations and `consume`
+    /// per sub-buffer), as the relay-apps control files offer it.
     pub fn without_meta(subbuf_size: usize, n_subbufs: usize, overwrite: bool) -> Self {
         Self::build(subbuf_size, n_subbufs, overwrite, false)
     }

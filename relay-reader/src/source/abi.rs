@@ -5,8 +5,8 @@
 //! a drain reads the counters and every slot from memory, validates an
 //! overwrite-mode copy by its slot ([`RelayAbi::still_holds`]) and releases
 //! everything it went through with one `consume` at the end: one system call
-//! per drain. Otherwise (the ioctl fallback) it releases each sub-buffer on
-//! its own, since the lost count of that `consume` is what validates an
+//! per drain. Otherwise (the relay-apps control files) it releases each
+//! sub-buffer on its own, since the lost count of that `consume` is what validates an
 //! overwrite-mode copy.
 
 use crate::abi::{BufState, RelayAbi, SubbufLoc, SubbufLookup};
@@ -201,8 +201,9 @@ impl<B: RelayAbi> AbiSource<B> {
         Ok(())
     }
 
-    /// The ioctl fallback: `GET_SUBBUF` and `CONSUME` per sub-buffer, the
-    /// lost count of the latter validating an overwrite-mode copy.
+    /// Without a meta area (the relay-apps control files): a lookup and a
+    /// `consume` per sub-buffer, the lost count of the latter validating an
+    /// overwrite-mode copy.
     fn drain_each(
         &mut self,
         state: &BufState,
@@ -260,7 +261,7 @@ impl<B: RelayAbi> AbiSource<B> {
     }
 
     /// Counts `count` overwritten sub-buffers from `next` on as lost and
-    /// releases them to the kernel (ioctl fallback).
+    /// releases them (without a meta area).
     fn skip(&mut self, count: u64) -> Result<()> {
         self.buf.consume(self.next, count)?;
         self.stats.lost_subbufs += count;

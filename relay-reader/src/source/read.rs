@@ -65,8 +65,8 @@ impl ReadSource {
     }
 
     /// Counters so far. read(2) itself tells nothing of losses; where the
-    /// file also answers `RELAY_IOC_GET_STATE` (a kernel with the series,
-    /// or a relay_app channel), the kernel's loss counters are in
+    /// file also has a meta area (a kernel with the series, or a relay_app
+    /// channel), the kernel's loss counters are in
     /// [`BufStats::kernel`], refreshed after every drain.
     pub fn stats(&self) -> &BufStats {
         &self.stats

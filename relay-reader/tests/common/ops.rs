@@ -103,7 +103,7 @@ impl Run {
 
 /// Runs the operations encoded in `data` against the model with the meta
 /// area (reads from memory, one CONSUME per drain) and against the one
-/// without (the ioctl fallback, CONSUME per sub-buffer); panics when an
+/// without (as the relay-apps control files: CONSUME per sub-buffer); panics when an
 /// invariant breaks.
 pub fn run_ops(data: &[u8]) {
     run_ops_on(data, true);
