@@ -89,12 +89,21 @@ round() {
 
 	say "recreate the channel while idle, then remove the modules under a mapped reader"
 	echo 0 >$D/create && echo 1 >$D/create || bad "recreating the channel"
-	"$B/relay_test" hold 4 >/tmp/stress-hold.log 2>&1 &
-	sleep 1
+	# The reader holds the buffer until its input closes (no sleep: see
+	# vm-test.sh).
+	rm -f /tmp/stress-hold.in
+	mkfifo /tmp/stress-hold.in
+	"$B/relay_test" hold </tmp/stress-hold.in >/tmp/stress-hold.log 2>&1 &
+	local hold=$!
+	exec 3>/tmp/stress-hold.in
+	until grep -q '^# holding' /tmp/stress-hold.log || ! kill -0 $hold 2>/dev/null; do
+		sleep 0.1
+	done
 	echo 500 >$G/run
 	unload klog_gen
 	unload relay_klog
-	wait
+	exec 3>&-
+	wait $hold || bad "hold test exit status"
 	grep -q "not ok" /tmp/stress-hold.log && { cat /tmp/stress-hold.log; bad "hold test"; }
 	rmmod relay_app 2>/dev/null || bad "rmmod relay_app after the reader left"
 	unload klog

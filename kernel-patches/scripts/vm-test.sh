@@ -99,9 +99,16 @@ check test -e $D/cpu0
 check test "$(echo 3 > $D/subbuf_size 2>&1; cat $D/subbuf_size)" = 8192
 
 step "reader holds cpu0 open while modules are removed"
-./relay_test hold 8 > /tmp/hold.out 2>&1 &
+# relay_test holds the buffer until its input closes: no sleep decides when
+# (under emulation the guest's clock may run fast; an i386 guest's did).
+rm -f /tmp/hold.in
+mkfifo /tmp/hold.in
+./relay_test hold < /tmp/hold.in > /tmp/hold.out 2>&1 &
 hold=$!
-sleep 2
+exec 3> /tmp/hold.in
+until grep -q '^# holding' /tmp/hold.out || ! kill -0 $hold 2>/dev/null; do
+	sleep 0.1
+done
 check rmmod klog_gen
 check rmmod relay_klog
 # relay_app's own buffer file operations pin it while a file is open; on a
@@ -116,6 +123,7 @@ else
 	fi
 fi
 check rmmod klog
+exec 3>&-
 wait $hold || fail=1
 cat /tmp/hold.out
 if lsmod | grep -qw relay_app; then check rmmod relay_app; fi
