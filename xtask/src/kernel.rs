@@ -16,6 +16,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::setup::Tools;
+use crate::vm::TestSelection;
 use crate::{util, vm, VmArgs};
 
 /// The base `cargo xtask test` builds and boots, the primary series (its
@@ -37,6 +38,16 @@ const KCSAN_VM_TEST_TIMEOUT: u64 = 3600;
 
 /// Hard timeout of a foreign-architecture guest (boot-guest.sh), in seconds.
 const GUEST_TIMEOUT: u64 = 3600;
+/// The long exerciser run of the KASAN and KCSAN stages.
+const EXERCISER_TIMEOUT: u64 = 5400;
+/// How many times longer than in the VM tests the matrix runs the ABI
+/// exerciser on the KASAN and KCSAN kernels (about 8 minutes under TCG).
+pub const EXERCISER_SCALE: u32 = 40;
+
+/// The VM tests, run by the matrix's caller (`xtask::test`, which builds
+/// the test binaries): the kernel in the `VmArgs`, the modules' directory,
+/// which binaries.
+pub type VmTests<'a> = dyn Fn(&VmArgs, &Path, &TestSelection) -> Result<Option<String>> + 'a;
 
 /// What a KCSAN report starts with in the kernel log.
 const KCSAN_REPORT: &str = "BUG: KCSAN";
@@ -605,14 +616,16 @@ fn kcsan_stage(
     root: &Path,
     vm_args: &VmArgs,
     built: &Built,
-    vm_tests: &dyn Fn(&VmArgs, &Path) -> Result<Option<String>>,
+    exerciser_scale: u32,
+    vm_tests: &VmTests,
 ) -> Result<String> {
     let modules = intree_modules(root, &built.build_dir)?;
     let logs = util::metadata(root)?.target_dir.join("kernel-matrix");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let stress_log = logs.join(format!("{}-stress.console", built.release));
     let tests_log = logs.join(format!("{}-vm-tests.console", built.release));
-    for log in [&stress_log, &tests_log] {
+    let exerciser_log = logs.join(format!("{}-exerciser.console", built.release));
+    for log in [&stress_log, &tests_log, &exerciser_log] {
         let _ = std::fs::remove_file(log);
     }
 
@@ -623,10 +636,20 @@ fn kcsan_stage(
     args.kernel = Some(built.bzimage.clone());
     args.console_log = Some(tests_log.clone());
     args.timeout = args.timeout.or(Some(KCSAN_VM_TEST_TIMEOUT));
-    let tests_result = vm_tests(&args, &modules);
+    let tests_result = vm_tests(&args, &modules, &TestSelection::default());
+    let (figures, exerciser_result) = long_exerciser(
+        vm_args,
+        built,
+        &modules,
+        exerciser_scale,
+        &exerciser_log,
+        vm_tests,
+    );
 
     let mut reports = kcsan_reports(&stress_log)?;
     reports.extend(kcsan_reports(&tests_log)?);
+    let exerciser_reports = kcsan_reports(&exerciser_log)?;
+    reports.extend(exerciser_reports.iter().cloned());
     let relay = relay_functions(&built.build_dir)?;
     let (in_relay, outside): (Vec<String>, Vec<String>) = reports
         .into_iter()
@@ -680,12 +703,44 @@ fn kcsan_stage(
     // Other splats: the VM tests do not read the kernel log, the console has it.
     let mut splats = other_splats(&stress_log)?;
     splats.extend(other_splats(&tests_log)?);
+    let exerciser_splats = other_splats(&exerciser_log)?;
+    splats.extend(exerciser_splats.iter().cloned());
+    let exerciser_in_relay = exerciser_reports
+        .iter()
+        .filter(|report| in_relay_code(report, &relay))
+        .count();
+    let verdict = match &exerciser_result {
+        Err(err) => format!("**failed**: {err:#}"),
+        Ok(()) if exerciser_in_relay > 0 => {
+            format!("**failed**: {exerciser_in_relay} KCSAN reports in relay code")
+        }
+        Ok(()) if !exerciser_splats.is_empty() => {
+            format!(
+                "**failed**: kernel splats ({})",
+                exerciser_splats.join("; ")
+            )
+        }
+        Ok(()) => format!(
+            "passed: no KCSAN report in relay code ({} outside it{})",
+            exerciser_reports.len(),
+            exerciser_reports
+                .iter()
+                .map(|r| format!(": {}", title(r)))
+                .collect::<Vec<_>>()
+                .join(";")
+        ),
+    };
+    write_exerciser_summary(&logs, built, "KCSAN", exerciser_scale, &figures, &verdict)?;
     if !splats.is_empty() {
         let failed = [
             stress_result
                 .err()
                 .map(|e| format!("the stress run: {e:#}")),
             tests_result.err().map(|e| format!("the VM tests: {e:#}")),
+            exerciser_result
+                .as_ref()
+                .err()
+                .map(|e| format!("the long exerciser run: {e:#}")),
         ]
         .into_iter()
         .flatten()
@@ -703,14 +758,94 @@ fn kcsan_stage(
     }
     stress_result.context("the stress run")?;
     let line = tests_result.context("the VM tests")?;
+    exerciser_result.context("the long exerciser run")?;
     if outside.is_empty() {
         outside_note = ", no KCSAN report".to_string();
     }
     Ok(format!(
-        "{} (stress ok, {}, no KCSAN report in relay code{outside_note})",
+        "{} (stress ok, {}, exerciser x{exerciser_scale} ok, no KCSAN report in relay \
+         code{outside_note})",
         built.release,
         line.unwrap_or_default()
     ))
+}
+
+/// The ABI exerciser alone, `scale` times longer than in the VM tests
+/// (`RELAY_EXERCISER_SCALE`), on the debug kernel `built`, its console
+/// kept in `console`. Returns its figures (the seed, then operations and
+/// time per channel configuration, as it printed them), whether or not it
+/// passed, and whether it passed.
+fn long_exerciser(
+    vm_args: &VmArgs,
+    built: &Built,
+    modules: &Path,
+    scale: u32,
+    console: &Path,
+    vm_tests: &VmTests,
+) -> (Vec<String>, Result<()>) {
+    let _ = std::fs::remove_file(console);
+    let mut args = vm_args.clone();
+    args.kernel = Some(built.bzimage.clone());
+    args.console_log = Some(console.to_path_buf());
+    args.timeout = args.timeout.or(Some(EXERCISER_TIMEOUT));
+    let selection = TestSelection {
+        only: Some("exerciser"),
+        env: vec![("RELAY_EXERCISER_SCALE", scale.to_string())],
+    };
+    println!(
+        "\n==> {}: the ABI exerciser, {scale} times longer",
+        built.release
+    );
+    let result = vm_tests(&args, modules, &selection).map(|_| ());
+    let text = std::fs::read(console)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
+    let mut figures: Vec<String> = Vec::new();
+    for line in text.lines().map(|line| line.trim_end_matches('\r').trim()) {
+        let figure = line.starts_with("exerciser seed ")
+            || (line.starts_with("configuration ") && line.contains(" reader operations"));
+        if figure && !figures.iter().any(|seen| seen == line) {
+            figures.push(line.to_string());
+        }
+    }
+    (figures, result)
+}
+
+/// Writes `target/kernel-matrix/<release>-exerciser.md`, the long
+/// exerciser run's figures and verdict as RELIABILITY.md shows them
+/// (`cargo xtask reliability` takes every such file).
+fn write_exerciser_summary(
+    logs: &Path,
+    built: &Built,
+    checker: &str,
+    scale: u32,
+    figures: &[String],
+    verdict: &str,
+) -> Result<()> {
+    let stage = match built.variant {
+        Variant::Kcsan => "kcsan",
+        _ => "kasan",
+    };
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .unwrap_or_default();
+    let mut text = format!(
+        "### {checker}: `{}`\n\n`cargo xtask kernel-matrix --only {stage} --exerciser-scale \
+         {scale}` ({date}; `RELAY_EXERCISER_SCALE={scale}`, 3 reader threads per \
+         configuration):\n\n",
+        built.release
+    );
+    if figures.is_empty() {
+        text.push_str("- (the exerciser printed no figures)\n");
+    }
+    for figure in figures {
+        text.push_str(&format!("- {figure}\n"));
+    }
+    text.push_str(&format!("- result: {verdict}\n"));
+    let file = logs.join(format!("{}-exerciser.md", built.release));
+    std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))
 }
 
 /// The first lines of kernel splats other than KCSAN reports in a console
@@ -844,15 +979,18 @@ fn boot_guest(root: &Path, vm_args: &VmArgs, built: &Built) -> Result<String> {
 /// `cargo xtask kernel-matrix`: every base (6.12 and 7.3) built and put
 /// through the VM tests, then `STRESS_BASE` (7.3) with KASAN and lockdep
 /// through the stress run and the VM tests, with no kernel splat allowed,
-/// with KCSAN through the same (no KCSAN report allowed), and built for
-/// arm64 and i386, each booted under qemu through vm-test.sh and a stress
-/// round.
+/// with KCSAN through the same (no KCSAN report allowed), both also
+/// through a run of the ABI exerciser `exerciser_scale` times longer than
+/// in the VM tests (its figures in `target/kernel-matrix/*-exerciser.md`,
+/// for RELIABILITY.md), and built for arm64 and i386, each booted under
+/// qemu through vm-test.sh and a stress round.
 pub fn matrix(
     tools: &Tools,
     root: &Path,
     vm_args: &VmArgs,
     only: &[String],
-    vm_tests: &dyn Fn(&VmArgs, &Path) -> Result<Option<String>>,
+    exerciser_scale: u32,
+    vm_tests: &VmTests,
 ) -> Result<()> {
     let started = Instant::now();
     let mut results: Vec<(String, Result<String>)> = Vec::new();
@@ -879,7 +1017,7 @@ pub fn matrix(
             let modules = intree_modules(root, &built.build_dir)?;
             let mut args = vm_args.clone();
             args.kernel = Some(built.bzimage.clone());
-            vm_tests(&args, &modules)
+            vm_tests(&args, &modules, &TestSelection::default())
                 .map(|line| format!("{} ({})", built.release, line.unwrap_or_default()))
         });
         results.push((name, result));
@@ -892,13 +1030,48 @@ pub fn matrix(
             stress(tools, root, vm_args, &built, &modules, STRESS_TIMEOUT)?;
             let mut args = vm_args.clone();
             args.kernel = Some(built.bzimage.clone());
-            vm_tests(&args, &modules).map(|line| {
-                format!(
-                    "{} (stress ok, {})",
-                    built.release,
-                    line.unwrap_or_default()
-                )
-            })
+            let line = vm_tests(&args, &modules, &TestSelection::default())?;
+            let logs = util::metadata(root)?.target_dir.join("kernel-matrix");
+            std::fs::create_dir_all(&logs)
+                .with_context(|| format!("creating {}", logs.display()))?;
+            let console = logs.join(format!("{}-exerciser.console", built.release));
+            let (figures, result) = long_exerciser(
+                vm_args,
+                &built,
+                &modules,
+                exerciser_scale,
+                &console,
+                vm_tests,
+            );
+            // The exerciser fails on any report in the kernel log (KASAN,
+            // lockdep, warnings); the console is checked besides.
+            let splats = other_splats(&console)?;
+            let verdict = match (&result, splats.is_empty()) {
+                (Err(err), _) => format!("**failed**: {err:#}"),
+                (Ok(()), false) => format!("**failed**: kernel splats ({})", splats.join("; ")),
+                (Ok(()), true) => "passed: no KASAN, lockdep or other kernel report".to_string(),
+            };
+            write_exerciser_summary(
+                &logs,
+                &built,
+                "KASAN + lockdep",
+                exerciser_scale,
+                &figures,
+                &verdict,
+            )?;
+            result.context("the long exerciser run")?;
+            if !splats.is_empty() {
+                bail!(
+                    "kernel splats during the long exerciser run: {} (console: {})",
+                    splats.join("; "),
+                    console.display()
+                );
+            }
+            Ok(format!(
+                "{} (stress ok, {}, exerciser x{exerciser_scale} ok)",
+                built.release,
+                line.unwrap_or_default()
+            ))
         });
         results.push((name, result));
     }
@@ -906,7 +1079,7 @@ pub fn matrix(
         let name = format!("{STRESS_BASE} KCSAN: stress + VM tests");
         println!("\n==> kernel matrix: {name}");
         let result = build_variant(root, STRESS_BASE, Variant::Kcsan)
-            .and_then(|built| kcsan_stage(tools, root, vm_args, &built, vm_tests));
+            .and_then(|built| kcsan_stage(tools, root, vm_args, &built, exerciser_scale, vm_tests));
         results.push((name, result));
     }
     for variant in [Variant::Arm64, Variant::I386] {

@@ -123,9 +123,9 @@ enum Command {
     /// The kernel matrix: both series (6.12 and 7.3) built and put through
     /// the VM tests, then the 7.3 kernel with KASAN and lockdep through a
     /// stress run and the VM tests, with no kernel splat allowed, with KCSAN
-    /// through the same with no data race report allowed, and built for
-    /// arm64 and i386, each booted under qemu through the smoke test and a
-    /// stress round.
+    /// through the same with no data race report allowed, both also through
+    /// a long run of the ABI exerciser, and built for arm64 and i386, each
+    /// booted under qemu through the smoke test and a stress round.
     KernelMatrix {
         #[command(flatten)]
         vm: VmArgs,
@@ -133,6 +133,10 @@ enum Command {
         /// VM tests), kasan, kcsan, arm64 or i386 (default: every stage).
         #[arg(long, value_name = "STAGE")]
         only: Vec<String>,
+        /// How many times longer than in the VM tests the kasan and kcsan
+        /// stages run the ABI exerciser (`RELAY_EXERCISER_SCALE`).
+        #[arg(long, default_value_t = kernel::EXERCISER_SCALE)]
+        exerciser_scale: u32,
     },
     /// Run the cargo-fuzz targets (reader core vs the relay model, the
     /// relay-apps sub-buffer parser) for a number of executions each.
@@ -271,11 +275,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
         }
-        Command::KernelMatrix { vm, only } => {
-            kernel::matrix(&tools, &root, &vm, &only, &|args, modules| {
-                test::vm_tests_for(&tools, &root, args, modules)
-            })?
-        }
+        Command::KernelMatrix {
+            vm,
+            only,
+            exerciser_scale,
+        } => kernel::matrix(
+            &tools,
+            &root,
+            &vm,
+            &only,
+            exerciser_scale,
+            &|args, modules, selection| test::vm_tests_for(&tools, &root, args, modules, selection),
+        )?,
         Command::Demo { vm, kdir, count } => demo::run(&tools, &root, &vm, kdir, count)?,
         Command::Bench { vm, args } => bench::run(&tools, &root, &vm, &args)?,
         Command::Fuzz { runs } => fuzz::run(&root, runs)?,

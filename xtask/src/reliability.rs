@@ -140,6 +140,22 @@ pub fn run(tools: &Tools, root: &Path, vm_args: &VmArgs, args: &ReliabilityArgs)
                 .arg(format!("{target}={}", log.display()));
         }
     }
+    // The kernel matrix's long exerciser runs (KASAN + lockdep, KCSAN).
+    let matrix = target.join("kernel-matrix");
+    let mut summaries: Vec<_> = std::fs::read_dir(&matrix)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.ends_with("-exerciser.md"))
+        })
+        .collect();
+    summaries.sort();
+    for summary in &summaries {
+        cmd.arg("--exerciser-summary").arg(summary);
+    }
     if let Ok(fuzz_cmd) = std::fs::read_to_string(&fuzz_command) {
         cmd.arg("--fuzz-command").arg(fuzz_cmd.trim());
     }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::setup::Tools;
+use crate::vm::TestSelection;
 use crate::{codegen, kernel, modules, util, vm, VmArgs};
 
 /// Default hard timeout of the in-VM test run, in seconds (TCG is slow).
@@ -131,7 +132,14 @@ pub fn run(
         if modules_dir.as_os_str().is_empty() {
             bail!("the module build failed, so the VM tests cannot run");
         }
-        vm_tests(tools, root, &meta.target_dir, vm_args, &modules_dir)
+        vm_tests(
+            tools,
+            root,
+            &meta.target_dir,
+            vm_args,
+            &modules_dir,
+            &TestSelection::default(),
+        )
     })?;
     let mut patched_closing = None;
     if patched {
@@ -148,7 +156,14 @@ pub fn run(
                 };
                 let mut args = vm_args.clone();
                 args.kernel = Some(built.bzimage.clone());
-                vm_tests(tools, root, &meta.target_dir, &args, modules)
+                vm_tests(
+                    tools,
+                    root,
+                    &meta.target_dir,
+                    &args,
+                    modules,
+                    &TestSelection::default(),
+                )
             })?
             .flatten();
     }
@@ -189,19 +204,21 @@ pub fn vm_tests_for(
     root: &Path,
     vm_args: &VmArgs,
     modules_dir: &Path,
+    selection: &TestSelection,
 ) -> Result<Option<String>> {
     let target = util::metadata(root)?.target_dir;
-    vm_tests(tools, root, &target, vm_args, modules_dir)
+    vm_tests(tools, root, &target, vm_args, modules_dir, selection)
 }
 
-/// Builds the binaries, boots the VM once and runs every VM test binary in it.
-/// Returns the runner's closing "N passed, N failed" line.
+/// Builds the binaries, boots the VM once and runs the VM test binaries of
+/// `selection` in it. Returns the runner's closing "N passed, N failed" line.
 fn vm_tests(
     tools: &Tools,
     root: &Path,
     target: &Path,
     vm_args: &VmArgs,
     modules_dir: &Path,
+    selection: &TestSelection,
 ) -> Result<Option<String>> {
     util::run(Command::new(util::cargo()).current_dir(root).args([
         "build",
@@ -209,9 +226,23 @@ fn vm_tests(
         "--bins",
     ]))
     .context("building the workspace binaries")?;
-    let binaries = vm_test_binaries(root)?;
+    let mut binaries = vm_test_binaries(root)?;
+    if let Some(only) = selection.only {
+        binaries.retain(|bin| {
+            bin.file_name()
+                .and_then(|name| name.to_str())
+                .and_then(|name| name.rsplit_once('-'))
+                .is_some_and(|(target, _hash)| target == only)
+        });
+    }
     if binaries.is_empty() {
-        bail!("`cargo test -p {VM_TEST_PACKAGE} --no-run` produced no test binary");
+        bail!(
+            "`cargo test -p {VM_TEST_PACKAGE} --no-run` produced no test binary{}",
+            selection
+                .only
+                .map(|only| format!(" named {only}"))
+                .unwrap_or_default()
+        );
     }
     println!("vm tests: {} test binaries", binaries.len());
 
@@ -219,11 +250,16 @@ fn vm_tests(
     let mut opts = vm::VmOptions::from_args(vm_args, VM_TEST_TIMEOUT)?;
     opts.rwdirs.push(results.clone());
     let command = format!(
-        "env RELAY_IN_VM=1 RELAY_MODULES_DIR={} RELAY_BIN_DIR={} RELAY_RESULTS_DIR={} \
+        "env RELAY_IN_VM=1 RELAY_MODULES_DIR={} RELAY_BIN_DIR={} RELAY_RESULTS_DIR={}{} \
          bash ci/guest/run-tests.sh {}",
         util::shell_quote_path(modules_dir),
         util::shell_quote_path(&target.join("debug")),
         util::shell_quote_path(&results),
+        selection
+            .env
+            .iter()
+            .map(|(name, value)| format!(" {name}={}", util::shell_quote(value)))
+            .collect::<String>(),
         binaries
             .iter()
             .map(|bin| util::shell_quote_path(bin))

@@ -28,6 +28,17 @@ pub const DEFAULT_TIMEOUT: u64 = 600;
 /// How many lines of guest output to keep for error messages.
 const TAIL_LINES: usize = 60;
 
+/// Which VM test binaries a run of the VM tests takes, and what it adds to
+/// their environment (the kernel matrix's long exerciser run).
+#[derive(Debug, Default, Clone)]
+pub struct TestSelection {
+    /// Only the binary of this test target (its file name without cargo's
+    /// hash suffix); every binary if `None`.
+    pub only: Option<&'static str>,
+    /// Variables set for the test binaries in the guest.
+    pub env: Vec<(&'static str, String)>,
+}
+
 /// Everything needed to boot a VM.
 pub struct VmOptions {
     /// Kernel image or kernel build directory, absolute (vng -r takes either).

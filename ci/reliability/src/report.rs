@@ -24,6 +24,10 @@ pub struct ReportArgs {
     /// Say that the fuzz logs are from an earlier run (this one skipped it).
     #[arg(long)]
     fuzz_earlier: bool,
+    /// A long ABI exerciser run's summary from the kernel matrix
+    /// (`target/kernel-matrix/*-exerciser.md`, repeatable).
+    #[arg(long = "exerciser-summary", value_name = "PATH")]
+    exerciser_summaries: Vec<PathBuf>,
     /// The fuzz corpus directory (`fuzz/corpus`), for its sizes.
     #[arg(long)]
     corpus: Option<PathBuf>,
@@ -334,6 +338,32 @@ pub fn run(args: &ReportArgs) -> Result<()> {
             splat_cell(&r.splats),
             mark(r.pass)
         )?;
+    }
+
+    writeln!(w, "\n## The ABI exerciser on debug kernels\n")?;
+    writeln!(
+        w,
+        "`ci/vm-tests/tests/exerciser.rs`: reader threads open, map, poll, read, consume, flush \
+         and close every buffer of a `relay_contract` channel at random while writers write, \
+         the client freezes, flushes, closes and reopens its channel, CPU 1 goes offline and \
+         online, and the module is unloaded under open and mapped files, in five channel \
+         configurations. The kernel matrix runs it, longer than the VM tests do, on the KASAN + \
+         lockdep and the KCSAN kernels (the patched 7.3); a run passes with no kernel report \
+         (KCSAN: none in relay code). Each summary below is copied from that run, with the \
+         command that reproduces it.\n"
+    )?;
+    if args.exerciser_summaries.is_empty() {
+        writeln!(
+            w,
+            "No summary: `cargo xtask kernel-matrix --only kasan --only kcsan` writes them into \
+             `target/kernel-matrix/`, where `cargo xtask reliability` finds them."
+        )?;
+    }
+    for path in &args.exerciser_summaries {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        writeln!(w, "{}", text.trim_end())?;
+        writeln!(w)?;
     }
 
     writeln!(w, "\n## Fuzzing\n")?;
