@@ -45,7 +45,8 @@ pub struct ModelBuffer {
     lost_toobig: u64,
     lost_overwritten: u64,
     finalized: bool,
-    /// Records a "concurrent" writer adds between `GET_SUBBUF` and `CONSUME`.
+    /// Records a "concurrent" writer adds while the reader copies a
+    /// sub-buffer, before it checks the slot again and `CONSUME`s.
     racing_writes: Vec<Vec<u8>>,
     /// The meta area and its layout; `None` for a backend without one.
     meta: Option<(MetaImage, MetaLayout)>,
@@ -250,8 +251,8 @@ impl ModelBuffer {
 
     /// Queues records that a writer on another CPU adds while the reader
     /// reads a sub-buffer: they are written right after the next
-    /// [`RelayAbi::subbuf`] answers with a location (`GET_SUBBUF`, or the
-    /// slot lookup), so the reader's copy sees what they did.
+    /// [`RelayAbi::subbuf`] answers with a location (the slot lookup in
+    /// the meta area), so the reader's copy sees what they did.
     pub fn race_before_consume(&mut self, records: Vec<Vec<u8>>) {
         self.racing_writes.extend(records);
     }
@@ -308,8 +309,8 @@ impl RelayAbi for ModelBuffer {
 
     fn subbuf(&mut self, seq: u64) -> Result<SubbufLookup> {
         if seq < self.consumed {
-            // EINVAL from GET_SUBBUF; with the meta area a harmless read,
-            // but a reader that looks below consumed has lost track.
+            // A harmless read of the meta area, but a reader that looks
+            // below consumed has lost track.
             return Err(Self::model_error(format!(
                 "sub-buffer {seq} below consumed {} (EINVAL)",
                 self.consumed
