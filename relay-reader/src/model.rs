@@ -392,3 +392,90 @@ impl RelayAbi for ModelBuffer {
         }
     }
 }
+
+/// A [`RelayAbi`] over a [`ModelBuffer`] that records what the reader asks
+/// of it: how many meta-area reads (`state`, `subbuf`), which `CONSUME`s,
+/// how many `FLUSH`es, and from them the system calls a real relay file
+/// would have cost. Tests assert on the calls; the host benchmark reports
+/// the system calls per sub-buffer.
+#[derive(Debug)]
+pub struct CallRecorder {
+    /// The model the calls go to.
+    pub model: ModelBuffer,
+    /// `state` calls.
+    pub states: u64,
+    /// `subbuf` calls.
+    pub subbufs: u64,
+    /// `consume` calls, as `(seq, count)`.
+    pub consumes: Vec<(u64, u64)>,
+    /// `flush` calls.
+    pub flushes: u64,
+    /// Report no loss from `consume`, so that only the reader's own check
+    /// of a sub-buffer's slot can find a lap.
+    pub consume_hides_loss: bool,
+}
+
+impl CallRecorder {
+    /// Records the calls made to `model`.
+    pub fn new(model: ModelBuffer) -> Self {
+        CallRecorder {
+            model,
+            states: 0,
+            subbufs: 0,
+            consumes: Vec::new(),
+            flushes: 0,
+            consume_hides_loss: false,
+        }
+    }
+
+    /// The system calls the recorded calls cost on a relay file: one per
+    /// `CONSUME` and `FLUSH` (ioctls), and one per `state` and `subbuf`
+    /// only without a meta area (where they would be ioctls too; with one
+    /// they are reads of the mapping).
+    pub fn syscalls(&self) -> u64 {
+        let lookups = if self.model.validates_in_place() {
+            0
+        } else {
+            self.states + self.subbufs
+        };
+        self.consumes.len() as u64 + self.flushes + lookups
+    }
+}
+
+impl RelayAbi for CallRecorder {
+    fn info(&self) -> &BufInfo {
+        self.model.info()
+    }
+    fn state(&mut self) -> Result<BufState> {
+        self.states += 1;
+        self.model.state()
+    }
+    fn subbuf(&mut self, seq: u64) -> Result<SubbufLookup> {
+        self.subbufs += 1;
+        self.model.subbuf(seq)
+    }
+    fn consume(&mut self, seq: u64, count: u64) -> Result<Consumed> {
+        self.consumes.push((seq, count));
+        let mut consumed = self.model.consume(seq, count)?;
+        if self.consume_hides_loss {
+            consumed.lost = 0;
+        }
+        Ok(consumed)
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.flushes += 1;
+        self.model.flush()
+    }
+    fn data(&self, loc: &SubbufLoc) -> &[u8] {
+        self.model.data(loc)
+    }
+    fn copy_data(&self, loc: &SubbufLoc, out: &mut Vec<u8>) {
+        self.model.copy_data(loc, out)
+    }
+    fn validates_in_place(&self) -> bool {
+        self.model.validates_in_place()
+    }
+    fn still_holds(&self, loc: &SubbufLoc) -> bool {
+        self.model.still_holds(loc)
+    }
+}

@@ -1,8 +1,8 @@
 //! The reading logic against the kernel-free relay model: sub-buffer switch,
 //! padding, produced/consumed, no-overwrite and overwrite modes, laps.
 
-use relay_reader::abi::{BufInfo, BufState, Consumed, RelayAbi, SubbufLoc, SubbufLookup};
-use relay_reader::model::ModelBuffer;
+use relay_reader::abi::RelayAbi;
+use relay_reader::model::{CallRecorder, ModelBuffer};
 use relay_reader::source::AbiSource;
 use relay_reader::SubBuf;
 
@@ -201,65 +201,6 @@ fn too_big_writes_are_counted() {
     assert_eq!(src.stats().kernel.unwrap().lost_toobig, 1);
 }
 
-/// The model behind a call counter, optionally with a CONSUME that never
-/// reports a loss (so that only the slot check can find a lap).
-struct Calls {
-    model: ModelBuffer,
-    states: u64,
-    subbufs: u64,
-    consumes: Vec<(u64, u64)>,
-    consume_hides_loss: bool,
-}
-
-impl Calls {
-    fn new(model: ModelBuffer) -> Self {
-        Calls {
-            model,
-            states: 0,
-            subbufs: 0,
-            consumes: Vec::new(),
-            consume_hides_loss: false,
-        }
-    }
-}
-
-impl RelayAbi for Calls {
-    fn info(&self) -> &BufInfo {
-        self.model.info()
-    }
-    fn state(&mut self) -> relay_reader::Result<BufState> {
-        self.states += 1;
-        self.model.state()
-    }
-    fn subbuf(&mut self, seq: u64) -> relay_reader::Result<SubbufLookup> {
-        self.subbufs += 1;
-        self.model.subbuf(seq)
-    }
-    fn consume(&mut self, seq: u64, count: u64) -> relay_reader::Result<Consumed> {
-        self.consumes.push((seq, count));
-        let mut c = self.model.consume(seq, count)?;
-        if self.consume_hides_loss {
-            c.lost = 0;
-        }
-        Ok(c)
-    }
-    fn flush(&mut self) -> relay_reader::Result<()> {
-        self.model.flush()
-    }
-    fn data(&self, loc: &SubbufLoc) -> &[u8] {
-        self.model.data(loc)
-    }
-    fn copy_data(&self, loc: &SubbufLoc, out: &mut Vec<u8>) {
-        self.model.copy_data(loc, out)
-    }
-    fn validates_in_place(&self) -> bool {
-        self.model.validates_in_place()
-    }
-    fn still_holds(&self, loc: &SubbufLoc) -> bool {
-        self.model.still_holds(loc)
-    }
-}
-
 /// Writes records until `n` sub-buffers are ready past the consumed count.
 fn fill(model: &mut ModelBuffer, n: u64, seq: &mut u64) {
     let consumed = model.state().unwrap().consumed;
@@ -272,7 +213,8 @@ fn fill(model: &mut ModelBuffer, n: u64, seq: &mut u64) {
 #[test]
 fn meta_area_drain_releases_a_batch_with_one_consume() {
     for overwrite in [false, true] {
-        let mut src = AbiSource::new(Calls::new(ModelBuffer::new(256, 8, overwrite))).unwrap();
+        let mut src =
+            AbiSource::new(CallRecorder::new(ModelBuffer::new(256, 8, overwrite))).unwrap();
         let mut seq = 0;
         let mut got = Vec::new();
         for round in 0..5u64 {
@@ -314,7 +256,7 @@ fn ioctl_fallback_consumes_each_subbuf() {
     for overwrite in [false, true] {
         let model = ModelBuffer::without_meta(256, 8, overwrite);
         assert!(!model.validates_in_place());
-        let mut src = AbiSource::new(Calls::new(model)).unwrap();
+        let mut src = AbiSource::new(CallRecorder::new(model)).unwrap();
         let mut seq = 0;
         fill(&mut src.buffer_mut().model, 7, &mut seq);
         assert_eq!(src.drain(&mut |_| Ok(())).unwrap(), 7);
@@ -328,7 +270,7 @@ fn ioctl_fallback_consumes_each_subbuf() {
 fn overwrite_lap_is_found_by_the_slot_check() {
     // CONSUME hides the loss: only the slot's sequence number can tell
     // that the writer reused the slot while the reader copied it.
-    let mut calls = Calls::new(ModelBuffer::new(256, 4, true));
+    let mut calls = CallRecorder::new(ModelBuffer::new(256, 4, true));
     calls.consume_hides_loss = true;
     let mut src = AbiSource::new(calls).unwrap();
     let mut seq = 0;
@@ -361,7 +303,7 @@ fn overwrite_lap_is_found_by_the_slot_check() {
 
 #[test]
 fn callback_error_in_a_batch_releases_what_was_delivered() {
-    let mut src = AbiSource::new(Calls::new(ModelBuffer::new(256, 8, false))).unwrap();
+    let mut src = AbiSource::new(CallRecorder::new(ModelBuffer::new(256, 8, false))).unwrap();
     let mut seq = 0;
     fill(&mut src.buffer_mut().model, 5, &mut seq);
     let mut calls = 0;

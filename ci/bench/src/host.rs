@@ -11,8 +11,8 @@
 //!
 //! The two alternate round by round and the best of several trials counts,
 //! so that other load on the machine hits both alike. The system calls the
-//! reader makes into the ABI are counted through a wrapper around the model,
-//! which (like the patched kernel) has the meta area: `state` and `subbuf`
+//! reader makes into the ABI are counted by the model's [`CallRecorder`]; the
+//! model (like the patched kernel) has the meta area: `state` and `subbuf`
 //! are reads of the mapped meta area there, no system call, so only CONSUME
 //! (one per drain) and FLUSH count.
 
@@ -21,61 +21,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use relay_reader::abi::{BufInfo, BufState, Consumed, RelayAbi, SubbufLoc, SubbufLookup};
-use relay_reader::model::ModelBuffer;
+use relay_reader::abi::{RelayAbi, SubbufLoc};
+use relay_reader::model::{CallRecorder, ModelBuffer};
 use relay_reader::source::AbiSource;
 use serde_json::{json, Value};
 
 /// The relay-apps padding header the model (like the `relay_app` helper)
 /// puts at the head of every sub-buffer.
 const HEADER: usize = relay_sys::relay_app::PADDING_HEADER_SIZE;
-
-/// The model behind a system call counter: `consume` and `flush` are one
-/// ioctl each on a real relay file; `state` and `subbuf` are one ioctl each
-/// only without a meta area ([`RelayAbi::validates_in_place`] false), and
-/// reads of the mapping with one.
-struct Counting {
-    model: ModelBuffer,
-    ioctls: u64,
-}
-
-impl RelayAbi for Counting {
-    fn info(&self) -> &BufInfo {
-        self.model.info()
-    }
-    fn state(&mut self) -> relay_reader::Result<BufState> {
-        if !self.model.validates_in_place() {
-            self.ioctls += 1;
-        }
-        self.model.state()
-    }
-    fn subbuf(&mut self, seq: u64) -> relay_reader::Result<SubbufLookup> {
-        if !self.model.validates_in_place() {
-            self.ioctls += 1;
-        }
-        self.model.subbuf(seq)
-    }
-    fn consume(&mut self, seq: u64, count: u64) -> relay_reader::Result<Consumed> {
-        self.ioctls += 1;
-        self.model.consume(seq, count)
-    }
-    fn flush(&mut self) -> relay_reader::Result<()> {
-        self.ioctls += 1;
-        self.model.flush()
-    }
-    fn data(&self, loc: &SubbufLoc) -> &[u8] {
-        self.model.data(loc)
-    }
-    fn copy_data(&self, loc: &SubbufLoc, out: &mut Vec<u8>) {
-        self.model.copy_data(loc, out)
-    }
-    fn validates_in_place(&self) -> bool {
-        self.model.validates_in_place()
-    }
-    fn still_holds(&self, loc: &SubbufLoc) -> bool {
-        self.model.still_holds(loc)
-    }
-}
 
 /// One geometry and reading pattern.
 struct Case {
@@ -143,10 +96,11 @@ fn consumed(model: &mut ModelBuffer) -> u64 {
 fn trial(case: &Case, record_size: usize, bytes: u64) -> Result<(Side, Side, u64)> {
     let record: Vec<u8> = (0..record_size).map(|i| i as u8).collect();
     let mut sink = vec![0u8; case.subbuf_size];
-    let mut reader = AbiSource::new(Counting {
-        model: ModelBuffer::new(case.subbuf_size, case.n_subbufs, case.overwrite),
-        ioctls: 0,
-    })?;
+    let mut reader = AbiSource::new(CallRecorder::new(ModelBuffer::new(
+        case.subbuf_size,
+        case.n_subbufs,
+        case.overwrite,
+    )))?;
     let mut plain = ModelBuffer::new(case.subbuf_size, case.n_subbufs, case.overwrite);
     let (mut ours, mut base) = (Side::default(), Side::default());
     while ours.bytes < bytes {
@@ -198,8 +152,8 @@ fn trial(case: &Case, record_size: usize, bytes: u64) -> Result<(Side, Side, u64
         base.bytes,
         base.subbufs
     );
-    let ioctls = reader.buffer().ioctls;
-    Ok((ours, base, ioctls))
+    let syscalls = reader.buffer().syscalls();
+    Ok((ours, base, syscalls))
 }
 
 /// Nanoseconds of one trivial system call (getppid(2)): what each ABI call
@@ -228,17 +182,17 @@ pub fn run(mib_per_trial: u64, trials: u32, record_size: usize, out: Option<&Pat
     for case in &CASES {
         let mut best: Option<(Side, Side, u64)> = None;
         for _ in 0..trials {
-            let (ours, base, ioctls) = trial(case, record_size, mib_per_trial << 20)?;
+            let (ours, base, syscalls) = trial(case, record_size, mib_per_trial << 20)?;
             best = Some(match best {
-                None => (ours, base, ioctls),
+                None => (ours, base, syscalls),
                 Some((o, b, _)) => (
                     if ours.time < o.time { ours } else { o },
                     if base.time < b.time { base } else { b },
-                    ioctls,
+                    syscalls,
                 ),
             });
         }
-        let (ours, base, ioctls) = best.expect("at least one trial");
+        let (ours, base, syscalls) = best.expect("at least one trial");
         eprintln!(
             "host: {}: reader {:.2} GiB/s, memcpy {:.2} GiB/s",
             case.name,
@@ -255,7 +209,7 @@ pub fn run(mib_per_trial: u64, trials: u32, record_size: usize, out: Option<&Pat
             "subbufs": ours.subbufs,
             "reader_secs": ours.time.as_secs_f64(),
             "memcpy_secs": base.time.as_secs_f64(),
-            "ioctls": ioctls,
+            "syscalls": syscalls,
         }));
     }
     let result = json!({
@@ -297,7 +251,7 @@ pub fn ratio(case: &Value) -> f64 {
 pub fn table(result: &Value) -> String {
     let mut s = String::new();
     s.push_str(
-        "| reading pattern | GiB/s reader core | GiB/s memcpy | reader / memcpy | ns per sub-buffer over memcpy | ioctls per sub-buffer |\n|---|---:|---:|---:|---:|---:|\n",
+        "| reading pattern | GiB/s reader core | GiB/s memcpy | reader / memcpy | ns per sub-buffer over memcpy | ABI system calls per sub-buffer |\n|---|---:|---:|---:|---:|---:|\n",
     );
     let empty = Vec::new();
     for case in result["cases"].as_array().unwrap_or(&empty) {
@@ -313,7 +267,7 @@ pub fn table(result: &Value) -> String {
             gib / memcpy,
             ratio(case),
             (reader - memcpy) * 1e9 / subbufs as f64,
-            case["ioctls"].as_u64().unwrap_or(0) as f64 / subbufs as f64,
+            case["syscalls"].as_u64().unwrap_or(0) as f64 / subbufs as f64,
         ));
     }
     s

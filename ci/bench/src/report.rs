@@ -300,8 +300,8 @@ pub fn run(dir: &Path, command: &str, out: &Path) -> Result<()> {
                  (`AbiSource::drain` over the model, its callback copying each sub-buffer into \
                  a sink buffer, as write(2) into the page cache would) or a plain `copy_from_slice` \
                  of the same sub-buffers into the same sink buffer is timed. Rounds alternate; the \
-                 best of {} trials of {} MiB counts. ioctls per sub-buffer are the system calls \
-                 the reader makes into the ABI: with the meta area the model has (as the patched \
+                 best of {} trials of {} MiB counts. ABI system calls per sub-buffer are the ones \
+                 the reader makes into the relay ABI: with the meta area the model has (as the patched \
                  kernel does), counters and sub-buffer locations are reads of the mapping and a \
                  drain releases what it read with one CONSUME; \
                  a trivial system call (getppid) costs {:.0} ns on this host. Besides them the reader makes one \
