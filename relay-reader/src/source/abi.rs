@@ -69,17 +69,25 @@ impl<B: RelayAbi> AbiSource<B> {
     }
 
     /// Delivers every ready sub-buffer to `f` and releases it to the writer
-    /// when `f` returns: all of them with one `consume` at the end where the
-    /// backend validates in place, each on its own otherwise. Returns how
-    /// many were delivered.
+    /// when `f` returns: in batches where the backend validates in place
+    /// (the meta area: one `consume` per drain, or per half ring without
+    /// overwrite), each on its own otherwise. Returns how many were
+    /// delivered.
     pub fn drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
         let state = self.buf.state()?;
         self.stats.kernel = Some(KernelCounters::from(&state));
-        let delivered = if self.buf.validates_in_place() {
-            self.drain_batch(&state, f)?
-        } else {
-            self.drain_each(&state, f)?
-        };
+        let lapped = self.catch_up(&state);
+        // Overwrite mode: what the writer took is lost; the next release
+        // hands it back with the rest.
+        self.lose(lapped);
+        // Releases start at the kernel's consumed count, where the previous
+        // drain left it (or another reader); `next` is not below it.
+        let mut released = state.consumed;
+        let mut delivered = 0;
+        let result = self.deliver(state.produced, f, &mut delivered, &mut released);
+        let release = self.release(&mut released);
+        result?;
+        release?;
         if state.finalized && self.next >= state.produced {
             self.finalized = true;
         }
@@ -111,61 +119,52 @@ impl<B: RelayAbi> AbiSource<B> {
         }
     }
 
-    /// The meta-area path: everything from memory, one `consume` for all
-    /// the sub-buffers gone through (delivered or lost), also when `f`
-    /// fails (up to the one it failed on).
-    fn drain_batch(
-        &mut self,
-        state: &BufState,
-        f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,
-    ) -> Result<u64> {
-        let lapped = self.catch_up(state);
-        // Overwrite mode: what the writer took is lost; the batch's consume
-        // releases it with the rest.
-        self.stats.lost_subbufs += lapped;
-        self.next += lapped;
-        // The batch starts at the kernel's consumed count, where the
-        // previous drain's consume left it (or another reader's); `next` is
-        // not below it (`catch_up`).
-        let mut from = state.consumed;
-        let mut delivered = 0;
-        let result = self.deliver_batch(state.produced, f, &mut delivered, &mut from);
-        let released = if self.next > from {
-            self.buf.consume(from, self.next - from).map(|_| ())
-        } else {
-            Ok(())
-        };
-        result?;
-        released?;
-        Ok(delivered)
+    /// `count` sub-buffers from `next` on were overwritten: lost, passed.
+    fn lose(&mut self, count: u64) {
+        self.stats.lost_subbufs += count;
+        self.next += count;
     }
 
-    /// Delivers the ready sub-buffers from `next` on. In no-overwrite mode
-    /// it releases them every half ring (from `*from`, which it advances),
-    /// so that a slow callback does not keep the writer from the whole
-    /// ring until the batch ends: one CONSUME per `n_subbufs / 2`
-    /// sub-buffers at most.
-    fn deliver_batch(
+    /// Hands the sub-buffers from `*released` up to `next` back to the
+    /// writer with one `consume`. Returns the kernel's count of those
+    /// overwritten meanwhile (0 with a meta area, where the reader checks
+    /// the slot itself).
+    fn release(&mut self, released: &mut u64) -> Result<u64> {
+        if self.next <= *released {
+            return Ok(0);
+        }
+        let consumed = self.buf.consume(*released, self.next - *released)?;
+        *released = self.next;
+        Ok(consumed.lost)
+    }
+
+    /// Delivers the ready sub-buffers from `next` on, releasing them as it
+    /// goes: one at a time without a meta area (relay-apps' control files,
+    /// whose consume also says whether an overwrite-mode copy survived);
+    /// with one, in no-overwrite mode every half ring, so that a slow
+    /// callback does not keep the writer from the whole ring until the
+    /// drain ends, and in overwrite mode (where the writer does not wait)
+    /// not before the drain ends.
+    fn deliver(
         &mut self,
         produced: u64,
         f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,
         delivered: &mut u64,
-        from: &mut u64,
+        released: &mut u64,
     ) -> Result<()> {
         let info = *self.buf.info();
-        let release_every = (info.n_subbufs / 2).max(1);
+        let each = !self.buf.validates_in_place();
+        let release_every = if each { 1 } else { (info.n_subbufs / 2).max(1) };
         while self.next < produced {
-            if !info.overwrite && self.next - *from >= release_every {
-                self.buf.consume(*from, self.next - *from)?;
-                *from = self.next;
+            if (each || !info.overwrite) && self.next - *released >= release_every {
+                self.release(released)?;
             }
             let seq = self.next;
             let loc = match self.buf.subbuf(seq)? {
                 SubbufLookup::Ready(loc) => loc,
                 SubbufLookup::Overwritten => {
                     // Its slot holds a later sub-buffer: lapped.
-                    self.stats.lost_subbufs += 1;
-                    self.next += 1;
+                    self.lose(1);
                     continue;
                 }
                 SubbufLookup::NotReady => break,
@@ -173,7 +172,14 @@ impl<B: RelayAbi> AbiSource<B> {
             if info.overwrite {
                 self.buf.copy_data(&loc, &mut self.scratch);
                 self.next = seq + 1;
-                if !self.buf.still_holds(&loc) {
+                // Without a meta area, the consume's lost count tells
+                // whether the writer took the sub-buffer during the copy.
+                let taken = if each {
+                    self.release(released)? > 0
+                } else {
+                    false
+                };
+                if taken || !self.buf.still_holds(&loc) {
                     // The writer reused the slot while it was copied.
                     self.stats.lost_subbufs += 1;
                     continue;
@@ -198,74 +204,6 @@ impl<B: RelayAbi> AbiSource<B> {
                 *delivered += 1;
             }
         }
-        Ok(())
-    }
-
-    /// Without a meta area (the relay-apps control files): a lookup and a
-    /// `consume` per sub-buffer, the lost count of the latter validating an
-    /// overwrite-mode copy.
-    fn drain_each(
-        &mut self,
-        state: &BufState,
-        f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,
-    ) -> Result<u64> {
-        let info = *self.buf.info();
-        let lapped = self.catch_up(state);
-        if lapped > 0 {
-            // Overwrite mode: the writer lapped us. Release what it took, so
-            // that the kernel's consumed count (and with it its overwrite
-            // counter) follows the reader.
-            self.skip(lapped)?;
-        }
-        let mut delivered = 0;
-        while self.next < state.produced {
-            let seq = self.next;
-            let loc = match self.buf.subbuf(seq)? {
-                SubbufLookup::Ready(loc) => loc,
-                SubbufLookup::Overwritten => {
-                    self.skip(1)?;
-                    continue;
-                }
-                SubbufLookup::NotReady => break,
-            };
-            if info.overwrite {
-                self.buf.copy_data(&loc, &mut self.scratch);
-                let consumed = self.buf.consume(seq, 1)?;
-                self.next = seq + 1;
-                if consumed.lost > 0 || !self.buf.still_holds(&loc) {
-                    self.stats.lost_subbufs += 1;
-                    continue;
-                }
-                self.delivered(&loc, self.scratch.len() as u64);
-                delivered += 1;
-                f(SubBuf {
-                    cpu: info.cpu,
-                    seq,
-                    data: &self.scratch,
-                })?;
-            } else {
-                // No-overwrite: the writer never touches a ready sub-buffer
-                // before it is consumed, so the mapping can be lent out.
-                f(SubBuf {
-                    cpu: info.cpu,
-                    seq,
-                    data: self.buf.data(&loc),
-                })?;
-                self.buf.consume(seq, 1)?;
-                self.next = seq + 1;
-                self.delivered(&loc, loc.data_len);
-                delivered += 1;
-            }
-        }
-        Ok(delivered)
-    }
-
-    /// Counts `count` overwritten sub-buffers from `next` on as lost and
-    /// releases them (without a meta area).
-    fn skip(&mut self, count: u64) -> Result<()> {
-        self.buf.consume(self.next, count)?;
-        self.stats.lost_subbufs += count;
-        self.next += count;
         Ok(())
     }
 
