@@ -208,7 +208,9 @@ exit 0
 EOF
 ln -sf udevd "$root/bin/udevadm"
 chmod +x "$root/bin/udevd"
-cp "$build/relay_test" "$kp/scripts/vm-test.sh" "$kp/scripts/stress.sh" "$root/relay/"
+cp "$build/relay_test" "$build/relay_mmap" "$build/relay_mmap.sh" \
+	"$kp/scripts/vm-test.sh" "$kp/scripts/stress.sh" "$root/relay/"
+cp "$build/lib/test_relay.ko" "$root/relay/"
 cp "$build/kernel/klog.ko" "$root/relay/"
 cp "$build"/samples/relay/*.ko "$root/relay/"
 [[ -f $build/drivers/block/null_blk/null_blk.ko ]] && cp "$build/drivers/block/null_blk/null_blk.ko" "$root/relay/"

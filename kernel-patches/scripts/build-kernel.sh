@@ -26,9 +26,10 @@
 #      cross-compiled with aarch64-linux-gnu-gcc); i386 with --arch i386
 #      (+ config/i386.config, the host gcc with -m32);
 #   5. builds the kernel image (bzImage, arm64: Image) and the modules with
-#      ccache (CCACHE_DIR $CACHE/ccache) and the selftest binary
-#      build-VARIANT/relay_test (static for arm64 and i386, whose guests
-#      cannot run the host's libraries).
+#      ccache (CCACHE_DIR $CACHE/ccache) and the selftest binaries
+#      build-VARIANT/relay_test and relay_mmap, with relay_mmap.sh beside
+#      them (static for arm64 and i386, whose guests cannot run the host's
+#      libraries).
 #
 # --tree-only stops after step 3.  $CACHE is RELAY_KERNEL_CACHE, default
 # <repo>/.cache/kernel.  The last line of output names the build directory
@@ -291,5 +292,8 @@ mkdir -p "$build/relay-uapi/linux"
 cp "$src/include/uapi/linux/relay.h" "$build/relay-uapi/linux/"
 "${test_cc[@]}" -O2 -Wall -I "$build/relay-uapi" -o "$build/relay_test" \
 	"$src/tools/testing/selftests/relay/relay_test.c" -lpthread
+"${test_cc[@]}" -O2 -Wall -I "$build/relay-uapi" -o "$build/relay_mmap" \
+	"$src/tools/testing/selftests/relay/relay_mmap.c"
+cp "$src/tools/testing/selftests/relay/relay_mmap.sh" "$build/"
 log "built $(cat "$build/include/config/kernel.release") ($arch, $image) in $((SECONDS - start)) s"
 echo "build: $build"

@@ -61,7 +61,8 @@ make_args=(-C "$tree" O="$build" CC="ccache gcc" HOSTCC="ccache gcc" LOCALVERSIO
 # with the whole series applied to a scratch copy of .config's inputs.
 mapfile -t patches < <(find "$series" -maxdepth 1 -name '[0-9][0-9][0-9][0-9]-*.patch' ! -name '0000-*' | sort)
 ((${#patches[@]})) || die "no patches in $series"
-opts=(--enable RELAY --enable DEBUG_FS --module KLOG --enable SAMPLES
+opts=(--enable RELAY --enable DEBUG_FS --enable RUNTIME_TESTING_MENU
+	--module TEST_RELAY --module KLOG --enable SAMPLES
       --enable TRACEPOINTS --enable CFG80211_DEBUGFS --enable MAC80211_DEBUGFS
       --enable ATH9K_DEBUGFS --enable ATH9K_COMMON_SPECTRAL
       --enable ATH10K_DEBUGFS --enable ATH10K_SPECTRAL --enable ATH11K_DEBUGFS
@@ -119,6 +120,13 @@ for p in "${patches[@]}"; do
 		gcc -O2 -Wall -Wextra -Werror -I "$build/relay-uapi" -o "$build/relay_test" \
 			"$tree/tools/testing/selftests/relay/relay_test.c" -lpthread ||
 			die "$(basename "$p"): the selftest does not build"
+	fi
+	if [[ -f $tree/tools/testing/selftests/relay/relay_mmap.c ]]; then
+		mkdir -p "$build/relay-uapi/linux"
+		cp "$tree/include/uapi/linux/relay.h" "$build/relay-uapi/linux/"
+		gcc -O2 -Wall -Werror -I "$build/relay-uapi" -o "$build/relay_mmap" \
+			"$tree/tools/testing/selftests/relay/relay_mmap.c" ||
+			die "$(basename "$p"): relay_mmap does not build"
 	fi
 done
 log "$n patches build"

@@ -12,7 +12,8 @@
 #                              adds or changes it (earlier commits keep
 #                              their versions; new files under src/ go to
 #                              the commit that adds files in the same
-#                              directory)
+#                              directory); a file under src-BASE/ stands
+#                              in for src/'s (the backport's version)
 #   series.sh export BASE      write the dev branch as the series: numbered
 #                              patches and a cover letter whose subject and
 #                              text are kept from the current one
@@ -64,13 +65,24 @@ do_dev() {
 	log "dev tree $dev: $(git -C "$dev" rev-list --count relay-base..dev) patches on the base"
 }
 
+# The file a series carries for src path $1: src-BASE/'s if there is one.
+src_of() {
+	if [[ -f $kp/src-$base/$1 ]]; then
+		echo "$kp/src-$base/$1"
+	else
+		echo "$kp/src/$1"
+	fi
+}
+
 do_sync() {
 	[[ -d $dev ]] || die "no dev tree: run '$0 dev $base' first"
 	[[ -z $(git -C "$dev" status --porcelain --untracked-files=no) ]] || die "$dev has uncommitted changes"
 	local -a commits srcfiles added
 	local c f d changed tip
 	mapfile -t commits < <(git -C "$dev" rev-list --reverse relay-base..dev)
-	mapfile -t srcfiles < <(cd "$kp/src" && find . -type f | sed 's|^\./||' | sort)
+	mapfile -t srcfiles < <(for d in "$kp/src" "$kp/src-$base"; do
+		[[ -d $d ]] && (cd "$d" && find . -type f)
+	done | sed 's|^\./||' | sort -u)
 	# Every src file -> the last commit that adds or changes it, or else
 	# the first commit that adds files in its directory.
 	declare -A owner=() downer=()
@@ -96,16 +108,16 @@ do_sync() {
 		mapfile -t added < <(git -C "$dev" diff-tree --no-commit-id --name-only --diff-filter=A -r "$c")
 		changed=0
 		for f in "${added[@]}"; do
-			if [[ ! -f $kp/src/$f ]]; then
+			if [[ ! -f $(src_of "$f") ]]; then
 				git -C "$dev" rm -q "$f"
 				changed=1
 			fi
 		done
 		for f in "${srcfiles[@]}"; do
 			[[ ${owner[$f]} == "$c" ]] || continue
-			if ! cmp -s "$kp/src/$f" "$dev/$f"; then
+			if ! cmp -s "$(src_of "$f")" "$dev/$f"; then
 				mkdir -p "$dev/$(dirname "$f")"
-				cp "$kp/src/$f" "$dev/$f"
+				cp "$(src_of "$f")" "$dev/$f"
 				changed=1
 			fi
 			git -C "$dev" add -f "$f"

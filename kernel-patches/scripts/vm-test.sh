@@ -129,6 +129,13 @@ cat /tmp/hold.out
 if lsmod | grep -qw relay_app; then check rmmod relay_app; fi
 lsmod | grep -E 'klog|relay_app' && fail=1
 
+step "selftest: relay_mmap against test_relay"
+if [ -f test_relay.ko ]; then
+	check env TEST_RELAY_KO="$B/test_relay.ko" sh ./relay_mmap.sh
+else
+	echo "(no test_relay.ko)"
+fi
+
 step dmesg
 dmesg | tail -20
 if dmesg | grep -E 'BUG|Oops|WARNING|Call Trace|general protection'; then

@@ -218,7 +218,10 @@ pub fn is_series_build(kdir: &Path) -> bool {
 const INTREE: &[&str] = &[
     "kernel/klog.ko",
     "drivers/block/null_blk/null_blk.ko",
+    "lib/test_relay.ko",
     "relay_test",
+    "relay_mmap",
+    "relay_mmap.sh",
 ];
 
 /// Copies the in-tree modules of a series build into
@@ -385,7 +388,7 @@ fn parse_patch(
     Ok(())
 }
 
-/// Every file of `kernel-patches/src/`, relative to it.
+/// Every file of `kernel-patches/src/` (or a `src-<base>/`), relative to it.
 fn src_files(src: &Path) -> Result<BTreeMap<String, PathBuf>> {
     let mut files = BTreeMap::new();
     let mut dirs = vec![src.to_path_buf()];
@@ -409,19 +412,24 @@ fn src_files(src: &Path) -> Result<BTreeMap<String, PathBuf>> {
     Ok(files)
 }
 
-/// Checks every series: each file a patch creates is byte-identical to its
-/// copy under `kernel-patches/src/`, every file there is created by the
-/// series, no patch modifies one of them afterwards, every patch is signed
-/// off, and `BASE` pins a sha256.
+/// Checks every series: each file a patch creates is, as the series leaves
+/// it, byte-identical to its copy under `kernel-patches/src/` (or
+/// `kernel-patches/src-<base>/`, the backport's version where there is
+/// one), every file there is created by the series, and `BASE` pins a
+/// sha256.
 pub fn check_series(root: &Path) -> Result<()> {
-    let src = root.join("kernel-patches/src");
-    let src_files = src_files(&src)?;
+    let common = src_files(&root.join("kernel-patches/src"))?;
     let bases = bases(root)?;
     if bases.is_empty() {
         bail!("no series in {}", series_dir(root).display());
     }
     let mut problems = Vec::new();
     for base in &bases {
+        let mut carried = common.clone();
+        let overlay = root.join(format!("kernel-patches/src-{base}"));
+        if overlay.is_dir() {
+            carried.extend(src_files(&overlay)?);
+        }
         let dir = series_dir(root).join(base);
         let base_file = std::fs::read_to_string(dir.join("BASE"))?;
         let sha = base_file
@@ -442,14 +450,14 @@ pub fn check_series(root: &Path) -> Result<()> {
         // version into the last patch that touches a file).
         let mut last: BTreeMap<String, (String, Vec<u8>)> = BTreeMap::new();
         for file in &created {
-            if src_files.contains_key(&file.path) {
+            if carried.contains_key(&file.path) {
                 last.insert(
                     file.path.clone(),
                     (file.patch.clone(), file.content.clone()),
                 );
             } else {
                 problems.push(format!(
-                    "series/{base}/{}: creates {}, which is not in kernel-patches/src/",
+                    "series/{base}/{}: creates {}, which is not in kernel-patches/src/ (or src-{base}/)",
                     file.patch, file.path
                 ));
             }
@@ -468,7 +476,7 @@ pub fn check_series(root: &Path) -> Result<()> {
                 )),
             }
         }
-        for (path, src_path) in &src_files {
+        for (path, src_path) in &carried {
             match last.get(path) {
                 None => problems.push(format!(
                     "series/{base}: no patch creates kernel-patches/src/{path}"
@@ -476,7 +484,8 @@ pub fn check_series(root: &Path) -> Result<()> {
                 Some((patch, content)) => {
                     if *content != std::fs::read(src_path)? {
                         problems.push(format!(
-                            "series/{base}/{patch}: {path} differs from kernel-patches/src/{path}"
+                            "series/{base}/{patch}: {path} differs from {}",
+                            src_path.display()
                         ));
                     }
                 }
@@ -790,7 +799,11 @@ fn long_exerciser(
     args.timeout = args.timeout.or(Some(EXERCISER_TIMEOUT));
     let selection = TestSelection {
         only: Some("exerciser"),
-        env: vec![("RELAY_EXERCISER_SCALE", scale.to_string())],
+        // Its figures go to stderr, which libtest shows only with this.
+        env: vec![
+            ("RELAY_EXERCISER_SCALE", scale.to_string()),
+            ("RUST_TEST_NOCAPTURE", "1".to_string()),
+        ],
     };
     println!(
         "\n==> {}: the ABI exerciser, {scale} times longer",

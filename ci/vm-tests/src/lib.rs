@@ -27,6 +27,12 @@ fn env_dir(name: &str) -> PathBuf {
     PathBuf::from(dir)
 }
 
+/// The directory of the modules (and, for a series build, the selftest's
+/// programs) the VM test runner was given.
+pub fn modules_dir() -> PathBuf {
+    env_dir("RELAY_MODULES_DIR")
+}
+
 /// A workspace binary built for the guest, e.g. `bin("relay-reader")`.
 pub fn bin(name: &str) -> PathBuf {
     let path = env_dir("RELAY_BIN_DIR").join(name);
