@@ -32,6 +32,7 @@
 #include <linux/workqueue.h>
 
 #define TEST_RELAY_MAGIC	0x52544c52	/* "RLTR" in memory */
+#define TEST_RELAY_MAX_EMIT	1000000		/* records per CPU and write */
 
 /* What user space finds in the sub-buffers, after the header if any. */
 struct test_relay_record {
@@ -62,12 +63,22 @@ static DEFINE_MUTEX(test_relay_emit_mutex);	/* one emit at a time */
 static DEFINE_SPINLOCK(test_relay_lock);	/* writers of a global buffer */
 static DEFINE_PER_CPU(u64, test_relay_seq);	/* per-cpu buffers */
 static u64 test_relay_global_seq;		/* under test_relay_lock */
+/* Per buffer: the produced count when subbuf_start() last wrote a header. */
+static DEFINE_PER_CPU(size_t, test_relay_headed);
 
 static int test_relay_subbuf_start(struct rchan_buf *buf, void *subbuf,
 				   void *prev_subbuf, size_t prev_padding)
 {
-	if (header && prev_subbuf)
+	size_t *headed = per_cpu_ptr(&test_relay_headed, buf->cpu);
+
+	/*
+	 * Once per sub-buffer: after a refusal relay calls again with the
+	 * same previous sub-buffer, which readers may be reading by then.
+	 */
+	if (header && prev_subbuf && *headed != buf->subbufs_produced) {
 		*(u32 *)prev_subbuf = prev_padding;
+		*headed = buf->subbufs_produced;
+	}
 	if (!overwrite && relay_buf_full(buf))
 		return 0;
 	if (header)
@@ -147,6 +158,9 @@ static ssize_t test_relay_emit_write(struct file *file,
 	ret = kstrtoul_from_user(ubuf, len, 0, &count);
 	if (ret)
 		return ret;
+	/* Bounded: CPU hotplug waits for an emit in progress. */
+	if (count > TEST_RELAY_MAX_EMIT)
+		return -EINVAL;
 
 	mutex_lock(&test_relay_emit_mutex);
 	cpus_read_lock();
@@ -164,7 +178,10 @@ static const struct file_operations test_relay_emit_fops = {
 
 static int __init test_relay_init(void)
 {
-	if (!subbuf_size || !n_subbufs)
+	/* Room for a record after the header: subbuf_start_reserve() needs it. */
+	if (!n_subbufs ||
+	    subbuf_size < (header ? sizeof(u32) : 0) +
+			  sizeof(struct test_relay_record))
 		return -EINVAL;
 
 	test_relay_callbacks.overwrite = overwrite;
@@ -188,7 +205,7 @@ static int __init test_relay_init(void)
 
 static void __exit test_relay_exit(void)
 {
-	/* Waits for an emit in progress (debugfs' full proxy). */
+	/* No emit runs: an open control file holds the module. */
 	debugfs_lookup_and_remove("emit", test_relay_dir);
 	/* Readers that hold a buffer file keep the buffer, finalized. */
 	relay_close(test_relay_chan);

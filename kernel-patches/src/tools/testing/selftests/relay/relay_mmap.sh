@@ -18,8 +18,14 @@ load() {
 	fi
 }
 
+grep -qw test_relay /proc/modules && rmmod test_relay
 if ! load; then
 	echo "relay_mmap: test_relay module not available"
+	exit $ksft_skip
+fi
+if [ ! -d /sys/kernel/debug/test_relay ]; then
+	echo "relay_mmap: no /sys/kernel/debug/test_relay (debugfs not mounted?)"
+	rmmod test_relay
 	exit $ksft_skip
 fi
 rmmod test_relay
