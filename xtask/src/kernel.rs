@@ -815,10 +815,16 @@ fn long_exerciser(
         .unwrap_or_default();
     let mut figures: Vec<String> = Vec::new();
     for line in text.lines().map(|line| line.trim_end_matches('\r').trim()) {
-        let figure = line.starts_with("exerciser seed ")
-            || (line.starts_with("configuration ") && line.contains(" reader operations"));
-        if figure && !figures.iter().any(|seen| seen == line) {
-            figures.push(line.to_string());
+        // The seed follows libtest's "test NAME ... " on the same line.
+        let figure = match line.find("exerciser seed ") {
+            Some(at) => Some(&line[at..]),
+            None => (line.starts_with("configuration ") && line.contains(" reader operations"))
+                .then_some(line),
+        };
+        if let Some(figure) = figure {
+            if !figures.iter().any(|seen| seen == figure) {
+                figures.push(figure.to_string());
+            }
         }
     }
     (figures, result)
