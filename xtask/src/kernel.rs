@@ -729,14 +729,15 @@ fn kcsan_stage(
                 exerciser_splats.join("; ")
             )
         }
+        Ok(()) if exerciser_reports.is_empty() => "passed: no KCSAN report".to_string(),
         Ok(()) => format!(
-            "passed: no KCSAN report in relay code ({} outside it{})",
+            "passed: no KCSAN report in relay code ({} outside it: {})",
             exerciser_reports.len(),
             exerciser_reports
                 .iter()
-                .map(|r| format!(": {}", title(r)))
+                .map(|r| title(r))
                 .collect::<Vec<_>>()
-                .join(";")
+                .join("; ")
         ),
     };
     write_exerciser_summary(&logs, built, "KCSAN", exerciser_scale, &figures, &verdict)?;
