@@ -252,3 +252,16 @@ pub fn kernel_reports(log: &str) -> Vec<&str> {
         })
         .collect()
 }
+
+/// The kernel bug reports ([`kernel_reports`]) logged after `marker`, a
+/// line the test wrote to `/dev/kmsg` before it started (none if the
+/// marker is not in the log).
+pub fn kernel_reports_since(marker: &str) -> Vec<String> {
+    let out = Command::new("dmesg").output().expect("running dmesg");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let after = text.rsplit_once(marker).map_or("", |(_, rest)| rest);
+    kernel_reports(after)
+        .into_iter()
+        .map(str::to_string)
+        .collect()
+}

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use relay_sys::{
     relay_buf_info, relay_consume, RELAY_IOC_CONSUME, RELAY_IOC_FLUSH, RELAY_IOC_GET_INFO,
 };
-use relay_vm_tests::{dmesg_tail, in_vm, kernel_reports, patched_kernel, task_stacks, Modules};
+use relay_vm_tests::{
+    dmesg_tail, in_vm, kernel_reports_since, patched_kernel, task_stacks, Modules,
+};
 
 const DIR: &str = "/sys/kernel/debug/relay_contract";
 const CPU1_ONLINE: &str = "/sys/devices/system/cpu/cpu1/online";
@@ -236,20 +238,6 @@ fn client(seed: u64, rounds: u32, reopen: bool) {
             }
         }
     }
-}
-
-/// Kernel log lines after `marker` that report a kernel bug (see
-/// [`kernel_reports`]: KCSAN reports are judged by the kernel matrix).
-fn kernel_reports_since(marker: &str) -> Vec<String> {
-    let out = std::process::Command::new("dmesg")
-        .output()
-        .expect("running dmesg");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let after = text.rsplit_once(marker).map_or("", |(_, rest)| rest);
-    kernel_reports(after)
-        .into_iter()
-        .map(str::to_string)
-        .collect()
 }
 
 #[test]

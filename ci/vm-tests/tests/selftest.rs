@@ -8,7 +8,10 @@
 
 use std::process::Command;
 
-use relay_vm_tests::{dmesg_tail, in_vm, kernel_reports, modules_dir};
+use relay_vm_tests::{dmesg_tail, in_vm, kernel_reports_since, modules_dir};
+
+/// Written to the kernel log before the run: reports after it are this test's.
+const MARKER: &str = "relay selftest start";
 
 /// The harness's closing line, `# Totals: pass:N fail:N xfail:N xpass:N
 /// skip:N error:N`, as (pass, fail, skip, error).
@@ -46,7 +49,7 @@ fn kselftest_relay_mmap_passes_in_every_configuration() {
         eprintln!("no test_relay.ko in {}: not a series build", dir.display());
         return;
     }
-    let _ = std::fs::write("/dev/kmsg", "relay selftest start");
+    std::fs::write("/dev/kmsg", MARKER).expect("writing to /dev/kmsg");
     let out = Command::new("sh")
         .arg(dir.join("relay_mmap.sh"))
         .env("TEST_RELAY_KO", &module)
@@ -75,12 +78,7 @@ fn kselftest_relay_mmap_passes_in_every_configuration() {
         pass > 2 * skip,
         "too many skips ({skip} vs {pass} passed):\n{stdout}"
     );
-    let log = std::process::Command::new("dmesg")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let since = log.rsplit("relay selftest start").next().unwrap_or("");
-    let reports = kernel_reports(since);
+    let reports = kernel_reports_since(MARKER);
     assert!(
         reports.is_empty(),
         "the kernel reported:\n{}",
