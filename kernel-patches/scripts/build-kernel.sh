@@ -15,7 +15,8 @@
 #   2. unpacks it once into $CACHE/BASE/src and commits it as a git base
 #      (tag relay-base; "git add -A -f": Debian's .gitignore ignores the
 #      top level);
-#   3. resets that tree to the base and applies the series with "git am"
+#   3. resets that tree to the base and applies the series, then its
+#      companion series (series/BASE/companion/), with "git am"
 #      (branch relay-series), unless the same series is applied already;
 #   4. configures $CACHE/BASE/build-VARIANT from allnoconfig plus
 #      config/relay-vm.config, the variant's fragment and every
@@ -188,7 +189,7 @@ git -C "$src" config gc.auto 0
 git -C "$src" config maintenance.auto false
 
 # Step 3: the series.
-mapfile -t patches < <(find "$series" -maxdepth 1 -name '[0-9][0-9][0-9][0-9]-*.patch' ! -name '0000-*' | sort)
+mapfile -t patches < <(series_patches "$base")
 ((${#patches[@]})) || log "warning: no patches in $series: using the bare base"
 series_id=$(cat "${patches[@]}" /dev/null | sha256sum | cut -d' ' -f1)
 if [[ $(git -C "$src" rev-parse -q --verify refs/heads/relay-series 2>/dev/null || true) != "" &&

@@ -5,9 +5,10 @@
 #
 #   check-series.sh [--jobs N] BASE
 #
-# Applies the patches of kernel-patches/series/BASE one at a time to the
-# verified base (a worktree $CACHE/BASE/check of the tree build-kernel.sh
-# makes) and, after each, compiles every C file that the series has touched
+# Applies the patches of kernel-patches/series/BASE, then those of its
+# companion series (series/BASE/companion/), one at a time to the verified
+# base (a worktree $CACHE/BASE/check of the tree build-kernel.sh makes)
+# and, after each, compiles every C file that the series has touched
 # up to that patch, the samples and the selftest.  The configuration is
 # Debian's for the stock 6.12 kernel (/boot/config-6.12*-amd64), which
 # builds all the in-tree relay users as modules (blktrace, ath9k, ath10k,
@@ -59,7 +60,7 @@ make_args=(-C "$tree" O="$build" CC="ccache gcc" HOSTCC="ccache gcc" LOCALVERSIO
 # The configuration, once per base: it only needs the options to exist,
 # which the first patches that add them provide, so the base is configured
 # with the whole series applied to a scratch copy of .config's inputs.
-mapfile -t patches < <(find "$series" -maxdepth 1 -name '[0-9][0-9][0-9][0-9]-*.patch' ! -name '0000-*' | sort)
+mapfile -t patches < <(series_patches "$base")
 ((${#patches[@]})) || die "no patches in $series"
 opts=(--enable RELAY --enable DEBUG_FS --enable RUNTIME_TESTING_MENU
 	--module TEST_RELAY --module KLOG --enable SAMPLES

@@ -1,22 +1,26 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Maintains the patch series in kernel-patches/series/BASE/:
+# Maintains the patch series in kernel-patches/series/BASE/ (the core
+# series) and kernel-patches/series/BASE/companion/ (the companion series:
+# klog, the relay-apps samples and their test, applied on top):
 #
 #   series.sh dev BASE         make (or reset) the development tree
 #                              $CACHE/BASE/dev, branch "dev": the base with
-#                              the series applied
+#                              both series applied, branch "core" at the
+#                              last patch of the core series
 #   series.sh sync BASE        rewrite the commits of the dev branch so that
-#                              every file under kernel-patches/src/ has its
-#                              content from there in the last commit that
-#                              adds or changes it (earlier commits keep
-#                              their versions; new files under src/ go to
-#                              the commit that adds files in the same
-#                              directory); a file under src-BASE/ stands
-#                              in for src/'s (the backport's version)
-#   series.sh export BASE      write the dev branch as the series: numbered
-#                              patches and a cover letter whose subject and
-#                              text are kept from the current one
+#                              every file under kernel-patches/src/ has the
+#                              content this series carries (intree_file in
+#                              common.sh) in the last commit that adds or
+#                              changes it (earlier commits keep their
+#                              versions; new files under src/ go to the
+#                              commit that adds files in the same
+#                              directory)
+#   series.sh export BASE      write relay-base..core as the core series and
+#                              core..dev as the companion series: numbered
+#                              patches and a cover letter each, whose
+#                              subject and text are kept from the current one
 #   series.sh checkpatch BASE  run scripts/checkpatch.pl --strict on every
 #                              patch; fails on any error, or warning that
 #                              the commit message does not justify with a
@@ -33,7 +37,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 usage() {
-	sed -n '4,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '4,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -49,7 +53,11 @@ die() { echo "series[$base]: error: $*" >&2; exit 1; }
 log() { echo "series[$base]: $*"; }
 
 patches() {
-	find "$series" -maxdepth 1 -name '[0-9][0-9][0-9][0-9]-*.patch' ! -name '0000-*' | sort
+	series_patches "$base"
+}
+
+companion_count() {
+	find "$series/companion" -maxdepth 1 -name '[0-9][0-9][0-9][0-9]-*.patch' ! -name '0000-*' 2>/dev/null | wc -l
 }
 
 do_dev() {
@@ -62,27 +70,21 @@ do_dev() {
 	git -C "$dev" clean -q -fdx
 	mapfile -t list < <(patches)
 	((${#list[@]} == 0)) || git -C "$dev" "${ident[@]}" am -q "${list[@]}"
-	log "dev tree $dev: $(git -C "$dev" rev-list --count relay-base..dev) patches on the base"
-}
-
-# The file a series carries for src path $1: src-BASE/'s if there is one.
-src_of() {
-	if [[ -f $kp/src-$base/$1 ]]; then
-		echo "$kp/src-$base/$1"
-	else
-		echo "$kp/src/$1"
-	fi
+	git -C "$dev" branch -f core "dev~$(companion_count)"
+	log "dev tree $dev: $(git -C "$dev" rev-list --count relay-base..core) core and" \
+		"$(git -C "$dev" rev-list --count core..dev) companion patches on the base"
 }
 
 do_sync() {
 	[[ -d $dev ]] || die "no dev tree: run '$0 dev $base' first"
 	[[ -z $(git -C "$dev" status --porcelain --untracked-files=no) ]] || die "$dev has uncommitted changes"
+	git -C "$dev" merge-base --is-ancestor core dev || die "branch core is not on dev: run '$0 dev $base'"
 	local -a commits srcfiles added
-	local c f d changed tip
+	local c f d changed tip core_tip ncore carried
+	ncore=$(git -C "$dev" rev-list --count relay-base..core)
 	mapfile -t commits < <(git -C "$dev" rev-list --reverse relay-base..dev)
-	mapfile -t srcfiles < <(for d in "$kp/src" "$kp/src-$base"; do
-		[[ -d $d ]] && (cd "$d" && find . -type f)
-	done | sed 's|^\./||' | sort -u)
+	mapfile -t srcfiles < <(cd "$kp/src" && find . -type f | sed 's|^\./||' | sort)
+	carried=$(mktemp)
 	# Every src file -> the last commit that adds or changes it, or else
 	# the first commit that adds files in its directory.
 	declare -A owner=() downer=()
@@ -108,16 +110,17 @@ do_sync() {
 		mapfile -t added < <(git -C "$dev" diff-tree --no-commit-id --name-only --diff-filter=A -r "$c")
 		changed=0
 		for f in "${added[@]}"; do
-			if [[ ! -f $(src_of "$f") ]]; then
+			if [[ ! -f $kp/src/$f ]]; then
 				git -C "$dev" rm -q "$f"
 				changed=1
 			fi
 		done
 		for f in "${srcfiles[@]}"; do
 			[[ ${owner[$f]} == "$c" ]] || continue
-			if ! cmp -s "$(src_of "$f")" "$dev/$f"; then
+			intree_file "$base" "$f" >"$carried"
+			if ! cmp -s "$carried" "$dev/$f"; then
 				mkdir -p "$dev/$(dirname "$f")"
-				cp "$(src_of "$f")" "$dev/$f"
+				cp "$carried" "$dev/$f"
 				changed=1
 			fi
 			git -C "$dev" add -f "$f"
@@ -126,14 +129,20 @@ do_sync() {
 			git -C "$dev" "${ident[@]}" commit -q --amend --no-edit
 			log "updated from src/: $(git -C "$dev" log -1 --format=%s)"
 		fi
+		ncore=$((ncore - 1))
+		((ncore != 0)) || core_tip=$(git -C "$dev" rev-parse HEAD)
 	done
+	rm -f "$carried"
 	tip=$(git -C "$dev" rev-parse HEAD)
 	git -C "$dev" checkout -q -B dev "$tip"
+	git -C "$dev" branch -f core "${core_tip:-relay-base}"
 }
 
-do_export() {
-	[[ -d $dev ]] || die "no dev tree: run '$0 dev $base' first"
-	local cover=$series/0000-cover-letter.patch subject body tmp prefix
+# Writes the commits $1 of the dev tree to directory $2 as numbered
+# patches with a cover letter, keeping the subject and text of the cover
+# letter there; $3 is the subject prefix.
+export_range() {
+	local range=$1 dir=$2 prefix=$3 cover=$2/0000-cover-letter.patch subject body tmp
 	subject="*** SUBJECT HERE ***"
 	body="*** BLURB HERE ***"
 	if [[ -f $cover ]]; then
@@ -144,10 +153,8 @@ do_export() {
 			    hdr {print}' "$cover")
 	fi
 	tmp=$(mktemp -d)
-	# shellcheck source=/dev/null
-	prefix=$(. "$series/BASE" && echo "${SUBJECT_PREFIX:-PATCH $base}")
 	git -C "$dev" "${ident[@]}" format-patch -q --zero-commit --no-signature \
-		--cover-letter --subject-prefix="$prefix" -o "$tmp" relay-base..dev
+		--cover-letter --subject-prefix="$prefix" -o "$tmp" "$range"
 	SUBJECT=$subject BODY=$body python3 - "$tmp"/0000-cover-letter.patch <<'EOF'
 import os, sys
 p = sys.argv[1]
@@ -156,10 +163,27 @@ s = s.replace("*** SUBJECT HERE ***", os.environ["SUBJECT"], 1)
 s = s.replace("*** BLURB HERE ***\n", os.environ["BODY"].rstrip("\n") + "\n", 1)
 open(p, "w").write(s)
 EOF
-	find "$series" -maxdepth 1 -name '[0-9][0-9][0-9][0-9]-*.patch' -delete
-	mv "$tmp"/*.patch "$series"/
+	mkdir -p "$dir"
+	find "$dir" -maxdepth 1 -name '[0-9][0-9][0-9][0-9]-*.patch' -delete
+	mv "$tmp"/*.patch "$dir"/
 	rmdir "$tmp"
-	log "exported $(patches | wc -l) patches and a cover letter to $series"
+	log "exported $(($(find "$dir" -maxdepth 1 -name '*.patch' | wc -l) - 1)) patches and a cover letter to $dir"
+}
+
+do_export() {
+	[[ -d $dev ]] || die "no dev tree: run '$0 dev $base' first"
+	git -C "$dev" merge-base --is-ancestor core dev || die "branch core is not on dev: run '$0 dev $base'"
+	local prefix companion_prefix
+	# shellcheck source=/dev/null
+	prefix=$(. "$series/BASE" && echo "${SUBJECT_PREFIX:-PATCH $base}")
+	# shellcheck source=/dev/null
+	companion_prefix=$(. "$series/BASE" && echo "${COMPANION_SUBJECT_PREFIX:-PATCH $base companion}")
+	export_range relay-base..core "$series" "$prefix"
+	if [[ -n $(git -C "$dev" rev-list core..dev) ]]; then
+		export_range core..dev "$series/companion" "$companion_prefix"
+	else
+		rm -rf "$series/companion"
+	fi
 }
 
 do_checkpatch() {
@@ -181,8 +205,8 @@ do_checkpatch() {
 				x=$((x + $(grep -c "^WARNING:$t:" <<<"$out")))
 			fi
 		done
-		printf '%-66s %s errors, %s warnings (%s justified), %s checks\n' \
-			"$(basename "$p")" "$e" "$w" "$x" "$c"
+		printf '%-76s %s errors, %s warnings (%s justified), %s checks\n' \
+			"${p#"$series"/}" "$e" "$w" "$x" "$c"
 		if ((e + w + c)); then
 			grep -A4 -E '^(ERROR|WARNING|CHECK):' <<<"$out" | sed 's/^/    /'
 		fi

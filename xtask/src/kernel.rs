@@ -283,8 +283,11 @@ struct SeriesFiles {
     modified: Vec<(String, String)>,
 }
 
-/// The files that the patches of a series create, and the paths they modify.
-fn parse_series(dir: &Path) -> Result<SeriesFiles> {
+/// The companion series of a base, applied on top of its core series.
+const COMPANION: &str = "companion";
+
+/// The numbered patches of one series directory, in order.
+fn patch_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut patches: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -295,17 +298,27 @@ fn parse_series(dir: &Path) -> Result<SeriesFiles> {
         })
         .collect();
     patches.sort();
+    Ok(patches)
+}
+
+/// The files that the patches of a series and of its companion series
+/// create, and the paths they modify; patches are named relative to `dir`.
+fn parse_series(dir: &Path) -> Result<SeriesFiles> {
+    let mut patches = patch_files(dir)?;
     if patches.is_empty() {
         bail!("{} has no patches", dir.display());
+    }
+    if dir.join(COMPANION).is_dir() {
+        patches.extend(patch_files(&dir.join(COMPANION))?);
     }
     let mut created = Vec::new();
     let mut modified = Vec::new();
     for patch in &patches {
         let name = patch
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
+            .strip_prefix(dir)
+            .unwrap_or(patch)
+            .to_string_lossy()
+            .into_owned();
         let text = std::fs::read(patch).with_context(|| format!("reading {}", patch.display()))?;
         if !text
             .split(|&b| b == b'\n')
@@ -388,7 +401,7 @@ fn parse_patch(
     Ok(())
 }
 
-/// Every file of `kernel-patches/src/` (or a `src-<base>/`), relative to it.
+/// Every file of `kernel-patches/src/`, relative to it.
 fn src_files(src: &Path) -> Result<BTreeMap<String, PathBuf>> {
     let mut files = BTreeMap::new();
     let mut dirs = vec![src.to_path_buf()];
@@ -412,24 +425,36 @@ fn src_files(src: &Path) -> Result<BTreeMap<String, PathBuf>> {
     Ok(files)
 }
 
-/// Checks every series: each file a patch creates is, as the series leaves
-/// it, byte-identical to its copy under `kernel-patches/src/` (or
-/// `kernel-patches/src-<base>/`, the backport's version where there is
-/// one), every file there is created by the series, and `BASE` pins a
-/// sha256.
+/// The version of `kernel-patches/src/<path>` that the series of `base`
+/// carries (the kernel's side of its conditionals), from
+/// `scripts/intree-file.sh`, which `series.sh sync` uses too.
+fn intree_file(root: &Path, base: &str, path: &str) -> Result<Vec<u8>> {
+    let out = Command::new("bash")
+        .arg(script(root, "intree-file.sh"))
+        .args([base, path])
+        .output()
+        .context("running intree-file.sh")?;
+    if !out.status.success() {
+        bail!(
+            "intree-file.sh {base} {path}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out.stdout)
+}
+
+/// Checks every series (each with its companion series): each file a patch
+/// creates is, as the series leaves it, byte-identical to the version of
+/// its copy under `kernel-patches/src/` that the series carries, every
+/// file there is created by the series, and `BASE` pins a sha256.
 pub fn check_series(root: &Path) -> Result<()> {
-    let common = src_files(&root.join("kernel-patches/src"))?;
+    let carried = src_files(&root.join("kernel-patches/src"))?;
     let bases = bases(root)?;
     if bases.is_empty() {
         bail!("no series in {}", series_dir(root).display());
     }
     let mut problems = Vec::new();
     for base in &bases {
-        let mut carried = common.clone();
-        let overlay = root.join(format!("kernel-patches/src-{base}"));
-        if overlay.is_dir() {
-            carried.extend(src_files(&overlay)?);
-        }
         let dir = series_dir(root).join(base);
         let base_file = std::fs::read_to_string(dir.join("BASE"))?;
         let sha = base_file
@@ -441,8 +466,10 @@ pub fn check_series(root: &Path) -> Result<()> {
                 "series/{base}/BASE: no SHA256=<64 hex digits> line"
             ));
         }
-        if !dir.join("0000-cover-letter.patch").is_file() {
-            problems.push(format!("series/{base}: no 0000-cover-letter.patch"));
+        for series in [dir.clone(), dir.join(COMPANION)] {
+            if series.is_dir() && !series.join("0000-cover-letter.patch").is_file() {
+                problems.push(format!("{}: no 0000-cover-letter.patch", series.display()));
+            }
         }
         let SeriesFiles { created, modified } = parse_series(&dir)?;
         // Each src file as the series leaves it: created by one patch,
@@ -457,7 +484,7 @@ pub fn check_series(root: &Path) -> Result<()> {
                 );
             } else {
                 problems.push(format!(
-                    "series/{base}/{}: creates {}, which is not in kernel-patches/src/ (or src-{base}/)",
+                    "series/{base}/{}: creates {}, which is not in kernel-patches/src/",
                     file.patch, file.path
                 ));
             }
@@ -476,16 +503,16 @@ pub fn check_series(root: &Path) -> Result<()> {
                 )),
             }
         }
-        for (path, src_path) in &carried {
+        for path in carried.keys() {
             match last.get(path) {
                 None => problems.push(format!(
                     "series/{base}: no patch creates kernel-patches/src/{path}"
                 )),
                 Some((patch, content)) => {
-                    if *content != std::fs::read(src_path)? {
+                    if *content != intree_file(root, base, path)? {
                         problems.push(format!(
-                            "series/{base}/{patch}: {path} differs from {}",
-                            src_path.display()
+                            "series/{base}/{patch}: {path} differs from kernel-patches/src/{path} \
+                             as `kernel-patches/scripts/intree-file.sh {base} {path}` prints it"
                         ));
                     }
                 }

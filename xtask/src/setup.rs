@@ -45,6 +45,10 @@ pub const APT_PACKAGES: &[&str] = &[
     // is the pinned point release, and downloads the pinned one otherwise.
     "xz-utils",
     "debian-archive-keyring",
+    // series.sh and the series check: the version of a kernel-patches/src/
+    // file that a series carries is the file with its kernel's side of
+    // every conditional kept (intree_file in kernel-patches/scripts/common.sh).
+    "unifdef",
     // The kernel matrix's arm64 and i386 kernels (build-kernel.sh --arch):
     // the cross compilers and the C libraries of the static relay_test
     // (gcc-multilib would do for i386 but conflicts with the arm64 cross

@@ -66,11 +66,18 @@ static u64 test_relay_global_seq;		/* under test_relay_lock */
 /* Per buffer: the produced count when subbuf_start() last wrote a header. */
 static DEFINE_PER_CPU(size_t, test_relay_headed);
 
+#ifdef RELAY_SUBBUF_START_PREV_PADDING
+static int test_relay_subbuf_start(struct rchan_buf *buf, void *subbuf,
+				   void *prev_subbuf, size_t prev_padding)
+{
+#else
 static int test_relay_subbuf_start(struct rchan_buf *buf, void *subbuf,
 				   void *prev_subbuf)
 {
 	/* relay counted the previous sub-buffer produced before the call. */
-	size_t prev = (buf->subbufs_produced - 1) % buf->chan->n_subbufs;
+	size_t prev_padding =
+		buf->padding[(buf->subbufs_produced - 1) % buf->chan->n_subbufs];
+#endif
 	size_t *headed = per_cpu_ptr(&test_relay_headed, buf->cpu);
 
 	/*
@@ -78,7 +85,7 @@ static int test_relay_subbuf_start(struct rchan_buf *buf, void *subbuf,
 	 * same previous sub-buffer, which readers may be reading by then.
 	 */
 	if (header && prev_subbuf && *headed != buf->subbufs_produced) {
-		*(u32 *)prev_subbuf = buf->padding[prev];
+		*(u32 *)prev_subbuf = prev_padding;
 		*headed = buf->subbufs_produced;
 	}
 	if (!overwrite && relay_buf_full(buf))

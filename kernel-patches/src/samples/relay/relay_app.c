@@ -33,19 +33,25 @@
  * relay_app_commit() is called: a reader takes a sub-buffer when its
  * count covers all of its data.
  *
- * On kernels whose relay core implements the <uapi/linux/relay.h> ioctls
- * (RELAY_HAS_USER_ABI), the buffer files are plain relay files created
- * with relay_debugfs_create_file(): the core answers the ioctls, counts
+ * The buffer files are plain relay files created with
+ * relay_debugfs_create_file(): the relay core answers the ioctls, counts
  * what the buffers lose, keeps their meta areas and calls back here to
- * flush.  On other kernels the buffer files use relay_file_operations
- * (open, read, poll, release) plus an ioctl handler and an mmap method
- * implementing <uapi/linux/relay.h> here, with the same semantics: every
- * buffer has a meta area (struct relay_meta and its slots) that the
- * writer-side code below keeps up to date and that mmap maps after the
- * buffer.  They are created with debugfs_create_file_unsafe(): debugfs'
- * full proxy does not forward mmap, and relay's file operations keep the
- * buffer alive by reference counting, so the open proxy is sufficient.
+ * flush.
  */
+#ifndef RELAY_HAS_USER_ABI
+/*
+ * Out-of-tree builds for kernels whose relay core lacks the user ABI
+ * (RELAY_HAS_USER_ABI undefined): the buffer files use
+ * relay_file_operations (open, read, poll, release) plus an ioctl handler
+ * and an mmap method implementing <uapi/linux/relay.h> here, with the
+ * same semantics: every buffer has a meta area (struct relay_meta and its
+ * slots) that the writer-side code below keeps up to date and that mmap
+ * maps after the buffer.  They are created with
+ * debugfs_create_file_unsafe(): debugfs' full proxy does not forward mmap,
+ * and relay's file operations keep the buffer alive by reference counting,
+ * so the open proxy is sufficient.
+ */
+#endif
 
 #include <linux/cpu.h>
 #include <linux/debugfs.h>
@@ -72,11 +78,6 @@
 
 #include "relay_app.h"
 
-/* For out-of-tree builds against kernels older than kzalloc_obj(). */
-#ifndef kzalloc_obj
-#define kzalloc_obj(P) kzalloc(sizeof(P), GFP_KERNEL)
-#endif
-
 /* Client header at the start of every sub-buffer: its padding. */
 #define RELAY_APP_HDR_SIZE		sizeof(unsigned int)
 
@@ -85,8 +86,8 @@
 
 /* Keeps buffers alive from relay_app_reserve() to relay_app_commit(). */
 DEFINE_STATIC_SRCU(relay_app_srcu);
-
 #ifndef RELAY_HAS_USER_ABI
+
 /* First published sizes of the ioctl structures. */
 #define RELAY_BUF_INFO_SIZE_VER0	32
 #define RELAY_CONSUME_SIZE_VER0		32
@@ -197,8 +198,8 @@ struct relay_app {
 	struct relay_app_ctl ctl[RELAY_APP_NR_CTL];
 	struct relay_app_cpu_ctl *cpu_ctl;
 };
-
 #ifndef RELAY_HAS_USER_ABI
+
 /*
  * The buffer files' methods: relay_file_operations' read and poll, our
  * open, release, ioctl and mmap; at the end of the stock-kernel part.
@@ -442,12 +443,6 @@ static void relay_app_meta_consumed(struct rchan_buf *buf)
 	WRITE_ONCE(relay_app_buf_stats(ch, buf)->meta->consumed,
 		   buf->subbufs_consumed);
 }
-#else
-static void relay_app_meta_switch(struct relay_app_chan *ch,
-				  struct rchan_buf *buf, bool start,
-				  bool overwriting)
-{
-}
 #endif
 
 /*
@@ -481,12 +476,19 @@ static void relay_app_chan_release(struct kref *kref)
  * relay_app_write()) or in a flush, both with interrupts disabled and
  * excluding each other.
  */
+#ifdef RELAY_SUBBUF_START_PREV_PADDING
+static int relay_app_subbuf_start(struct rchan_buf *buf, void *subbuf,
+				  void *prev_subbuf, size_t prev_padding)
+{
+#else
 static int relay_app_subbuf_start(struct rchan_buf *buf, void *subbuf,
 				  void *prev_subbuf)
 {
+	size_t prev_padding =
+		buf->padding[(buf->subbufs_produced - 1) % buf->chan->n_subbufs];
+#endif
 	struct relay_app_chan *ch = buf->chan->private_data;
-	size_t n_subbufs = buf->chan->n_subbufs;
-	bool overwriting = false;
+	bool full;
 
 	/*
 	 * The sub-buffer just finished, counted in subbufs_produced already,
@@ -495,42 +497,28 @@ static int relay_app_subbuf_start(struct rchan_buf *buf, void *subbuf,
 	 * attempt, which is harmless.
 	 */
 	if (prev_subbuf && !ch->raw) {
-		*(unsigned int *)prev_subbuf =
-			buf->padding[(buf->subbufs_produced - 1) % n_subbufs];
+		*(unsigned int *)prev_subbuf = prev_padding;
 		/* Pairs with smp_load_acquire() in relay_app_cpu_read(). */
 		smp_store_release(relay_app_headed(ch, buf),
 				  buf->subbufs_produced);
 	}
 
-	if (relay_buf_full(buf)) {
-		/* No-overwrite: the write is dropped and counted. */
-		if (!ch->overwrite) {
-			relay_app_meta_switch(ch, buf, false, false);
-			return 0;
-		}
-		/* The oldest unconsumed sub-buffer is about to be reused. */
-		overwriting = true;
-	}
+	full = relay_buf_full(buf);
+#ifndef RELAY_HAS_USER_ABI
+	/*
+	 * A full buffer refuses the switch in no-overwrite mode; in overwrite
+	 * mode its oldest unconsumed sub-buffer is about to be reused.
+	 */
+	relay_app_meta_switch(ch, buf, !full || ch->overwrite,
+			      full && ch->overwrite);
+#endif
+	/* No-overwrite: the write is dropped and counted. */
+	if (full && !ch->overwrite)
+		return 0;
 
 	subbuf_start_reserve(buf, relay_app_hdr_size(ch));
-	relay_app_meta_switch(ch, buf, true, overwriting);
 	return 1;
 }
-
-/* Kernels up to 6.12 pass the previous sub-buffer's padding as well. */
-static int relay_app_subbuf_start_padding(struct rchan_buf *buf,
-					  void *subbuf, void *prev_subbuf,
-					  size_t prev_padding)
-{
-	return relay_app_subbuf_start(buf, subbuf, prev_subbuf);
-}
-
-/* The one of the two that has this kernel's subbuf_start type. */
-#define RELAY_APP_SUBBUF_START						\
-	__builtin_choose_expr(						\
-		__same_type(((struct rchan_callbacks *)NULL)->subbuf_start, \
-			    &relay_app_subbuf_start),			\
-		relay_app_subbuf_start, relay_app_subbuf_start_padding)
 
 static struct dentry *relay_app_create_buf_file(const char *filename,
 						struct dentry *parent,
@@ -554,8 +542,8 @@ static int relay_app_remove_buf_file(struct dentry *dentry)
 	debugfs_remove(dentry);
 	return 0;
 }
-
 #ifdef RELAY_HAS_USER_ABI
+
 static void relay_app_flush_buf(struct relay_app_chan *ch,
 				struct rchan_buf *buf);
 
@@ -567,7 +555,7 @@ static void relay_app_flush_buf_cb(struct rchan_buf *buf)
 #endif
 
 static const struct rchan_callbacks relay_app_callbacks = {
-	.subbuf_start		= RELAY_APP_SUBBUF_START,
+	.subbuf_start		= relay_app_subbuf_start,
 	.create_buf_file	= relay_app_create_buf_file,
 	.remove_buf_file	= relay_app_remove_buf_file,
 #ifdef RELAY_HAS_USER_ABI
@@ -577,7 +565,7 @@ static const struct rchan_callbacks relay_app_callbacks = {
 
 /* The same for overwrite mode, which the relay core wants to be told. */
 static const struct rchan_callbacks relay_app_overwrite_callbacks = {
-	.subbuf_start		= RELAY_APP_SUBBUF_START,
+	.subbuf_start		= relay_app_subbuf_start,
 	.create_buf_file	= relay_app_create_buf_file,
 	.remove_buf_file	= relay_app_remove_buf_file,
 #ifdef RELAY_HAS_USER_ABI
@@ -675,13 +663,12 @@ static int relay_app_write_buf(struct relay_app_chan *ch,
 	 * room reserved before this record may still be unfilled: committed
 	 * channels count their finished bytes in the sub-buffer instead.
 	 */
-	if (!ch->committed) {
+	if (!ch->committed)
 #ifdef RELAY_HAS_USER_ABI
 		__relay_commit(buf);
 #else
 		relay_app_meta_commit(ch, buf);
 #endif
-	}
 	/* Readers get the current sub-buffer only after a later switch. */
 	if (committed)
 		atomic_add(len, committed);
@@ -864,6 +851,7 @@ EXPORT_SYMBOL_GPL(relay_app_dir);
 static void relay_app_flush_local(void *info)
 {
 	struct rchan_buf *buf = info;
+
 #ifdef RELAY_HAS_USER_ABI
 	relay_flush_buf(buf);
 #else
@@ -956,7 +944,11 @@ static int relay_app_open_chan(struct relay_app *app)
 	if (ret)
 		return ret;
 
+#ifdef kzalloc_obj
 	ch = kzalloc_obj(*ch);
+#else
+	ch = kzalloc(sizeof(*ch), GFP_KERNEL);
+#endif
 	if (!ch)
 		return -ENOMEM;
 	ch->headed = alloc_percpu(size_t);
@@ -1284,8 +1276,8 @@ static const struct file_operations relay_app_consumed_fops = {
 	.write	= relay_app_consumed_write,
 	.llseek	= default_llseek,
 };
-
 #ifndef RELAY_HAS_USER_ABI
+
 /* Buffer files: relay_file_operations with reference counting and ioctls. */
 
 static int relay_app_buf_open(struct inode *inode, struct file *filp)
@@ -1625,7 +1617,11 @@ struct relay_app *relay_app_create(const char *dirname, struct dentry *parent,
 	if (ret)
 		return ERR_PTR(ret);
 
+#ifdef kzalloc_obj
 	app = kzalloc_obj(*app);
+#else
+	app = kzalloc(sizeof(*app), GFP_KERNEL);
+#endif
 	if (!app)
 		return ERR_PTR(-ENOMEM);
 	app->cpu_ctl = kcalloc(nr_cpu_ids, sizeof(*app->cpu_ctl), GFP_KERNEL);

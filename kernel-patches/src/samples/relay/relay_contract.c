@@ -119,15 +119,20 @@ static struct dentry *contract_dir;
 static bool contract_frozen;
 static bool contract_dying;		/* module exit has begun */
 
+#ifdef RELAY_SUBBUF_START_PREV_PADDING
+static int contract_subbuf_start(struct rchan_buf *buf, void *subbuf,
+				 void *prev_subbuf, size_t prev_padding)
+{
+#else
 static int contract_subbuf_start(struct rchan_buf *buf, void *subbuf,
 				 void *prev_subbuf)
 {
-	size_t n = buf->chan->n_subbufs;
-
 	/* relay counted the previous sub-buffer produced before calling. */
+	size_t prev_padding =
+		buf->padding[(buf->subbufs_produced - 1) % buf->chan->n_subbufs];
+#endif
 	if (prev_subbuf && header)
-		*(unsigned int *)prev_subbuf =
-			buf->padding[(buf->subbufs_produced - 1) % n];
+		*(unsigned int *)prev_subbuf = prev_padding;
 	if (READ_ONCE(contract_frozen))
 		return 0;
 	if (!overwrite && relay_buf_full(buf))
@@ -136,21 +141,6 @@ static int contract_subbuf_start(struct rchan_buf *buf, void *subbuf,
 		subbuf_start_reserve(buf, sizeof(unsigned int));
 	return 1;
 }
-
-/* Kernels up to 6.12 pass the previous sub-buffer's padding as well. */
-static int contract_subbuf_start_padding(struct rchan_buf *buf, void *subbuf,
-					 void *prev_subbuf,
-					 size_t prev_padding)
-{
-	return contract_subbuf_start(buf, subbuf, prev_subbuf);
-}
-
-/* The one of the two that has this kernel's subbuf_start type. */
-#define CONTRACT_SUBBUF_START						\
-	__builtin_choose_expr(						\
-		__same_type(((struct rchan_callbacks *)NULL)->subbuf_start, \
-			    &contract_subbuf_start),			\
-		contract_subbuf_start, contract_subbuf_start_padding)
 
 static struct dentry *contract_create_buf_file(const char *filename,
 					       struct dentry *parent,
@@ -186,7 +176,7 @@ static void contract_flush_global(struct rchan_buf *buf)
 
 /* flush_buf and overwrite are set at module init. */
 static struct rchan_callbacks contract_callbacks = {
-	.subbuf_start		= CONTRACT_SUBBUF_START,
+	.subbuf_start		= contract_subbuf_start,
 	.create_buf_file	= contract_create_buf_file,
 	.remove_buf_file	= contract_remove_buf_file,
 };

@@ -156,25 +156,14 @@ DEFINE_SHOW_ATTRIBUTE(relay_pbench_results);
 
 /* Overwrite mode: relay_write() never drops, nobody reads the channel. */
 static int relay_pbench_subbuf_start(struct rchan_buf *buf, void *subbuf,
+#ifdef RELAY_SUBBUF_START_PREV_PADDING
+				     void *prev_subbuf, size_t prev_padding)
+#else
 				     void *prev_subbuf)
+#endif
 {
 	return 1;
 }
-
-/* Kernels up to 6.12 pass the previous sub-buffer's padding as well. */
-static int relay_pbench_subbuf_start_padding(struct rchan_buf *buf,
-					     void *subbuf, void *prev_subbuf,
-					     size_t prev_padding)
-{
-	return 1;
-}
-
-/* The one of the two that has this kernel's subbuf_start type. */
-#define RELAY_PBENCH_SUBBUF_START					\
-	__builtin_choose_expr(						\
-		__same_type(((struct rchan_callbacks *)NULL)->subbuf_start, \
-			    &relay_pbench_subbuf_start),		\
-		relay_pbench_subbuf_start, relay_pbench_subbuf_start_padding)
 
 static struct dentry *
 relay_pbench_create_buf_file(const char *filename, struct dentry *parent,
@@ -192,7 +181,7 @@ static int relay_pbench_remove_buf_file(struct dentry *dentry)
 }
 
 static const struct rchan_callbacks relay_pbench_callbacks = {
-	.subbuf_start		= RELAY_PBENCH_SUBBUF_START,
+	.subbuf_start		= relay_pbench_subbuf_start,
 	.create_buf_file	= relay_pbench_create_buf_file,
 	.remove_buf_file	= relay_pbench_remove_buf_file,
 };
