@@ -38,31 +38,29 @@ pub mod nr {
     /// `RELAY_IOC_GET_INFO`
     pub const GET_INFO: u32 = 0x00;
     /// `RELAY_IOC_CONSUME`
-    pub const CONSUME: u32 = 0x03;
+    pub const CONSUME: u32 = 0x01;
     /// `RELAY_IOC_FLUSH`
-    pub const FLUSH: u32 = 0x04;
+    pub const FLUSH: u32 = 0x02;
 }
 
 /// `_IOR(RELAY_IOC_MAGIC, 0x00, struct relay_buf_info)`
 ///
-/// The structure grew `meta_len` (40 bytes, was 32), and with it this number.
-/// The kernel returns the bytes it filled; kernels and `relay_app` modules
-/// from before the meta area accept the larger size too (they dispatch on
-/// `_IOC_NR`), fill the first 32 bytes and return 0: no meta area.
+/// The kernel accepts any size from the first published one (40 bytes) up
+/// and returns the bytes it filled.
 pub const RELAY_IOC_GET_INFO: u32 = ioc(
     IOC_READ,
     RELAY_IOC_MAGIC,
     nr::GET_INFO,
     size_of::<relay_buf_info>(),
 );
-/// `_IOWR(RELAY_IOC_MAGIC, 0x03, struct relay_consume)`
+/// `_IOWR(RELAY_IOC_MAGIC, 0x01, struct relay_consume)`
 pub const RELAY_IOC_CONSUME: u32 = ioc(
     IOC_READ | IOC_WRITE,
     RELAY_IOC_MAGIC,
     nr::CONSUME,
     size_of::<relay_consume>(),
 );
-/// `_IO(RELAY_IOC_MAGIC, 0x04)`
+/// `_IO(RELAY_IOC_MAGIC, 0x02)`
 pub const RELAY_IOC_FLUSH: u32 = ioc(0, RELAY_IOC_MAGIC, nr::FLUSH, 0);
 
 /// The relay-apps 0.9x convention, used by channels without the ioctl ABI.
@@ -98,8 +96,8 @@ mod tests {
     #[test]
     fn ioctl_numbers() {
         assert_eq!(RELAY_IOC_GET_INFO, 0x8028_b900);
-        assert_eq!(RELAY_IOC_CONSUME, 0xc020_b903);
-        assert_eq!(RELAY_IOC_FLUSH, 0x0000_b904);
+        assert_eq!(RELAY_IOC_CONSUME, 0xc020_b901);
+        assert_eq!(RELAY_IOC_FLUSH, 0x0000_b902);
     }
 
     // The meta area's layout is what readers map: a change must show.

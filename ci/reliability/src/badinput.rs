@@ -397,14 +397,9 @@ fn hostile_cases() -> Vec<Hostile> {
             ),
         ),
         h(
-            "request 0x01 (GET_STATE before the meta area)",
-            libc::ENOTTY,
-            ioctl(ioc(r, 0x01, 56), Arg::Buf(64, vec![])),
-        ),
-        h(
-            "request 0x02 (GET_SUBBUF before the meta area)",
-            libc::ENOTTY,
-            ioctl(ioc(rw, 0x02, 32), Arg::Buf(64, vec![])),
+            "GET_INFO, size 32 (smaller than the first published 40)",
+            libc::EINVAL,
+            ioctl(ioc(r, sys::nr::GET_INFO, 32), Arg::Buf(64, vec![])),
         ),
         h(
             "CONSUME, larger struct with non-zero unknown bytes",

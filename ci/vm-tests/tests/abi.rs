@@ -39,8 +39,9 @@ const DIR: &str = "/sys/kernel/debug/relay_klog";
 const HDR: u64 = 4;
 /// Bytes `RELAY_IOC_GET_INFO` fills: `struct relay_buf_info` with `meta_len`.
 const INFO_LEN: usize = size_of::<relay_buf_info>();
-/// Bytes of the first published `struct relay_buf_info`, without `meta_len`.
-const INFO_LEN_V0: usize = 32;
+/// `struct relay_buf_info` without `meta_len`: smaller than the first
+/// published structure.
+const INFO_LEN_SHORT: usize = 32;
 /// Bytes `RELAY_IOC_CONSUME` fills.
 const CONSUME_LEN: usize = size_of::<relay_consume>();
 
@@ -93,8 +94,7 @@ fn get_info(fd: RawFd, name: &str) -> relay_buf_info {
     info
 }
 
-/// The fields of `struct relay_buf_info` in the first `bytes.len()` bytes
-/// of one (32 or 40), as a GET_INFO of that size fills them.
+/// The fields of `struct relay_buf_info` in its first bytes.
 fn info_from_bytes(bytes: &[u8]) -> relay_buf_info {
     let u64_at = |off: usize| u64::from_ne_bytes(bytes[off..off + 8].try_into().expect("8"));
     let u32_at = |off: usize| u32::from_ne_bytes(bytes[off..off + 4].try_into().expect("4"));
@@ -104,11 +104,7 @@ fn info_from_bytes(bytes: &[u8]) -> relay_buf_info {
         mmap_len: u64_at(offset_of!(relay_buf_info, mmap_len)),
         cpu: u32_at(offset_of!(relay_buf_info, cpu)),
         flags: u32_at(offset_of!(relay_buf_info, flags)),
-        meta_len: if bytes.len() >= INFO_LEN {
-            u64_at(offset_of!(relay_buf_info, meta_len))
-        } else {
-            0
-        },
+        meta_len: u64_at(offset_of!(relay_buf_info, meta_len)),
     }
 }
 
@@ -968,22 +964,6 @@ fn bad_arguments_are_refused() {
         libc::ENOTTY,
         "foreign type",
     );
-    // The numbers of GET_STATE and GET_SUBBUF, which are gone.
-    let mut old = [0u64; 8];
-    expect_errno(
-        fd,
-        ioc(IOC_READ, RELAY_IOC_MAGIC, 1, 56),
-        old.as_mut_ptr().cast(),
-        libc::ENOTTY,
-        "the former GET_STATE",
-    );
-    expect_errno(
-        fd,
-        ioc(IOC_READ | IOC_WRITE, RELAY_IOC_MAGIC, 2, 32),
-        old.as_mut_ptr().cast(),
-        libc::ENOTTY,
-        "the former GET_SUBBUF",
-    );
     expect_errno(
         fd,
         ioc(IOC_WRITE, RELAY_IOC_MAGIC, 0, INFO_LEN),
@@ -1032,27 +1012,19 @@ fn bad_arguments_are_refused() {
         "CONSUME from NULL",
     );
 
-    // The first published GET_INFO, 32 bytes without meta_len: filled and
-    // nothing more.
-    let mut v0 = [0xa5u8; INFO_LEN];
-    let ret = ioctl(
+    // Smaller than the first published structure (no meta_len): refused,
+    // nothing written.
+    let mut short = [0xa5u8; INFO_LEN];
+    expect_errno(
         fd,
-        ioc(IOC_READ, RELAY_IOC_MAGIC, 0, INFO_LEN_V0),
-        v0.as_mut_ptr().cast(),
-    )
-    .unwrap_or_else(|e| panic!("GET_INFO with 32 bytes: {}", errno_name(e)));
-    assert_eq!(ret as usize, INFO_LEN_V0, "GET_INFO with 32 bytes fills 32");
-    assert_eq!(
-        info_from_bytes(&v0[..INFO_LEN_V0]),
-        relay_buf_info {
-            meta_len: 0,
-            ..info
-        },
-        "GET_INFO with 32 bytes fills what it knows of them"
+        ioc(IOC_READ, RELAY_IOC_MAGIC, 0, INFO_LEN_SHORT),
+        short.as_mut_ptr().cast(),
+        libc::EINVAL,
+        "GET_INFO with 32 bytes",
     );
     assert!(
-        v0[INFO_LEN_V0..].iter().all(|&b| b == 0xa5),
-        "GET_INFO with 32 bytes wrote beyond them"
+        short.iter().all(|&b| b == 0xa5),
+        "a refused GET_INFO wrote into its argument"
     );
 
     // A larger structure: the known part is filled, and nothing beyond it

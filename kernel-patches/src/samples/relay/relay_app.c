@@ -89,7 +89,7 @@ DEFINE_STATIC_SRCU(relay_app_srcu);
 #ifndef RELAY_HAS_USER_ABI
 
 /* First published sizes of the ioctl structures. */
-#define RELAY_BUF_INFO_SIZE_VER0	32
+#define RELAY_BUF_INFO_SIZE_VER0	40
 #define RELAY_CONSUME_SIZE_VER0		32
 
 static_assert(sizeof(struct relay_buf_info) >= RELAY_BUF_INFO_SIZE_VER0);

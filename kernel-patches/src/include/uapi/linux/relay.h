@@ -186,8 +186,8 @@ struct relay_consume {
 #define RELAY_IOC_MAGIC		0xB9
 
 #define RELAY_IOC_GET_INFO	_IOR(RELAY_IOC_MAGIC, 0x00, struct relay_buf_info)
-#define RELAY_IOC_CONSUME	_IOWR(RELAY_IOC_MAGIC, 0x03, struct relay_consume)
+#define RELAY_IOC_CONSUME	_IOWR(RELAY_IOC_MAGIC, 0x01, struct relay_consume)
 /* Close the partly filled sub-buffer so that it becomes ready. */
-#define RELAY_IOC_FLUSH		_IO(RELAY_IOC_MAGIC, 0x04)
+#define RELAY_IOC_FLUSH		_IO(RELAY_IOC_MAGIC, 0x02)
 
 #endif /* _UAPI_LINUX_RELAY_H */
