@@ -67,6 +67,8 @@ do_dev() {
 		git -C "$src" worktree add -q -f "$dev" relay-base
 	fi
 	git -C "$dev" checkout -q -f -B dev relay-base
+	# "git rebase" of dev moves branch core along with its commits.
+	git -C "$dev" config rebase.updateRefs true
 	git -C "$dev" clean -q -fdx
 	mapfile -t list < <(patches)
 	((${#list[@]} == 0)) || git -C "$dev" "${ident[@]}" am -q "${list[@]}"
@@ -78,7 +80,7 @@ do_dev() {
 do_sync() {
 	[[ -d $dev ]] || die "no dev tree: run '$0 dev $base' first"
 	[[ -z $(git -C "$dev" status --porcelain --untracked-files=no) ]] || die "$dev has uncommitted changes"
-	git -C "$dev" merge-base --is-ancestor core dev || die "branch core is not on dev: run '$0 dev $base'"
+	git -C "$dev" merge-base --is-ancestor core dev || die "branch core (the core series' last patch) is not on dev: 'git -C $dev branch -f core COMMIT'"
 	local -a commits srcfiles added
 	local c f d changed tip core_tip ncore carried
 	ncore=$(git -C "$dev" rev-list --count relay-base..core)
@@ -172,7 +174,7 @@ EOF
 
 do_export() {
 	[[ -d $dev ]] || die "no dev tree: run '$0 dev $base' first"
-	git -C "$dev" merge-base --is-ancestor core dev || die "branch core is not on dev: run '$0 dev $base'"
+	git -C "$dev" merge-base --is-ancestor core dev || die "branch core (the core series' last patch) is not on dev: 'git -C $dev branch -f core COMMIT'"
 	local prefix companion_prefix
 	# shellcheck source=/dev/null
 	prefix=$(. "$series/BASE" && echo "${SUBJECT_PREFIX:-PATCH $base}")

@@ -68,9 +68,10 @@ const INFO_META_LEN_END: usize = offset_of!(sys::relay_buf_info, meta_len) + siz
 /// when the file does not implement the relay ABI (ENOTTY, EINVAL).
 ///
 /// `meta_len` is 0 unless the kernel says it filled the field: `GET_INFO`
-/// returns the bytes it filled, and kernels (and `relay_app` modules) from
-/// before the meta area return 0 after filling the first 32. Such a buffer
-/// cannot be read through the mapping: see [`KernelBuffer::new`].
+/// returns the bytes it filled (40 from every kernel and `relay_app` module
+/// that implements it; an answer that does not cover `meta_len` is taken as
+/// "no meta area" rather than trusted). Such a buffer cannot be read
+/// through the mapping: see [`KernelBuffer::new`].
 pub fn query_info(file: &File, path: &Path) -> Result<Option<BufInfo>> {
     let mut raw = sys::relay_buf_info::default();
     // SAFETY: `raw` is a live, writable relay_buf_info, the type whose size the

@@ -466,9 +466,12 @@ pub fn check_series(root: &Path) -> Result<()> {
                 "series/{base}/BASE: no SHA256=<64 hex digits> line"
             ));
         }
-        for series in [dir.clone(), dir.join(COMPANION)] {
+        for (series, name) in [
+            (dir.clone(), format!("series/{base}")),
+            (dir.join(COMPANION), format!("series/{base}/{COMPANION}")),
+        ] {
             if series.is_dir() && !series.join("0000-cover-letter.patch").is_file() {
-                problems.push(format!("{}: no 0000-cover-letter.patch", series.display()));
+                problems.push(format!("{name}: no 0000-cover-letter.patch"));
             }
         }
         let SeriesFiles { created, modified } = parse_series(&dir)?;

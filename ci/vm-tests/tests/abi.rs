@@ -25,7 +25,7 @@ use std::sync::atomic::{fence, AtomicU32, Ordering};
 
 use relay_examples::readtest::Event;
 use relay_sys::{
-    ioc, relay_buf_info, relay_consume, relay_meta, relay_meta_slot, IOC_READ, IOC_WRITE,
+    ioc, nr, relay_buf_info, relay_consume, relay_meta, relay_meta_slot, IOC_READ, IOC_WRITE,
     RELAY_BUF_FINALIZED, RELAY_BUF_GLOBAL, RELAY_BUF_OVERWRITE, RELAY_IOC_CONSUME, RELAY_IOC_FLUSH,
     RELAY_IOC_GET_INFO, RELAY_IOC_MAGIC, RELAY_META_CAP_FLUSH, RELAY_META_SLOT_EMPTY,
     RELAY_META_VERSION,
@@ -966,28 +966,28 @@ fn bad_arguments_are_refused() {
     );
     expect_errno(
         fd,
-        ioc(IOC_WRITE, RELAY_IOC_MAGIC, 0, INFO_LEN),
+        ioc(IOC_WRITE, RELAY_IOC_MAGIC, nr::GET_INFO, INFO_LEN),
         small_p,
         libc::ENOTTY,
         "GET_INFO written instead of read",
     );
     expect_errno(
         fd,
-        ioc(IOC_READ, RELAY_IOC_MAGIC, 3, CONSUME_LEN),
+        ioc(IOC_READ, RELAY_IOC_MAGIC, nr::CONSUME, CONSUME_LEN),
         small_p,
         libc::ENOTTY,
         "CONSUME without the write direction",
     );
     expect_errno(
         fd,
-        ioc(IOC_READ, RELAY_IOC_MAGIC, 4, 4),
+        ioc(IOC_READ, RELAY_IOC_MAGIC, nr::FLUSH, 4),
         small_p,
         libc::ENOTTY,
         "FLUSH with an argument",
     );
     for (nr, dir, name) in [
-        (0, IOC_READ, "GET_INFO"),
-        (3, IOC_READ | IOC_WRITE, "CONSUME"),
+        (nr::GET_INFO, IOC_READ, "GET_INFO"),
+        (nr::CONSUME, IOC_READ | IOC_WRITE, "CONSUME"),
     ] {
         expect_errno(
             fd,
@@ -1017,7 +1017,7 @@ fn bad_arguments_are_refused() {
     let mut short = [0xa5u8; INFO_LEN];
     expect_errno(
         fd,
-        ioc(IOC_READ, RELAY_IOC_MAGIC, 0, INFO_LEN_SHORT),
+        ioc(IOC_READ, RELAY_IOC_MAGIC, nr::GET_INFO, INFO_LEN_SHORT),
         short.as_mut_ptr().cast(),
         libc::EINVAL,
         "GET_INFO with 32 bytes",
@@ -1032,7 +1032,7 @@ fn bad_arguments_are_refused() {
     let mut big = [0xa5u8; 48];
     let ret = ioctl(
         fd,
-        ioc(IOC_READ, RELAY_IOC_MAGIC, 0, big.len()),
+        ioc(IOC_READ, RELAY_IOC_MAGIC, nr::GET_INFO, big.len()),
         big.as_mut_ptr().cast(),
     )
     .unwrap_or_else(|e| panic!("GET_INFO with 48 bytes: {}", errno_name(e)));
@@ -1053,7 +1053,7 @@ fn bad_arguments_are_refused() {
     let mut c_big = [0u64; 5];
     c_big[0] = u64::MAX; // seq, ignored with a count of 0
     c_big[4] = 1;
-    let c_big_req = ioc(IOC_READ | IOC_WRITE, RELAY_IOC_MAGIC, 3, 40);
+    let c_big_req = ioc(IOC_READ | IOC_WRITE, RELAY_IOC_MAGIC, nr::CONSUME, 40);
     expect_errno(
         fd,
         c_big_req,

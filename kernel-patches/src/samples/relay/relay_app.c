@@ -57,24 +57,25 @@
 #include <linux/debugfs.h>
 #include <linux/err.h>
 #include <linux/fs.h>
-#include <linux/kref.h>
-#include <linux/math64.h>
-#include <linux/minmax.h>
-#include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
-#include <linux/overflow.h>
 #include <linux/percpu.h>
 #include <linux/rcupdate.h>
 #include <linux/relay.h>
 #include <linux/slab.h>
-#include <linux/smp.h>
 #include <linux/spinlock.h>
 #include <linux/srcu.h>
 #include <linux/uaccess.h>
 #include <linux/uio.h>
+#ifndef RELAY_HAS_USER_ABI
+#include <linux/kref.h>
+#include <linux/minmax.h>
+#include <linux/mm.h>
+#include <linux/overflow.h>
+#include <linux/smp.h>
 #include <linux/vmalloc.h>
 #include <uapi/linux/relay.h>
+#endif
 
 #include "relay_app.h"
 
@@ -117,23 +118,23 @@ struct relay_app_stats {
 };
 #endif
 
-/*
- * One relay channel.  Referenced by its relay_app while current and, where
- * the ioctls are implemented here, by every open buffer file, so that the
- * ioctl handler can use it after the channel was destroyed.
- */
+/* One relay channel, owned by its relay_app while current. */
 struct relay_app_chan {
-	struct kref kref;
 	struct rchan *rchan;
 	bool overwrite;
 	bool global;
 	bool raw;
 	bool committed;
 	raw_spinlock_t lock;	/* serialises writers of a global buffer */
-	struct mutex flush_lock;	/* serialises FLUSH with closing */
-	bool closed;
 	size_t __percpu *headed;	/* see relay_app_headed() */
 #ifndef RELAY_HAS_USER_ABI
+	/*
+	 * Referenced by every open buffer file as well, so that the ioctl
+	 * handler can use the channel after it was destroyed.
+	 */
+	struct kref kref;
+	struct mutex flush_lock;	/* serialises FLUSH with closing */
+	bool closed;
 	struct relay_app_stats __percpu *stats;
 	u32 meta_len;		/* of every buffer's meta area */
 #endif
@@ -457,19 +458,23 @@ static size_t *relay_app_headed(struct relay_app_chan *ch,
 	return per_cpu_ptr(ch->headed, ch->global ? 0 : buf->cpu);
 }
 
-static void relay_app_chan_release(struct kref *kref)
+static void relay_app_chan_free(struct relay_app_chan *ch)
 {
-	struct relay_app_chan *ch = container_of(kref, struct relay_app_chan,
-						 kref);
-
-	mutex_destroy(&ch->flush_lock);
 	free_percpu(ch->headed);
 #ifndef RELAY_HAS_USER_ABI
+	mutex_destroy(&ch->flush_lock);
 	relay_app_free_metas(ch);
 	free_percpu(ch->stats);
 #endif
 	kfree(ch);
 }
+#ifndef RELAY_HAS_USER_ABI
+
+static void relay_app_chan_release(struct kref *kref)
+{
+	relay_app_chan_free(container_of(kref, struct relay_app_chan, kref));
+}
+#endif
 
 /*
  * Relay callbacks.  subbuf_start runs in the writer's context (see
@@ -843,6 +848,7 @@ struct dentry *relay_app_dir(struct relay_app *app)
 }
 EXPORT_SYMBOL_GPL(relay_app_dir);
 
+#ifndef RELAY_HAS_USER_ABI
 /*
  * Close the partly filled sub-buffer.  Runs with interrupts disabled on
  * the buffer's CPU, where writers also run with interrupts disabled, or
@@ -851,18 +857,14 @@ EXPORT_SYMBOL_GPL(relay_app_dir);
 static void relay_app_flush_local(void *info)
 {
 	struct rchan_buf *buf = info;
-
-#ifdef RELAY_HAS_USER_ABI
-	relay_flush_buf(buf);
-#else
 	size_t offset = buf->offset;
 
 	/* Nothing to do when empty or when a full buffer blocks the writer. */
 	if (offset > relay_app_hdr_size(buf->chan->private_data) &&
 	    offset <= buf->chan->subbuf_size)
 		relay_switch_subbuf(buf, 0);
-#endif
 }
+#endif
 
 /*
  * Flush one buffer.  The caller holds cpus_read_lock(), so that the CPU
@@ -875,7 +877,11 @@ static void relay_app_flush_buf(struct relay_app_chan *ch,
 
 	if (ch->global) {
 		raw_spin_lock_irqsave(&ch->lock, flags);
+#ifdef RELAY_HAS_USER_ABI
+		relay_flush_buf(buf);
+#else
 		relay_app_flush_local(buf);
+#endif
 		raw_spin_unlock_irqrestore(&ch->lock, flags);
 		return;
 	}
@@ -901,7 +907,9 @@ static void relay_app_flush_all(struct relay_app_chan *ch)
 	unsigned int cpu;
 
 	cpus_read_lock();
+#ifndef RELAY_HAS_USER_ABI
 	mutex_lock(&ch->flush_lock);
+#endif
 	for_each_possible_cpu(cpu) {
 		buf = READ_ONCE(*per_cpu_ptr(ch->rchan->buf, cpu));
 		if (buf)
@@ -909,7 +917,9 @@ static void relay_app_flush_all(struct relay_app_chan *ch)
 		if (ch->global)
 			break;
 	}
+#ifndef RELAY_HAS_USER_ABI
 	mutex_unlock(&ch->flush_lock);
+#endif
 	cpus_read_unlock();
 }
 
@@ -963,10 +973,10 @@ static int relay_app_open_chan(struct relay_app *app)
 		kfree(ch);
 		return -ENOMEM;
 	}
-#endif
 	kref_init(&ch->kref);
-	raw_spin_lock_init(&ch->lock);
 	mutex_init(&ch->flush_lock);
+#endif
+	raw_spin_lock_init(&ch->lock);
 	ch->overwrite = app->params.overwrite;
 	ch->global = app->params.global;
 	ch->raw = app->params.raw;
@@ -984,7 +994,11 @@ static int relay_app_open_chan(struct relay_app *app)
 			       ch->overwrite ? &relay_app_overwrite_callbacks :
 					       &relay_app_callbacks, ch);
 	if (!ch->rchan) {
+#ifdef RELAY_HAS_USER_ABI
+		relay_app_chan_free(ch);
+#else
 		kref_put(&ch->kref, relay_app_chan_release);
+#endif
 		return -ENOMEM;
 	}
 
@@ -1008,17 +1022,21 @@ static void relay_app_close_chan(struct relay_app *app)
 		synchronize_srcu(&relay_app_srcu);
 
 	relay_app_flush_all(ch);
+#ifndef RELAY_HAS_USER_ABI
 	mutex_lock(&ch->flush_lock);
 	ch->closed = true;
-#ifndef RELAY_HAS_USER_ABI
 	/* No writer is left, and no flush comes after the one above. */
 	relay_app_meta_finalize(ch);
-#endif
 	mutex_unlock(&ch->flush_lock);
+#endif
 
 	relay_close(ch->rchan);
 	ch->rchan = NULL;
+#ifdef RELAY_HAS_USER_ABI
+	relay_app_chan_free(ch);
+#else
 	kref_put(&ch->kref, relay_app_chan_release);
+#endif
 }
 
 static void relay_app_disable(struct relay_app *app)

@@ -15,7 +15,7 @@
  *              the new one, as relay.rst's example does
  *   proxy      1: buffer files from debugfs_create_file() (debugfs' full
  *              proxy: no mmap); 0: from debugfs_create_file_unsafe()
- *   flush_cb   1: on kernels with the relay ioctls, a flush_buf() callback
+ *   flush_cb   1: give relay a flush_buf() callback, for RELAY_IOC_FLUSH
  *
  * Files in /sys/kernel/debug/relay_contract/, besides the buffers cpuN:
  *
@@ -80,7 +80,7 @@ MODULE_PARM_DESC(proxy, "Buffer files behind debugfs' full proxy (default 0)");
 
 static bool flush_cb;
 module_param(flush_cb, bool, 0444);
-MODULE_PARM_DESC(flush_cb, "Give relay a flush_buf() callback where it has one (default 0)");
+MODULE_PARM_DESC(flush_cb, "Give relay a flush_buf() callback (default 0)");
 
 #define CONTRACT_MAX_SUBBUF	SZ_1M
 #define CONTRACT_HDR		(header ? sizeof(unsigned int) : 0)

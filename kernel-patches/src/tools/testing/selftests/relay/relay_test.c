@@ -338,14 +338,17 @@ static void test_bad_args(int fd, int wfd, const struct relay_buf_info *info)
 	expect_err(fd, _IO(RELAY_IOC_MAGIC, 0x7f), NULL, ENOTTY,
 		   "unknown ioctl number");
 	expect_err(fd, _IO('x', 0), NULL, ENOTTY, "foreign ioctl type");
-	expect_err(fd, _IOW(RELAY_IOC_MAGIC, _IOC_NR(RELAY_IOC_GET_INFO), struct relay_buf_info),
+	expect_err(fd, _IOW(RELAY_IOC_MAGIC, _IOC_NR(RELAY_IOC_GET_INFO),
+			    struct relay_buf_info),
 		   (void *)info, ENOTTY, "GET_INFO with wrong direction");
-	expect_err(fd, _IOR(RELAY_IOC_MAGIC, _IOC_NR(RELAY_IOC_FLUSH), int), small, ENOTTY,
-		   "FLUSH with a size");
-	expect_err(fd, _IOR(RELAY_IOC_MAGIC, _IOC_NR(RELAY_IOC_GET_INFO), __u32[4]), small, EINVAL,
-		   "GET_INFO with a short struct");
-	expect_err(fd, _IOWR(RELAY_IOC_MAGIC, _IOC_NR(RELAY_IOC_CONSUME), __u32[4]), small, EINVAL,
-		   "CONSUME with a short struct");
+	expect_err(fd, _IOR(RELAY_IOC_MAGIC, _IOC_NR(RELAY_IOC_FLUSH), int),
+		   small, ENOTTY, "FLUSH with a size");
+	expect_err(fd, _IOR(RELAY_IOC_MAGIC, _IOC_NR(RELAY_IOC_GET_INFO),
+			    __u32[4]),
+		   small, EINVAL, "GET_INFO with a short struct");
+	expect_err(fd, _IOWR(RELAY_IOC_MAGIC, _IOC_NR(RELAY_IOC_CONSUME),
+			     __u32[4]),
+		   small, EINVAL, "CONSUME with a short struct");
 
 	st = get_state();
 	if (st.consumed) {
