@@ -6,7 +6,8 @@
 //! drift. The ioctl request numbers are function-like C macros, which bindgen
 //! cannot translate, so they are computed here with the kernel's `_IOC` encoding.
 //!
-//! This crate is raw: typed, safe wrappers live in `relay-reader`.
+//! This crate is raw: [`Request`] ties each request number to its argument
+//! type, and safe wrappers live in `relay-reader`.
 #![no_std]
 #![deny(missing_docs)]
 
@@ -20,6 +21,7 @@
 mod bindings;
 pub use bindings::*;
 
+use core::marker::PhantomData;
 use core::mem::size_of;
 
 /// `_IOC_WRITE` of `asm-generic/ioctl.h`: user space writes the argument.
@@ -63,6 +65,45 @@ pub const RELAY_IOC_CONSUME: u32 = ioc(
 /// `_IO(RELAY_IOC_MAGIC, 0x02)`
 pub const RELAY_IOC_FLUSH: u32 = ioc(0, RELAY_IOC_MAGIC, nr::FLUSH, 0);
 
+/// An ioctl request of the relay ABI tied to the type its argument points
+/// to, so that a caller cannot pair a request number with the wrong
+/// structure (the idea of rustix's typed ioctl opcodes). `Request<()>`
+/// takes no argument.
+#[derive(Debug)]
+pub struct Request<T> {
+    code: u32,
+    arg: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Request<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Request<T> {}
+
+impl<T> Request<T> {
+    const fn new(code: u32) -> Self {
+        Self {
+            code,
+            arg: PhantomData,
+        }
+    }
+
+    /// The request number passed to ioctl(2).
+    pub const fn code(self) -> u32 {
+        self.code
+    }
+}
+
+/// [`RELAY_IOC_GET_INFO`]: fills a [`relay_buf_info`].
+pub const GET_INFO: Request<relay_buf_info> = Request::new(RELAY_IOC_GET_INFO);
+/// [`RELAY_IOC_CONSUME`]: reads and fills a [`relay_consume`].
+pub const CONSUME: Request<relay_consume> = Request::new(RELAY_IOC_CONSUME);
+/// [`RELAY_IOC_FLUSH`]: no argument.
+pub const FLUSH: Request<()> = Request::new(RELAY_IOC_FLUSH);
+
 /// The relay-apps 0.9x convention, used by channels without the ioctl ABI.
 ///
 /// Each sub-buffer starts with a native `unsigned int` (4 bytes, not
@@ -98,6 +139,9 @@ mod tests {
         assert_eq!(RELAY_IOC_GET_INFO, 0x8028_b900);
         assert_eq!(RELAY_IOC_CONSUME, 0xc020_b901);
         assert_eq!(RELAY_IOC_FLUSH, 0x0000_b902);
+        assert_eq!(GET_INFO.code(), RELAY_IOC_GET_INFO);
+        assert_eq!(CONSUME.code(), RELAY_IOC_CONSUME);
+        assert_eq!(FLUSH.code(), RELAY_IOC_FLUSH);
     }
 
     // The meta area's layout is what readers map: a change must show.
