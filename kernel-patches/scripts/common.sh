@@ -14,16 +14,19 @@ cache=${RELAY_KERNEL_CACHE:-$repo/.cache/kernel}
 ident=(-c user.name="relay developers" -c user.email=relay@example.org
        -c gc.auto=0 -c maintenance.auto=false)
 
+# The numbered patches in directory $1 (none if it does not exist), in order.
+patches_in() {
+	if [[ -d $1 ]]; then
+		find "$1" -maxdepth 1 -name '[0-9][0-9][0-9][0-9]-*.patch' ! -name '0000-*' | sort
+	fi
+}
+
 # The patch files of series/$1 in the order they apply: the core series,
 # then the companion series in series/$1/companion/ (klog, the relay-apps
 # samples and their test), which applies on top of it.
 series_patches() {
-	local dir
-	for dir in "$kp/series/$1" "$kp/series/$1/companion"; do
-		if [[ -d $dir ]]; then
-			find "$dir" -maxdepth 1 -name '[0-9][0-9][0-9][0-9]-*.patch' ! -name '0000-*' | sort
-		fi
-	done
+	patches_in "$kp/series/$1"
+	patches_in "$kp/series/$1/companion"
 }
 
 # Writes to stdout the version of kernel-patches/src/$2 that the series of

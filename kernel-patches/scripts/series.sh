@@ -57,7 +57,7 @@ patches() {
 }
 
 companion_count() {
-	find "$series/companion" -maxdepth 1 -name '[0-9][0-9][0-9][0-9]-*.patch' ! -name '0000-*' 2>/dev/null | wc -l
+	patches_in "$series/companion" | wc -l
 }
 
 do_dev() {

@@ -429,18 +429,12 @@ fn src_files(src: &Path) -> Result<BTreeMap<String, PathBuf>> {
 /// carries (the kernel's side of its conditionals), from
 /// `scripts/intree-file.sh`, which `series.sh sync` uses too.
 fn intree_file(root: &Path, base: &str, path: &str) -> Result<Vec<u8>> {
-    let out = Command::new("bash")
-        .arg(script(root, "intree-file.sh"))
-        .args([base, path])
-        .output()
-        .context("running intree-file.sh")?;
-    if !out.status.success() {
-        bail!(
-            "intree-file.sh {base} {path}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(out.stdout)
+    let text = util::output(
+        Command::new("bash")
+            .arg(script(root, "intree-file.sh"))
+            .args([base, path]),
+    )?;
+    Ok(text.into_bytes())
 }
 
 /// Checks every series (each with its companion series): each file a patch
