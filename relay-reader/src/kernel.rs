@@ -6,7 +6,7 @@
 //! to `repr(C)` structures from `relay-sys` whose sizes are encoded in the
 //! request numbers, and the mapping is a read-only shared view of the
 //! kernel's buffer pages whose lifetime is tied to this struct. The kernel
-//! writes to those pages concurrently; see [`RelayAbi::data`] for when a
+//! writes to those pages concurrently; see [`MappedBuffer::data`] for when a
 //! slice of them is stable. The meta area after the buffer is only ever
 //! loaded from, as 32-bit atomic words ([`Mapping::atomic_words`]); what is
 //! read from it is checked by the safe code of `crate::meta`.
@@ -22,7 +22,7 @@ use memmap2::{Mmap, MmapOptions};
 use nix::errno::Errno;
 use relay_sys as sys;
 
-use crate::abi::{BufInfo, BufState, Consumed, RelayAbi, SubbufLoc, SubbufLookup};
+use crate::mapped::{BufInfo, BufState, MappedBuffer, Released, SubbufLoc, SubbufLookup};
 use crate::meta::MetaLayout;
 use crate::{Error, Result};
 
@@ -237,7 +237,7 @@ impl Mapping {
     }
 
     /// The mapped bytes `offset..offset + len`; `None` when out of range.
-    /// Stable only where the writer does not write (see [`RelayAbi::data`]).
+    /// Stable only where the writer does not write (see [`MappedBuffer::data`]).
     pub fn bytes(&self, offset: u64, len: u64) -> Option<&[u8]> {
         let end = offset.checked_add(len)?;
         self.map
@@ -370,7 +370,7 @@ impl AsFd for KernelBuffer {
     }
 }
 
-impl RelayAbi for KernelBuffer {
+impl MappedBuffer for KernelBuffer {
     fn info(&self) -> &BufInfo {
         &self.info
     }
@@ -388,7 +388,7 @@ impl RelayAbi for KernelBuffer {
             .map_err(|what| self.corrupt(what))
     }
 
-    fn consume(&mut self, seq: u64, count: u64) -> Result<Consumed> {
+    fn release(&mut self, seq: u64, count: u64) -> Result<Released> {
         let mut raw = sys::relay_consume {
             seq,
             count,
@@ -397,7 +397,7 @@ impl RelayAbi for KernelBuffer {
         // SAFETY: `raw` is a live relay_consume matching the request size.
         unsafe { ioc::consume(self.file.as_raw_fd(), &mut raw) }
             .map_err(|e| Error::io(&self.path, "RELAY_IOC_CONSUME", e.into()))?;
-        Ok(Consumed {
+        Ok(Released {
             lost: raw.lost,
             consumed: raw.consumed,
         })

@@ -31,10 +31,10 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
-pub mod abi;
 pub mod channel;
 mod error;
 pub mod kernel;
+pub mod mapped;
 pub mod meta;
 pub mod model;
 pub mod pinned;
@@ -47,7 +47,8 @@ mod subbuf;
 mod wait;
 
 pub use error::{Error, Result};
+pub use mapped::BufState;
 pub use reader::Reader;
 pub use source::Mode;
-pub use subbuf::{BufStats, KernelCounters, SubBuf};
+pub use subbuf::{BufStats, SubBuf};
 pub use wait::{Waiter, Waker};

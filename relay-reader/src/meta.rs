@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use relay_sys::{self as sys, relay_meta, relay_meta_slot};
 
-use crate::abi::{BufInfo, BufState, SubbufLoc, SubbufLookup};
+use crate::mapped::{BufInfo, BufState, SubbufLoc, SubbufLookup};
 
 /// Bytes of `struct relay_meta` this reader reads: every field up to and
 /// including `committed`.

@@ -7,8 +7,8 @@
 //! [`ModelBuffer::new`] models a kernel with the meta area: the writer keeps
 //! `struct relay_meta` and the slots up to date (counters under the
 //! seq_lock, each slot's sequence number stored before the slot is
-//! written), and the model answers [`RelayAbi::state`] and
-//! [`RelayAbi::subbuf`] by reading that image with the same code
+//! written), and the model answers [`MappedBuffer::state`] and
+//! [`MappedBuffer::subbuf`] by reading that image with the same code
 //! ([`crate::meta`]) that reads the kernel's mapping: no system call per
 //! sub-buffer, overwrite laps found by the slot check, one `consume` per
 //! drain. [`ModelBuffer::without_meta`] models a backend without a meta area
@@ -16,10 +16,10 @@
 //! `consume`, one sub-buffer at a time.
 //!
 //! It lets the reading logic be tested on the host in milliseconds: a test
-//! writes records, the reader drains through the same [`RelayAbi`] trait it
+//! writes records, the reader drains through the same [`MappedBuffer`] trait it
 //! uses against the kernel, and the counters must add up.
 
-use crate::abi::{BufInfo, BufState, Consumed, RelayAbi, SubbufLoc, SubbufLookup};
+use crate::mapped::{BufInfo, BufState, MappedBuffer, Released, SubbufLoc, SubbufLookup};
 use crate::meta::{image_len, MetaImage, MetaLayout};
 use crate::Result;
 use relay_sys::relay_app::PADDING_HEADER_SIZE;
@@ -251,7 +251,7 @@ impl ModelBuffer {
 
     /// Queues records that a writer on another CPU adds while the reader
     /// reads a sub-buffer: they are written right after the next
-    /// [`RelayAbi::subbuf`] answers with a location (the slot lookup in
+    /// [`MappedBuffer::subbuf`] answers with a location (the slot lookup in
     /// the meta area), so the reader's copy sees what they did.
     pub fn race_before_consume(&mut self, records: Vec<Vec<u8>>) {
         self.racing_writes.extend(records);
@@ -282,7 +282,7 @@ impl ModelBuffer {
     }
 }
 
-impl RelayAbi for ModelBuffer {
+impl MappedBuffer for ModelBuffer {
     fn info(&self) -> &BufInfo {
         &self.info
     }
@@ -342,10 +342,10 @@ impl RelayAbi for ModelBuffer {
         Ok(lookup)
     }
 
-    fn consume(&mut self, seq: u64, count: u64) -> Result<Consumed> {
+    fn release(&mut self, seq: u64, count: u64) -> Result<Released> {
         if count == 0 {
             // Only asks for the consumed count; `seq` is ignored.
-            return Ok(Consumed {
+            return Ok(Released {
                 lost: 0,
                 consumed: self.consumed,
             });
@@ -366,7 +366,7 @@ impl RelayAbi for ModelBuffer {
         if let Some((image, _)) = &self.meta {
             image.set_consumed(self.consumed);
         }
-        Ok(Consumed {
+        Ok(Released {
             lost,
             consumed: self.consumed,
         })
@@ -393,7 +393,7 @@ impl RelayAbi for ModelBuffer {
     }
 }
 
-/// A [`RelayAbi`] over a [`ModelBuffer`] that records what the reader asks
+/// A [`MappedBuffer`] over a [`ModelBuffer`] that records what the reader asks
 /// of it: how many meta-area reads (`state`, `subbuf`), which `CONSUME`s,
 /// how many `FLUSH`es, and from them the system calls a real relay file
 /// would have cost. Tests assert on the calls; the host benchmark reports
@@ -442,7 +442,7 @@ impl CallRecorder {
     }
 }
 
-impl RelayAbi for CallRecorder {
+impl MappedBuffer for CallRecorder {
     fn info(&self) -> &BufInfo {
         self.model.info()
     }
@@ -454,9 +454,9 @@ impl RelayAbi for CallRecorder {
         self.subbufs += 1;
         self.model.subbuf(seq)
     }
-    fn consume(&mut self, seq: u64, count: u64) -> Result<Consumed> {
+    fn release(&mut self, seq: u64, count: u64) -> Result<Released> {
         self.consumes.push((seq, count));
-        let mut consumed = self.model.consume(seq, count)?;
+        let mut consumed = self.model.release(seq, count)?;
         if self.consume_hides_loss {
             consumed.lost = 0;
         }

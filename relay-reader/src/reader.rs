@@ -193,7 +193,7 @@ impl Reader {
             // then stop watching it, or level-triggered poll would spin.
             if let Some(source) = self.sources.get_mut(key) {
                 delivered += source.drain(f)?;
-                source.mark_closed();
+                source.mark_finalized();
                 let _ = self.waiter.remove(source.as_fd());
             }
         }

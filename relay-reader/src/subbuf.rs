@@ -35,33 +35,10 @@ pub struct BufStats {
     pub subbufs_after_drops: u64,
     /// Largest number of ready sub-buffers seen waiting at once.
     pub max_backlog: u64,
-    /// Kernel counters, where the kernel ABI gives them.
-    pub kernel: Option<KernelCounters>,
-}
-
-/// Loss counters kept by the kernel side (`struct relay_meta`, or `struct
-/// relay_buf_state` without a meta area).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KernelCounters {
-    /// Sub-buffers produced.
-    pub produced: u64,
-    /// Writes dropped because the buffer was full (no-overwrite mode).
-    pub lost_full: u64,
-    /// Writes dropped because they exceeded a sub-buffer.
-    pub lost_toobig: u64,
-    /// Sub-buffers overwritten before they were consumed (overwrite mode).
-    pub lost_overwritten: u64,
-}
-
-impl From<&crate::abi::BufState> for KernelCounters {
-    fn from(state: &crate::abi::BufState) -> Self {
-        KernelCounters {
-            produced: state.produced,
-            lost_full: state.lost_full,
-            lost_toobig: state.lost_toobig,
-            lost_overwritten: state.lost_overwritten,
-        }
-    }
+    /// The kernel's counters as of the last drain (produced, consumed,
+    /// drops by cause), where the buffer has a meta area: the mmap mode, and
+    /// read(2) on a kernel with the series or a `relay_app` channel.
+    pub kernel: Option<crate::mapped::BufState>,
 }
 
 impl BufStats {

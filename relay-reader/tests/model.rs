@@ -1,9 +1,9 @@
 //! The reading logic against the kernel-free relay model: sub-buffer switch,
 //! padding, produced/consumed, no-overwrite and overwrite modes, laps.
 
-use relay_reader::abi::RelayAbi;
+use relay_reader::mapped::MappedBuffer;
 use relay_reader::model::{CallRecorder, ModelBuffer};
-use relay_reader::source::AbiSource;
+use relay_reader::source::MappedSource;
 use relay_reader::SubBuf;
 
 /// A record of varying length, so sub-buffers end with varying padding.
@@ -31,7 +31,7 @@ fn parse(data: &[u8]) -> Vec<u64> {
 }
 
 /// Drains `src`, checking that each sub-buffer holds whole records.
-fn drain(src: &mut AbiSource<ModelBuffer>, flush: bool) -> Vec<u64> {
+fn drain(src: &mut MappedSource<ModelBuffer>, flush: bool) -> Vec<u64> {
     let mut seqs = Vec::new();
     let mut f = |sb: SubBuf<'_>| {
         assert!(
@@ -51,7 +51,7 @@ fn drain(src: &mut AbiSource<ModelBuffer>, flush: bool) -> Vec<u64> {
 
 #[test]
 fn no_overwrite_reader_keeping_up_gets_everything_in_order() {
-    let mut src = AbiSource::new(ModelBuffer::new(512, 4, false)).unwrap();
+    let mut src = MappedSource::new(ModelBuffer::new(512, 4, false)).unwrap();
     let mut got = Vec::new();
     for seq in 0..5000 {
         assert!(src.buffer_mut().write(&record(seq)));
@@ -71,7 +71,7 @@ fn no_overwrite_reader_keeping_up_gets_everything_in_order() {
 
 #[test]
 fn no_overwrite_full_buffer_drops_new_writes_and_counts_them() {
-    let mut src = AbiSource::new(ModelBuffer::new(256, 4, false)).unwrap();
+    let mut src = MappedSource::new(ModelBuffer::new(256, 4, false)).unwrap();
     let mut written = 0u64;
     for seq in 0..1000 {
         if src.buffer_mut().write(&record(seq)) {
@@ -91,7 +91,7 @@ fn no_overwrite_full_buffer_drops_new_writes_and_counts_them() {
 
 #[test]
 fn overwrite_reader_lapped_counts_lost_subbufs_and_keeps_newest() {
-    let mut src = AbiSource::new(ModelBuffer::new(256, 4, true)).unwrap();
+    let mut src = MappedSource::new(ModelBuffer::new(256, 4, true)).unwrap();
     for seq in 0..1000 {
         assert!(src.buffer_mut().write(&record(seq)));
     }
@@ -113,7 +113,7 @@ fn overwrite_reader_lapped_counts_lost_subbufs_and_keeps_newest() {
 
 #[test]
 fn overwrite_lap_during_copy_discards_the_torn_subbuf() {
-    let mut src = AbiSource::new(ModelBuffer::new(256, 4, true)).unwrap();
+    let mut src = MappedSource::new(ModelBuffer::new(256, 4, true)).unwrap();
     let mut seq = 0;
     while src.buffer().produced() < 2 {
         src.buffer_mut().write(&record(seq));
@@ -143,7 +143,7 @@ fn overwrite_lap_during_copy_discards_the_torn_subbuf() {
 
 #[test]
 fn padding_and_header_never_reach_the_callback() {
-    let mut src = AbiSource::new(ModelBuffer::new(64, 8, false)).unwrap();
+    let mut src = MappedSource::new(ModelBuffer::new(64, 8, false)).unwrap();
     // 40-byte records: one per 64-byte sub-buffer (4-byte header), 20 bytes of padding each.
     for seq in 0..6u64 {
         let mut rec = format!("seq={seq} ").into_bytes();
@@ -163,7 +163,7 @@ fn padding_and_header_never_reach_the_callback() {
 
 #[test]
 fn flush_of_an_empty_subbuf_produces_nothing() {
-    let mut src = AbiSource::new(ModelBuffer::new(256, 4, false)).unwrap();
+    let mut src = MappedSource::new(ModelBuffer::new(256, 4, false)).unwrap();
     assert!(drain(&mut src, true).is_empty());
     assert_eq!(src.buffer_mut().state().unwrap().produced, 0);
     src.buffer_mut().write(&record(0));
@@ -177,7 +177,7 @@ fn flush_of_an_empty_subbuf_produces_nothing() {
 
 #[test]
 fn callback_error_keeps_the_subbuf_for_the_next_drain() {
-    let mut src = AbiSource::new(ModelBuffer::new(256, 4, false)).unwrap();
+    let mut src = MappedSource::new(ModelBuffer::new(256, 4, false)).unwrap();
     for seq in 0..50 {
         src.buffer_mut().write(&record(seq));
     }
@@ -195,7 +195,7 @@ fn callback_error_keeps_the_subbuf_for_the_next_drain() {
 
 #[test]
 fn too_big_writes_are_counted() {
-    let mut src = AbiSource::new(ModelBuffer::new(64, 4, false)).unwrap();
+    let mut src = MappedSource::new(ModelBuffer::new(64, 4, false)).unwrap();
     assert!(!src.buffer_mut().write(&[b'y'; 65]));
     let _ = drain(&mut src, true);
     assert_eq!(src.stats().kernel.unwrap().lost_toobig, 1);
@@ -214,7 +214,7 @@ fn fill(model: &mut ModelBuffer, n: u64, seq: &mut u64) {
 fn meta_area_drain_releases_a_batch_with_one_consume() {
     for overwrite in [false, true] {
         let mut src =
-            AbiSource::new(CallRecorder::new(ModelBuffer::new(256, 8, overwrite))).unwrap();
+            MappedSource::new(CallRecorder::new(ModelBuffer::new(256, 8, overwrite))).unwrap();
         let mut seq = 0;
         let mut got = Vec::new();
         for round in 0..5u64 {
@@ -256,7 +256,7 @@ fn ioctl_fallback_consumes_each_subbuf() {
     for overwrite in [false, true] {
         let model = ModelBuffer::without_meta(256, 8, overwrite);
         assert!(!model.validates_in_place());
-        let mut src = AbiSource::new(CallRecorder::new(model)).unwrap();
+        let mut src = MappedSource::new(CallRecorder::new(model)).unwrap();
         let mut seq = 0;
         fill(&mut src.buffer_mut().model, 7, &mut seq);
         assert_eq!(src.drain(&mut |_| Ok(())).unwrap(), 7);
@@ -272,7 +272,7 @@ fn overwrite_lap_is_found_by_the_slot_check() {
     // that the writer reused the slot while the reader copied it.
     let mut calls = CallRecorder::new(ModelBuffer::new(256, 4, true));
     calls.consume_hides_loss = true;
-    let mut src = AbiSource::new(calls).unwrap();
+    let mut src = MappedSource::new(calls).unwrap();
     let mut seq = 0;
     fill(&mut src.buffer_mut().model, 2, &mut seq);
     let racing: Vec<Vec<u8>> = (1000..1200).map(record).collect();
@@ -303,7 +303,7 @@ fn overwrite_lap_is_found_by_the_slot_check() {
 
 #[test]
 fn callback_error_in_a_batch_releases_what_was_delivered() {
-    let mut src = AbiSource::new(CallRecorder::new(ModelBuffer::new(256, 8, false))).unwrap();
+    let mut src = MappedSource::new(CallRecorder::new(ModelBuffer::new(256, 8, false))).unwrap();
     let mut seq = 0;
     fill(&mut src.buffer_mut().model, 5, &mut seq);
     let mut calls = 0;
@@ -336,7 +336,7 @@ fn callback_error_in_a_batch_releases_what_was_delivered() {
 
 #[test]
 fn slots_tell_where_writes_were_dropped() {
-    let mut src = AbiSource::new(ModelBuffer::new(256, 4, false)).unwrap();
+    let mut src = MappedSource::new(ModelBuffer::new(256, 4, false)).unwrap();
     let mut seq = 0;
     // Fill the buffer until the writer refuses.
     while src.buffer_mut().write(&record(seq)) {

@@ -3,7 +3,7 @@
 //!
 //! Every round the model's writer fills a number of sub-buffers with records
 //! (not timed), then one side is timed:
-//! - the reader core: [`AbiSource::drain`] over the model, its callback
+//! - the reader core: [`MappedSource::drain`] over the model, its callback
 //!   copying each sub-buffer into a sink buffer (what write(2) into the page
 //!   cache does with the bytes);
 //! - the baseline: the same sub-buffers copied from the same model memory
@@ -21,9 +21,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use relay_reader::abi::{RelayAbi, SubbufLoc};
+use relay_reader::mapped::{MappedBuffer, SubbufLoc};
 use relay_reader::model::{CallRecorder, ModelBuffer};
-use relay_reader::source::AbiSource;
+use relay_reader::source::MappedSource;
 use serde_json::{json, Value};
 
 /// The relay-apps padding header the model (like the `relay_app` helper)
@@ -96,7 +96,7 @@ fn consumed(model: &mut ModelBuffer) -> u64 {
 fn trial(case: &Case, record_size: usize, bytes: u64) -> Result<(Side, Side, u64)> {
     let record: Vec<u8> = (0..record_size).map(|i| i as u8).collect();
     let mut sink = vec![0u8; case.subbuf_size];
-    let mut reader = AbiSource::new(CallRecorder::new(ModelBuffer::new(
+    let mut reader = MappedSource::new(CallRecorder::new(ModelBuffer::new(
         case.subbuf_size,
         case.n_subbufs,
         case.overwrite,
@@ -141,7 +141,7 @@ fn trial(case: &Case, record_size: usize, bytes: u64) -> Result<(Side, Side, u64
         base.time += t.elapsed();
         base.subbufs += locs.len() as u64;
         base.bytes += locs.iter().map(|l| l.data_len).sum::<u64>();
-        plain.consume(from, case.batch as u64)?;
+        plain.release(from, case.batch as u64)?;
     }
     ensure!(
         ours.bytes == base.bytes && ours.subbufs == base.subbufs,

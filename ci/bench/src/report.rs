@@ -297,7 +297,7 @@ pub fn run(dir: &Path, command: &str, out: &Path) -> Result<()> {
             s.push_str(&format!(
                 "`relay-bench host` (release build), no kernel: the relay model's writer fills \
                  sub-buffers with {}-byte records (not timed), then either the reader core \
-                 (`AbiSource::drain` over the model, its callback copying each sub-buffer into \
+                 (`MappedSource::drain` over the model, its callback copying each sub-buffer into \
                  a sink buffer, as write(2) into the page cache would) or a plain `copy_from_slice` \
                  of the same sub-buffers into the same sink buffer is timed. Rounds alternate; the \
                  best of {} trials of {} MiB counts. ABI system calls per sub-buffer are the ones \

@@ -45,16 +45,6 @@ pub struct StressRow {
     pub pass: bool,
 }
 
-/// Mode names as `relay-reader --mode` spells them.
-pub fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Auto => "auto",
-        Mode::Mmap => "mmap",
-        Mode::RelayApp => "relay-app",
-        Mode::Read => "read",
-    }
-}
-
 /// How the channel is read: one [`Reader`] in a mode, or the reading
 /// threads `relay-reader record` uses by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +59,7 @@ impl Reading {
     /// The name of the table row.
     pub fn name(self) -> &'static str {
         match self {
-            Reading::One(mode) => mode_name(mode),
+            Reading::One(mode) => mode.name(),
             Reading::PinnedMmap => "mmap, pinned threads",
         }
     }
@@ -102,7 +92,7 @@ fn read_in_one_thread(
     started: Instant,
 ) -> Result<(Vec<BufStats>, Mode)> {
     let mut reader = Reader::open(guest::channel(), mode)
-        .with_context(|| format!("opening the readtest channel in {} mode", mode_name(mode)))?;
+        .with_context(|| format!("opening the readtest channel in {} mode", mode.name()))?;
     let stream = reader.mode() == Mode::Read;
     let mut check = |sb: SubBuf<'_>| {
         checker.feed(sb.cpu, sb.data, stream);
@@ -224,7 +214,7 @@ pub fn run(setup: Setup, how: Reading) -> Result<StressRow> {
                     format!(
                         "kernel: {overwritten} sub-buffers overwritten x {per_subbuf} events \
                          ({} mode counts none)",
-                        mode_name(mode)
+                        mode.name()
                     ),
                 )
             }

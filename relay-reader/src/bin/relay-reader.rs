@@ -176,15 +176,6 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is out of range"))
 }
 
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Auto => "auto",
-        Mode::Mmap => "mmap",
-        Mode::RelayApp => "relay-app",
-        Mode::Read => "read",
-    }
-}
-
 #[derive(Serialize)]
 struct CpuSummary {
     cpu: u32,
@@ -226,7 +217,7 @@ impl Summary {
     fn of(channel: &Path, mode: Mode, stats: &[BufStats], started: Instant) -> Summary {
         Summary {
             channel: channel.into(),
-            mode: mode_name(mode),
+            mode: mode.name(),
             seconds: started.elapsed().as_secs_f64(),
             cpus: stats.iter().map(CpuSummary::from).collect(),
         }
@@ -488,7 +479,7 @@ fn announce(args: &RecordArgs, buffers: usize, mode: Mode, threads: &str) {
     eprintln!(
         "relay-reader: recording {} ({buffers} buffers{threads}, {} mode{}); Ctrl-C stops",
         args.out.channel.display(),
-        mode_name(mode),
+        mode.name(),
         match (args.realtime, args.slice_us) {
             (Some(p), _) => format!(", SCHED_FIFO priority {p}"),
             (None, Some(us)) => format!(", {us} µs slice"),
@@ -548,7 +539,7 @@ fn snapshot(args: SnapshotArgs) -> Result<()> {
 }
 
 #[derive(Serialize)]
-struct BufferInfo {
+struct InfoRow {
     path: PathBuf,
     mode: &'static str,
     subbuf_size: Option<u64>,
@@ -566,9 +557,9 @@ fn info(channel: PathBuf, json: bool) -> Result<()> {
     let mut reader = Reader::open(&channel, Mode::Auto)?;
     let mut rows = Vec::new();
     for source in reader.sources_mut() {
-        let mut row = BufferInfo {
+        let mut row = InfoRow {
             path: source.path().into(),
-            mode: mode_name(source.mode()),
+            mode: source.mode().name(),
             subbuf_size: None,
             n_subbufs: None,
             overwrite: None,

@@ -1,11 +1,11 @@
 //! The ways to get sub-buffers out of a relay file. Only this module knows
 //! which one is running; everything above sees [`SubBuf`]s and [`BufStats`].
 
-mod abi;
+mod mapped;
 mod read;
 mod relay_app;
 
-pub use abi::AbiSource;
+pub use mapped::MappedSource;
 pub use read::{ReadSource, READ_CHUNK};
 pub use relay_app::{
     has_control_files, locate as relay_app_locate, relay_app_state, RelayAppBuffer,
@@ -15,8 +15,8 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
-use crate::abi::{BufInfo, BufState, RelayAbi};
 use crate::kernel::{query_info, KernelBuffer};
+use crate::mapped::{BufInfo, BufState, MappedBuffer};
 use crate::subbuf::{BufStats, SubBuf};
 use crate::{Error, Result};
 
@@ -54,13 +54,32 @@ pub enum Mode {
     Read,
 }
 
+impl Mode {
+    /// The mode's name as the tools print and accept it: `auto`, `mmap`,
+    /// `relay-app`, `read`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Mmap => "mmap",
+            Mode::RelayApp => "relay-app",
+            Mode::Read => "read",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One buffer of a channel, read one way or another.
 #[derive(Debug)]
 pub enum Source {
     /// mmap + ioctl ABI.
-    Mmap(AbiSource<KernelBuffer>),
+    Mmap(MappedSource<KernelBuffer>),
     /// mmap + relay-apps control files.
-    RelayApp(AbiSource<RelayAppBuffer>),
+    RelayApp(MappedSource<RelayAppBuffer>),
     /// read(2).
     Read(ReadSource),
 }
@@ -81,7 +100,7 @@ impl Source {
             Mode::Read => return Ok(Source::Read(ReadSource::new(path.into(), file, cpu))),
             Mode::RelayApp => {
                 let buffer = RelayAppBuffer::open(path, file, cpu)?;
-                return Ok(Source::RelayApp(AbiSource::new(buffer)?));
+                return Ok(Source::RelayApp(MappedSource::new(buffer)?));
             }
             Mode::Auto | Mode::Mmap => {}
         }
@@ -89,7 +108,7 @@ impl Source {
         // one without the ABI.
         match query_info(&file, path)?.filter(|info| info.meta_len > 0) {
             Some(info) => match KernelBuffer::new(path.into(), file, info) {
-                Ok(buffer) => Ok(Source::Mmap(AbiSource::new(buffer)?)),
+                Ok(buffer) => Ok(Source::Mmap(MappedSource::new(buffer)?)),
                 // The file answers the ABI but cannot be mapped (created
                 // with debugfs_create_file(), whose proxy does not forward
                 // mmap): in Auto mode, read(2) still works.
@@ -102,7 +121,7 @@ impl Source {
             None if mode == Mode::Mmap => Err(Error::NoAbi { path: path.into() }),
             None if has_control_files(path) => {
                 let buffer = RelayAppBuffer::open(path, file, cpu)?;
-                Ok(Source::RelayApp(AbiSource::new(buffer)?))
+                Ok(Source::RelayApp(MappedSource::new(buffer)?))
             }
             None => Ok(Source::Read(ReadSource::new(path.into(), file, cpu))),
         }
@@ -137,12 +156,12 @@ impl Source {
 
     /// Takes the partly filled sub-buffer too, then delivers everything.
     /// In read mode the flush is asked for where the channel supports it
-    /// (see [`ReadSource::drain_all`]).
+    /// (see [`ReadSource::flush_and_drain`]).
     pub fn flush_and_drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
         match self {
             Source::Mmap(s) => s.flush_and_drain(f),
             Source::RelayApp(s) => s.flush_and_drain(f),
-            Source::Read(s) => s.drain_all(f),
+            Source::Read(s) => s.flush_and_drain(f),
         }
     }
 
@@ -180,17 +199,17 @@ impl Source {
         match self {
             Source::Mmap(s) => s.finished(),
             Source::RelayApp(s) => s.finished(),
-            Source::Read(s) => s.closed(),
+            Source::Read(s) => s.finished(),
         }
     }
 
     /// Poll reported the buffer closed (POLLERR after relay_close) and it was
-    /// drained: nothing more will come.
-    pub fn mark_closed(&mut self) {
+    /// drained: the kernel finalized it, nothing more will come.
+    pub fn mark_finalized(&mut self) {
         match self {
-            Source::Mmap(s) => s.mark_closed(),
-            Source::RelayApp(s) => s.mark_closed(),
-            Source::Read(s) => s.mark_closed(),
+            Source::Mmap(s) => s.mark_finalized(),
+            Source::RelayApp(s) => s.mark_finalized(),
+            Source::Read(s) => s.mark_finalized(),
         }
     }
 }

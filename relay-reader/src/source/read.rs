@@ -6,7 +6,7 @@ use std::io::{ErrorKind, Read};
 use std::path::PathBuf;
 
 use crate::kernel::MetaView;
-use crate::subbuf::{BufStats, KernelCounters, SubBuf};
+use crate::subbuf::{BufStats, SubBuf};
 use crate::{Error, Result};
 
 /// Bytes asked for per read(2); relay returns at most one sub-buffer's worth
@@ -20,7 +20,7 @@ pub struct ReadSource {
     file: File,
     buf: Vec<u8>,
     stats: BufStats,
-    closed: bool,
+    finalized: bool,
     finished_only: bool,
     /// The file's meta area, for its counters: `None` before the first
     /// look, `Some(None)` where it has none (or stopped answering).
@@ -34,7 +34,7 @@ impl ReadSource {
             path,
             file,
             buf: vec![0; READ_CHUNK],
-            closed: false,
+            finalized: false,
             finished_only: false,
             meta: None,
             stats: BufStats {
@@ -54,14 +54,16 @@ impl ReadSource {
         &self.file
     }
 
-    /// Nothing more will come (see [`super::Source::mark_closed`]).
-    pub fn closed(&self) -> bool {
-        self.closed
+    /// True once the kernel finalized the buffer and all of it was read
+    /// (see [`super::Source::mark_finalized`]).
+    pub fn finished(&self) -> bool {
+        self.finalized
     }
 
-    /// Records that the channel was closed.
-    pub fn mark_closed(&mut self) {
-        self.closed = true;
+    /// Records that the kernel finalized the buffer (poll reported it
+    /// closed) and a last drain took what was left.
+    pub fn mark_finalized(&mut self) {
+        self.finalized = true;
     }
 
     /// Counters so far. read(2) itself tells nothing of losses; where the
@@ -79,7 +81,7 @@ impl ReadSource {
     /// concurrently, such a record arrives as stale bytes and is lost. The
     /// limit is the file size, which relay keeps at the bytes of finished
     /// sub-buffers, less what this source has read: it assumes nobody else
-    /// read the file since the channel was created. [`ReadSource::drain_all`]
+    /// read the file since the channel was created. [`ReadSource::flush_and_drain`]
     /// (used by `flush_and_drain`) still reads everything, for the end of a
     /// recording once the writers stopped.
     pub fn set_finished_only(&mut self, on: bool) {
@@ -99,7 +101,7 @@ impl ReadSource {
     /// concurrent writer (the kernel series) return its data only once it
     /// is flushed or the channel is closed, since before that some of its
     /// reserved bytes may not be written yet.
-    pub fn drain_all(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
+    pub fn flush_and_drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
         crate::kernel::request_flush(&self.file, &self.path)?;
         self.read_until_empty(false, f)
     }
@@ -123,7 +125,7 @@ impl ReadSource {
             .meta
             .get_or_insert_with(|| MetaView::open(&self.file, &self.path).ok().flatten());
         if let Some(state) = view.as_ref().and_then(|view| view.state().ok()) {
-            self.stats.kernel = Some(KernelCounters::from(&state));
+            self.stats.kernel = Some(state);
         }
     }
 

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use relay_sys::relay_app as conv;
 
-use crate::abi::{BufInfo, BufState, Consumed, RelayAbi, SubbufLoc, SubbufLookup};
 use crate::kernel::Mapping;
+use crate::mapped::{BufInfo, BufState, MappedBuffer, Released, SubbufLoc, SubbufLookup};
 use crate::{Error, Result};
 
 const WORD: usize = std::mem::size_of::<usize>();
@@ -204,7 +204,7 @@ impl AsFd for RelayAppBuffer {
     }
 }
 
-impl RelayAbi for RelayAppBuffer {
+impl MappedBuffer for RelayAppBuffer {
     fn info(&self) -> &BufInfo {
         &self.info
     }
@@ -235,14 +235,14 @@ impl RelayAbi for RelayAppBuffer {
             })
     }
 
-    fn consume(&mut self, _seq: u64, count: u64) -> Result<Consumed> {
+    fn release(&mut self, _seq: u64, count: u64) -> Result<Released> {
         let delta = (count as usize).to_ne_bytes();
         let path = self.control_path(conv::CONSUMED_SUFFIX);
         self.consumed
             .write_at(&delta, 0)
             .map_err(|e| Error::io(&path, "write", e))?;
         let consumed = Self::read_word(&self.consumed, &path)?;
-        Ok(Consumed { lost: 0, consumed })
+        Ok(Released { lost: 0, consumed })
     }
 
     fn flush(&mut self) -> Result<()> {

@@ -5,9 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use relay_reader::abi::RelayAbi;
+use relay_reader::mapped::MappedBuffer;
 use relay_reader::model::ModelBuffer;
-use relay_reader::source::AbiSource;
+use relay_reader::source::MappedSource;
 use relay_reader::SubBuf;
 
 /// Record layout: `len: u16 LE`, `seq: u64 LE`, then `len - 10` bytes equal
@@ -42,7 +42,7 @@ fn parse(mut data: &[u8], out: &mut Vec<u64>) {
 }
 
 struct Run {
-    src: AbiSource<ModelBuffer>,
+    src: MappedSource<ModelBuffer>,
     next_seq: u64,
     /// Records the writer accepted (not counting racing ones, whose fate
     /// only shows in the counters).
@@ -118,7 +118,7 @@ fn run_ops_on(data: &[u8], meta: bool) {
     let n_subbufs = 2 + usize::from((geometry >> 3) % 6);
     let overwrite = geometry & 0x80 != 0;
     let mut run = Run {
-        src: AbiSource::new(if meta {
+        src: MappedSource::new(if meta {
             ModelBuffer::new(subbuf_size, n_subbufs, overwrite)
         } else {
             ModelBuffer::without_meta(subbuf_size, n_subbufs, overwrite)

@@ -467,7 +467,7 @@ fn run(cli: Cli) -> Result<bool> {
             device.reader.sources().len(),
             cli.buffers,
             cli.buffer_kib,
-            mode_name(device.reader.mode()),
+            device.reader.mode().name(),
             if cli.seconds.is_some() {
                 ""
             } else {
@@ -522,15 +522,6 @@ fn run(cli: Cli) -> Result<bool> {
         }
     }
     Ok(ok)
-}
-
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Auto => "auto",
-        Mode::Mmap => "mmap",
-        Mode::RelayApp => "relay-app",
-        Mode::Read => "read",
-    }
 }
 
 fn main() -> ExitCode {

@@ -22,8 +22,8 @@ use std::fs::{File, Metadata, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use relay_reader::abi::{BufInfo, BufState};
 use relay_reader::kernel::{query_info, query_state};
+use relay_reader::mapped::{BufInfo, BufState};
 use relay_reader::source::{has_control_files, relay_app_state};
 use serde::Serialize;
 

@@ -12,7 +12,7 @@
 //! the writer waits for the release) and says once on stderr that it waits.
 //!
 //! This uses the library's lower layer, the relay ioctls of one buffer
-//! ([`RelayAbi`]): `Reader::poll` releases each sub-buffer when its callback
+//! ([`MappedBuffer`]): `Reader::poll` releases each sub-buffer when its callback
 //! returns, which is right for every other channel but this one.
 //!
 //! Run it (as root; the top-level README shows it in the VM):
@@ -33,8 +33,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use nix::poll::{poll, PollFd, PollFlags};
 use relay_examples::{load_hint, Until};
-use relay_reader::abi::{RelayAbi, SubbufLookup};
 use relay_reader::kernel::KernelBuffer;
+use relay_reader::mapped::{MappedBuffer, SubbufLookup};
 use relay_reader::source::Source;
 use relay_reader::{Mode, Reader};
 
@@ -147,7 +147,7 @@ fn drain(b: &mut Buffer<'_>, out: &mut impl Write) -> Result<(u64, bool)> {
             records = &rest[n..];
         }
         out.flush()?;
-        b.buf.consume(b.next, 1)?;
+        b.buf.release(b.next, 1)?;
         b.next += 1;
         printed += 1;
     }

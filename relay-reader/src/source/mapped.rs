@@ -1,21 +1,21 @@
 //! Reading through the relay ABI: zero-copy for no-overwrite buffers,
 //! copy-then-validate for overwrite buffers.
 //!
-//! Where the backend reads the meta area ([`RelayAbi::validates_in_place`]),
+//! Where the backend reads the meta area ([`MappedBuffer::validates_in_place`]),
 //! a drain reads the counters and every slot from memory, validates an
-//! overwrite-mode copy by its slot ([`RelayAbi::still_holds`]) and releases
+//! overwrite-mode copy by its slot ([`MappedBuffer::still_holds`]) and releases
 //! everything it went through with one `consume` at the end: one system call
 //! per drain. Otherwise (the relay-apps control files) it releases each
 //! sub-buffer on its own, since the lost count of that `consume` is what validates an
 //! overwrite-mode copy.
 
-use crate::abi::{BufState, RelayAbi, SubbufLoc, SubbufLookup};
-use crate::subbuf::{BufStats, KernelCounters, SubBuf};
+use crate::mapped::{BufState, MappedBuffer, SubbufLoc, SubbufLookup};
+use crate::subbuf::{BufStats, SubBuf};
 use crate::Result;
 
-/// Drains one buffer through [`RelayAbi`], keeping its counters.
+/// Drains one buffer through [`MappedBuffer`], keeping its counters.
 #[derive(Debug)]
-pub struct AbiSource<B> {
+pub struct MappedSource<B> {
     buf: B,
     /// The next sequence number to deliver.
     next: u64,
@@ -24,7 +24,7 @@ pub struct AbiSource<B> {
     finalized: bool,
 }
 
-impl<B: RelayAbi> AbiSource<B> {
+impl<B: MappedBuffer> MappedSource<B> {
     /// Starts reading `buf` at the first sub-buffer nobody has consumed yet:
     /// what an earlier reader released is not counted as lost.
     pub fn new(mut buf: B) -> Result<Self> {
@@ -34,7 +34,7 @@ impl<B: RelayAbi> AbiSource<B> {
             cpu: info.cpu,
             ..BufStats::default()
         };
-        Ok(AbiSource {
+        Ok(MappedSource {
             next: state.consumed,
             buf,
             stats,
@@ -63,8 +63,9 @@ impl<B: RelayAbi> AbiSource<B> {
         self.finalized
     }
 
-    /// Records that poll reported the buffer closed after a final drain.
-    pub fn mark_closed(&mut self) {
+    /// Records that the kernel finalized the buffer (poll reported it
+    /// closed) and a last drain took what was left.
+    pub fn mark_finalized(&mut self) {
         self.finalized = true;
     }
 
@@ -75,7 +76,7 @@ impl<B: RelayAbi> AbiSource<B> {
     /// delivered.
     pub fn drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
         let state = self.buf.state()?;
-        self.stats.kernel = Some(KernelCounters::from(&state));
+        self.stats.kernel = Some(state);
         let lapped = self.catch_up(&state);
         // Overwrite mode: what the writer took is lost; the next release
         // hands it back with the rest.
@@ -133,7 +134,7 @@ impl<B: RelayAbi> AbiSource<B> {
         if self.next <= *released {
             return Ok(0);
         }
-        let consumed = self.buf.consume(*released, self.next - *released)?;
+        let consumed = self.buf.release(*released, self.next - *released)?;
         *released = self.next;
         Ok(consumed.lost)
     }

@@ -7,11 +7,11 @@
 //! them); the ready ones are `consumed` up to `produced - 1`, and in
 //! overwrite mode only those from `produced - n_subbufs + 1` on are intact.
 //!
-//! A backend answers [`RelayAbi::state`] and [`RelayAbi::subbuf`] one of two
-//! ways, which [`RelayAbi::validates_in_place`] tells apart:
+//! A backend answers [`MappedBuffer::state`] and [`MappedBuffer::subbuf`] one of two
+//! ways, which [`MappedBuffer::validates_in_place`] tells apart:
 //! - from the meta area mapped after the buffer (`struct relay_meta` and its
 //!   slots): no system call; an overwrite-mode copy is checked against the
-//!   slot's sequence number ([`RelayAbi::still_holds`]), so the reader
+//!   slot's sequence number ([`MappedBuffer::still_holds`]), so the reader
 //!   releases a whole batch with one `consume`;
 //! - by other means, one sub-buffer at a time (the relay-apps control files
 //!   of [`crate::source::RelayAppBuffer`]): an overwrite-mode copy is
@@ -108,7 +108,7 @@ pub enum SubbufLookup {
 
 /// Answer of `CONSUME` (`struct relay_consume`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Consumed {
+pub struct Released {
     /// How many of the released sub-buffers were overwritten while read.
     pub lost: u64,
     /// The consumed count afterwards.
@@ -116,18 +116,19 @@ pub struct Consumed {
 }
 
 /// One relay buffer reachable through the relay ABI plus a read-only mapping.
-pub trait RelayAbi {
+pub trait MappedBuffer {
     /// The geometry, read once when the buffer was opened.
     fn info(&self) -> &BufInfo;
     /// The counters: from the meta area (seq_lock protocol) where the
-    /// backend [validates in place](RelayAbi::validates_in_place), else the
+    /// backend [validates in place](MappedBuffer::validates_in_place), else the
     /// backend's own counters.
     fn state(&mut self) -> Result<BufState>;
     /// Where the ready sub-buffer `seq` lies: from its slot in the meta area
     /// where the backend validates in place, else the backend's own record.
     fn subbuf(&mut self, seq: u64) -> Result<SubbufLookup>;
-    /// `RELAY_IOC_CONSUME`.
-    fn consume(&mut self, seq: u64, count: u64) -> Result<Consumed>;
+    /// Gives sub-buffers `seq .. seq + count` back to the writer
+    /// (`RELAY_IOC_CONSUME`, or the backend's equivalent).
+    fn release(&mut self, seq: u64, count: u64) -> Result<Released>;
     /// `RELAY_IOC_FLUSH`: make the partly filled sub-buffer ready.
     fn flush(&mut self) -> Result<()>;
     /// The bytes at `loc`, stable until the sub-buffer is consumed. Only for
@@ -135,23 +136,23 @@ pub trait RelayAbi {
     fn data(&self, loc: &SubbufLoc) -> &[u8];
     /// Copies the bytes at `loc` into `out` (replacing its contents). For
     /// overwrite buffers, where the writer may change them while they are
-    /// copied: keep the copy only if [`still_holds`](RelayAbi::still_holds)
+    /// copied: keep the copy only if [`still_holds`](MappedBuffer::still_holds)
     /// then says so and, where the backend does not validate in place, the
     /// following `consume` reports no loss.
     fn copy_data(&self, loc: &SubbufLoc, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(self.data(loc));
     }
-    /// True when [`state`](RelayAbi::state) and [`subbuf`](RelayAbi::subbuf)
+    /// True when [`state`](MappedBuffer::state) and [`subbuf`](MappedBuffer::subbuf)
     /// read the mapped meta area (no system call) and an overwrite-mode copy
-    /// is validated by [`still_holds`](RelayAbi::still_holds): the reader then
+    /// is validated by [`still_holds`](MappedBuffer::still_holds): the reader then
     /// releases everything it read in one drain with one `consume`. False
     /// (the default) for backends that validate a copy through the lost count
     /// of the `consume` releasing it, one per sub-buffer.
     fn validates_in_place(&self) -> bool {
         false
     }
-    /// Overwrite mode, after [`copy_data`](RelayAbi::copy_data): a read
+    /// Overwrite mode, after [`copy_data`](MappedBuffer::copy_data): a read
     /// barrier, then whether `loc`'s slot still holds `loc.seq`, i.e. whether
     /// the copy is intact. The default, true, is for backends that validate
     /// through `consume` instead.
