@@ -41,20 +41,20 @@ pub enum Error {
         source: io::Error,
     },
     /// The mmap mode was asked for but the file does not offer the relay ABI.
-    #[error("{path}: mmap mode needs the relay ioctl ABI (a patched kernel or a relay_app channel); use --mode read")]
+    #[error("{path}: the file does not offer the relay mmap ABI (it needs a kernel with the relay series or a relay_app channel); read(2) still reads it")]
     NoAbi {
         /// The file.
         path: PathBuf,
     },
     /// The relay-app mode was asked for on a channel in overwrite mode,
     /// whose laps that protocol cannot detect.
-    #[error("{path}: the channel is in overwrite mode, where the relay-app protocol cannot tell a sub-buffer the writer overwrote while it was read; use --mode mmap")]
+    #[error("{path}: the channel is in overwrite mode, where the relay-app protocol cannot tell a sub-buffer the writer overwrote while it was read; the mmap ABI can")]
     RelayAppOverwrite {
         /// The file.
         path: PathBuf,
     },
     /// The kernel refused to map the buffer.
-    #[error("{path}: mmap of the relay buffer failed; a file created with debugfs_create_file() cannot be mapped (ENODEV), use --mode read")]
+    #[error("{path}: mmap of the relay buffer failed; a file created with debugfs_create_file() cannot be mapped (ENODEV), read(2) still reads it")]
     Map {
         /// The file.
         path: PathBuf,
