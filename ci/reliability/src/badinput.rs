@@ -146,7 +146,7 @@ pub fn run(modules: &Path, reader: &Path, scratch: &Path, base: Setup) -> Result
             vec![
                 "record", "-q", "-w", "2", "--mode", "mmap", "-o", out, event_n,
             ],
-            "mmap mode needs the relay ioctl ABI",
+            "does not offer the relay mmap ABI",
         ),
         (
             "no permission (`setpriv --reuid=65534`, user nobody)",

@@ -541,7 +541,7 @@ fn full_proxy_files_are_read_whole_and_refuse_mmap_clearly() {
     let expected = if patched_kernel() {
         "cannot be mapped"
     } else {
-        "mmap mode needs the relay ioctl ABI"
+        "does not offer the relay mmap ABI"
     };
     assert!(
         err.contains(expected) && !err.contains("panicked"),

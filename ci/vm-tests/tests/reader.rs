@@ -184,7 +184,7 @@ fn bad_input_gets_clear_errors() {
         ),
         (
             &["record", "--mode", "mmap", "/sys/kernel/debug/klog_gen/run"],
-            "mmap mode needs the relay ioctl ABI",
+            "does not offer the relay mmap ABI",
         ),
         (
             &["record", "/sys/kernel/debug/no_such_channel/cpu"],
