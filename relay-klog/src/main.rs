@@ -12,14 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use relay_reader::pinned::PinnedReaders;
-use relay_reader::sink::{OneStream, PerCpuFiles, Shared, Sink};
-use relay_reader::stop::Stop;
 use relay_reader::{Mode, SubBuf};
+use relay_recorder::sink::{Inspect, Sink};
+use relay_recorder::stop::Stop;
+use relay_recorder::{Output, Recording};
 
 /// Record klog traffic until Ctrl-C, or decode a recording.
 #[derive(Parser, Debug)]
@@ -96,46 +96,25 @@ fn count_records(data: &[u8]) -> u64 {
     }
 }
 
-/// Counts the records of each sub-buffer on their way to the sink.
-struct Counting {
-    inner: Box<dyn Sink + Send>,
-    records: Arc<AtomicU64>,
-}
-
-impl Sink for Counting {
-    fn write(&mut self, sb: &SubBuf<'_>) -> relay_reader::Result<()> {
-        self.inner.write(sb)?;
-        self.records
-            .fetch_add(count_records(sb.data), Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn finish(&mut self) -> relay_reader::Result<()> {
-        self.inner.finish()
-    }
-}
-
 fn record(args: RecordArgs) -> Result<()> {
     let stop = Stop::on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
         .context("installing signal handlers")?;
-    let deadline = match args.duration {
-        Some(s) => Some(
-            Instant::now()
-                + Duration::try_from_secs_f64(s)
-                    .with_context(|| format!("-w {s}: not a duration"))?,
-        ),
-        None => None,
+    let output = if args.stdout {
+        Output::Stdout
+    } else {
+        Output::PerCpuFiles {
+            dir: args.output.clone(),
+            prefix: "cpu".into(),
+            rotate_at: None,
+        }
     };
-    // Like relay-apps' klog program: one reader per CPU, each on its CPU.
-    let stdout = args.stdout.then(|| Shared::new(OneStream::stdout()));
+    // Like relay-apps' klog program: one reader per CPU, each on its CPU
+    // (the recorder's default), counting records on their way out.
     let counts: Arc<Mutex<BTreeMap<u32, Arc<AtomicU64>>>> = Arc::default();
+    let mut inner = output.sinks()?;
     let sinks = {
-        let (counts, output) = (Arc::clone(&counts), args.output.clone());
+        let counts = Arc::clone(&counts);
         Box::new(move |cpu| {
-            let inner: Box<dyn Sink + Send> = match &stdout {
-                Some(shared) => Box::new(shared.clone()),
-                None => Box::new(PerCpuFiles::create(&output, "cpu")?),
-            };
             let records = Arc::clone(
                 counts
                     .lock()
@@ -143,33 +122,33 @@ fn record(args: RecordArgs) -> Result<()> {
                     .entry(cpu)
                     .or_default(),
             );
-            Ok(Box::new(Counting { inner, records }) as Box<dyn Sink + Send>)
+            Ok(Box::new(Inspect::new(inner(cpu)?, move |sb: &SubBuf<'_>| {
+                records.fetch_add(count_records(sb.data), Ordering::Relaxed);
+            })) as Box<dyn Sink + Send>)
         })
     };
-    let mut readers =
-        PinnedReaders::start(&args.channel, Mode::Mmap, &stop, sinks).with_context(|| {
-            "is the relay_klog module loaded? (insmod klog.ko relay_app.ko relay_klog.ko)"
-        })?;
+    let mut recording = Recording::new(&args.channel)
+        .mode(Mode::Mmap)
+        .stop(&stop)
+        .sinks(sinks);
+    if let Some(s) = args.duration {
+        recording = recording.duration(
+            Duration::try_from_secs_f64(s).with_context(|| format!("-w {s}: not a duration"))?,
+        );
+    }
+    let mut running = recording.start().with_context(|| {
+        "is the relay_klog module loaded? (insmod klog.ko relay_app.ko relay_klog.ko)"
+    })?;
     eprintln!(
         "relay-klog: recording {} buffers of {} until Ctrl-C",
-        readers.buffers(),
+        running.buffers(),
         args.channel.display()
     );
-    let running = (|| -> Result<()> {
-        while deadline.is_none_or(|d| Instant::now() < d) {
-            let timeout = deadline.map_or(Duration::from_secs(1), |d| {
-                d.saturating_duration_since(Instant::now())
-            });
-            if !readers.wait(timeout)? {
-                break;
-            }
-        }
-        Ok(())
-    })();
+    let recorded = running.record();
     // Every reader saves the partly filled sub-buffer of its CPU.
-    let (_, finished) = readers.finish();
-    running?;
-    finished?;
+    let outcome = running.finish();
+    recorded?;
+    outcome.result?;
     for (cpu, n) in counts.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         eprintln!("cpu{cpu}: {} records", n.load(Ordering::Relaxed));
     }

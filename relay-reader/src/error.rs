@@ -81,42 +81,12 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Writing recorded data to a sink failed (disk full, closed pipe, ...).
+    /// Handing data on failed: a callback's destination (a file on a full
+    /// disk, a closed pipe, ...).
     #[error("writing to {target}: {source}")]
     Sink {
         /// Where the data was going.
         target: String,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-    /// The reading thread could not be given a real-time priority.
-    #[error("running the reader under SCHED_FIFO priority {priority}: {source}{}",
-        if matches!(source.raw_os_error(), Some(libc::EPERM)) {
-            "; this needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO of at least the priority (ulimit -r)"
-        } else if matches!(source.raw_os_error(), Some(libc::EINVAL)) {
-            "; SCHED_FIFO priorities go from 1 to 99"
-        } else {
-            ""
-        })]
-    Realtime {
-        /// The priority asked for.
-        priority: u8,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-    /// The reading thread could not be given a scheduling slice.
-    #[error("running the reader with a {} µs scheduling slice: {source}{}",
-        slice.as_micros(),
-        match source.raw_os_error() {
-            Some(libc::EINVAL) => "; slices go from 100 µs to 100 ms",
-            Some(libc::EOPNOTSUPP) => "; this kernel ignores custom slices of the normal policy (Linux 6.12 or later has them)",
-            _ => "",
-        })]
-    Slice {
-        /// The slice asked for.
-        slice: std::time::Duration,
         /// The underlying error.
         #[source]
         source: io::Error,

@@ -27,7 +27,8 @@
 //! ```
 //!
 //! The reading logic is tested without a kernel against [`model`], a faithful
-//! model of relay's buffer logic.
+//! model of relay's buffer logic. Recording (threads, stopping, limits, files)
+//! is the `relay-recorder` crate's job, built on this one.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -37,12 +38,8 @@ pub mod kernel;
 pub mod mapped;
 pub mod meta;
 pub mod model;
-pub mod pinned;
 mod reader;
-pub mod realtime;
-pub mod sink;
 pub mod source;
-pub mod stop;
 mod subbuf;
 mod wait;
 

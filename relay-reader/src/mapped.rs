@@ -22,6 +22,7 @@ use crate::Result;
 
 /// Geometry of one relay buffer (`struct relay_buf_info`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BufInfo {
     /// Bytes per sub-buffer.
     pub subbuf_size: u64,
@@ -42,6 +43,7 @@ pub struct BufInfo {
 
 /// Counters of one relay buffer (`struct relay_buf_state`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BufState {
     /// Sub-buffers completed by the writer.
     pub produced: u64,

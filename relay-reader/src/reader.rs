@@ -58,7 +58,7 @@ impl Reader {
     }
 
     /// Opens one buffer of a channel (an element of [`buffer_files`]), for
-    /// a reader per buffer such as [`crate::pinned::PinnedReaders`].
+    /// a reader per buffer such as relay-recorder's thread per buffer.
     pub fn open_buffer(file: &BufferFile, mode: Mode) -> Result<Reader> {
         Reader::with_files(&file.path, mode, true, std::slice::from_ref(file))
     }
@@ -248,7 +248,7 @@ impl Reader {
     }
 
     /// A handle that wakes this reader's [`Reader::poll`] from another
-    /// thread (a signal thread, say: see [`crate::stop::Stop`]).
+    /// thread (a signal thread, say: relay-recorder's `Stop` does that).
     pub fn waker(&self) -> Waker {
         self.waiter.waker()
     }

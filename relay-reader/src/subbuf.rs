@@ -15,6 +15,7 @@ pub struct SubBuf<'a> {
 
 /// Per-buffer counters, so that `received + lost == produced` can be checked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BufStats {
     /// CPU of the buffer.
     pub cpu: u32,

@@ -72,7 +72,7 @@ impl BenchArgs {
 pub fn run(tools: &Tools, root: &Path, vm_args: &VmArgs, args: &BenchArgs) -> Result<()> {
     let modules_dir = modules::for_vm(root, vm_args, None)?;
     let (target, release) =
-        util::build_release(root, &["relay-reader", "relay-bench", "relay-blktrace"])?;
+        util::build_release(root, &["relay-reader-cli", "relay-bench", "relay-blktrace"])?;
     let bench = release.join("relay-bench");
     let out_dir = target.join("bench");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;

@@ -26,7 +26,7 @@ pub fn run(
     util::run(Command::new(util::cargo()).current_dir(root).args([
         "build",
         "-p",
-        "relay-reader",
+        "relay-reader-cli",
         "--bin",
         "relay-reader",
     ]))
@@ -35,7 +35,7 @@ pub fn run(
     let reader = target.join("debug/relay-reader");
     if !reader.is_file() {
         bail!(
-            "{} was not built: does the relay-reader package have a `relay-reader` binary yet?",
+            "{} was not built: does the relay-reader-cli package still have its `relay-reader` binary?",
             reader.display()
         );
     }

@@ -84,7 +84,7 @@ fn fuzz(root: &Path, target: &str, runs: u64, log: &Path) -> Result<()> {
 /// Runs everything and writes RELIABILITY.md.
 pub fn run(tools: &Tools, root: &Path, vm_args: &VmArgs, args: &ReliabilityArgs) -> Result<()> {
     let modules_dir = modules::for_vm(root, vm_args, None)?;
-    let (target, release) = util::build_release(root, &["relay-reader", "relay-reliability"])?;
+    let (target, release) = util::build_release(root, &["relay-reader-cli", "relay-reliability"])?;
     let driver = release.join("relay-reliability");
     let out_dir = target.join("reliability");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;

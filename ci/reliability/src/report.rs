@@ -172,7 +172,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         "`relay_readtest`: every CPU writes {} numbered {}-byte events as fast as it can \
          ({} in all per run{}); the relay-reader library reads the channel ({} x {} bytes per \
          CPU{}) in-process in one mode meanwhile (one `Reader` polling every buffer; *mmap, pinned \
-         threads*: `PinnedReaders`, a thread per buffer pinned to its CPU, as `relay-reader \
+         threads*: relay-recorder's `Threads::PerBuffer`, a thread per buffer pinned to its CPU, as `relay-reader \
          record` reads by default), then flushes and drains. Every event is checked \
          (CPU, size, sequence number, payload) and marked in a bitmap per CPU: *received* counts \
          distinct valid events, *corrupt* byte runs that are no valid event, *duplicated* events \

@@ -2,14 +2,15 @@
 //! with the relay-reader library in one mode while the writers run, then
 //! every event accounted for: received + counted lost == produced.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use relay_reader::pinned::PinnedReaders;
-use relay_reader::sink::Sink;
-use relay_reader::stop::Stop;
-use relay_reader::{BufStats, Mode, Reader, SubBuf};
+use relay_reader::{Mode, SubBuf};
+use relay_recorder::sink::Sink;
+use relay_recorder::stop::Stop;
+use relay_recorder::{CpuSummary, Recording, Threads};
 use serde::{Deserialize, Serialize};
 
 use crate::events::{Checker, Counts};
@@ -51,7 +52,8 @@ pub struct StressRow {
 pub enum Reading {
     /// One `Reader` polling every buffer.
     One(Mode),
-    /// [`PinnedReaders`] in mmap mode: a thread per buffer on its CPU.
+    /// relay-recorder's `Threads::PerBuffer` in mmap mode: a thread per
+    /// buffer on its CPU.
     PinnedMmap,
 }
 
@@ -70,12 +72,17 @@ const STRESS_LIMIT: Duration = Duration::from_secs(1800);
 
 /// Feeds every sub-buffer to the one checker (per-CPU state inside, so the
 /// threads' interleaving does not matter).
-struct CheckSink(Arc<Mutex<Checker>>);
+struct CheckSink {
+    checker: Arc<Mutex<Checker>>,
+    /// Set once the mode is known to be read(2): chunks, not sub-buffers,
+    /// so records may span them.
+    stream: Arc<AtomicBool>,
+}
 
 impl Sink for CheckSink {
     fn write(&mut self, sb: &SubBuf<'_>) -> relay_reader::Result<()> {
-        let mut checker = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        checker.feed(sb.cpu, sb.data, false);
+        let mut checker = self.checker.lock().unwrap_or_else(|p| p.into_inner());
+        checker.feed(sb.cpu, sb.data, self.stream.load(Ordering::Relaxed));
         Ok(())
     }
 
@@ -84,65 +91,57 @@ impl Sink for CheckSink {
     }
 }
 
-/// Reads the running test with one `Reader` until it is done, then
-/// flushes and drains. Returns the buffers' counters and the mode.
-fn read_in_one_thread(
-    mode: Mode,
-    checker: &mut Checker,
-    started: Instant,
-) -> Result<(Vec<BufStats>, Mode)> {
-    let mut reader = Reader::open(guest::channel(), mode)
-        .with_context(|| format!("opening the readtest channel in {} mode", mode.name()))?;
-    let stream = reader.mode() == Mode::Read;
-    let mut check = |sb: SubBuf<'_>| {
-        checker.feed(sb.cpu, sb.data, stream);
-        Ok(())
+/// Records the running test `how` until it is done (the recording's last
+/// drain takes the rest). Returns the buffers' counters and the mode.
+fn read_test(how: Reading, checker: Arc<Mutex<Checker>>) -> Result<(Vec<CpuSummary>, Mode)> {
+    let (mode, threads) = match how {
+        Reading::One(mode) => (mode, Threads::One),
+        Reading::PinnedMmap => (Mode::Mmap, Threads::PerBuffer),
     };
+    let test_done = Stop::new();
+    let stream = Arc::new(AtomicBool::new(false));
+    let sinks = {
+        let stream = Arc::clone(&stream);
+        Box::new(move |_cpu| {
+            Ok(Box::new(CheckSink {
+                checker: Arc::clone(&checker),
+                stream: Arc::clone(&stream),
+            }) as Box<dyn Sink + Send>)
+        })
+    };
+    let running = Recording::new(guest::channel())
+        .mode(mode)
+        .threads(threads)
+        .stop(&test_done)
+        .duration(STRESS_LIMIT)
+        .sinks(sinks)
+        .start()
+        .with_context(|| format!("opening the readtest channel as {}", how.name()))?;
+    let mode = running.mode();
+    // Before the test writes anything (started below).
+    stream.store(mode == Mode::Read, Ordering::Relaxed);
     guest::start_test()?;
-    loop {
-        let finished = guest::done()?;
-        reader.poll(Duration::from_millis(10), &mut check)?;
-        if finished {
-            break;
-        }
-        if started.elapsed() > STRESS_LIMIT {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| -> Result<()> {
+            while !test_done.is_raised() {
+                if guest::done()? {
+                    test_done.raise();
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(())
+        });
+        let outcome = running.run_to_end();
+        let finished_in_time = test_done.is_raised();
+        test_done.raise();
+        watcher.join().expect("the watcher panicked")?;
+        outcome.result?;
+        if !finished_in_time && started.elapsed() >= STRESS_LIMIT {
             anyhow::bail!("the stress test did not finish in 30 minutes");
         }
-    }
-    reader.flush_and_drain(&mut check)?;
-    Ok((reader.stats(), reader.mode()))
-}
-
-/// The same with a pinned thread per buffer in mmap mode.
-fn read_in_pinned_threads(
-    checker: Arc<Mutex<Checker>>,
-    started: Instant,
-) -> Result<(Vec<BufStats>, Mode)> {
-    let stop = Stop::new();
-    let mut readers = PinnedReaders::start(
-        guest::channel(),
-        Mode::Mmap,
-        &stop,
-        Box::new(move |_cpu| Ok(Box::new(CheckSink(Arc::clone(&checker))))),
-    )
-    .context("opening the readtest channel with pinned threads in mmap mode")?;
-    guest::start_test()?;
-    let waited = (|| -> Result<()> {
-        while !guest::done()? {
-            if !readers.wait(Duration::from_millis(10))? {
-                anyhow::bail!("the reading threads ended before the test did");
-            }
-            if started.elapsed() > STRESS_LIMIT {
-                anyhow::bail!("the stress test did not finish in 30 minutes");
-            }
-        }
-        Ok(())
-    })();
-    let mode = readers.mode();
-    let (stats, result) = readers.finish();
-    waited?;
-    result?;
-    Ok((stats, mode))
+        Ok((outcome.summary.cpus, mode))
+    })
 }
 
 /// Runs one test with `setup` while reading the channel `how`.
@@ -156,18 +155,12 @@ pub fn run(setup: Setup, how: Reading) -> Result<StressRow> {
     }
     let dropped_before = guest::get("dropped")?;
     let started = Instant::now();
-    let (stats, mode) = match how {
-        Reading::One(mode) => read_in_one_thread(mode, &mut checker, started)?,
-        Reading::PinnedMmap => {
-            let shared = Arc::new(Mutex::new(checker));
-            let read = read_in_pinned_threads(Arc::clone(&shared), started)?;
-            checker = Arc::try_unwrap(shared)
-                .map_err(|_| anyhow::anyhow!("a reading thread still holds the checker"))?
-                .into_inner()
-                .unwrap_or_else(|p| p.into_inner());
-            read
-        }
-    };
+    let shared = Arc::new(Mutex::new(checker));
+    let (stats, mode) = read_test(how, Arc::clone(&shared))?;
+    let mut checker = Arc::try_unwrap(shared)
+        .map_err(|_| anyhow::anyhow!("a reading thread still holds the checker"))?
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
     checker.finish();
     let seconds = started.elapsed().as_secs_f64();
     let produced = guest::get("write_count")?;
@@ -181,7 +174,7 @@ pub fn run(setup: Setup, how: Reading) -> Result<StressRow> {
             Mode::Mmap => {
                 let full: u64 = stats
                     .iter()
-                    .map(|s| s.kernel.map_or(0, |k| k.lost_full + k.lost_toobig))
+                    .map(|s| s.lost_full.unwrap_or(0) + s.lost_toobig.unwrap_or(0))
                     .sum();
                 (
                     Some(full),

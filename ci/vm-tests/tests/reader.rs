@@ -605,13 +605,13 @@ fn reader_with_a_short_slice_keeps_the_normal_policy_and_records_everything() {
         "relay-reader --slice-us left the normal policy"
     );
     assert_eq!(
-        relay_reader::realtime::custom_slice(child.id()).expect("sched_getattr"),
+        relay_recorder::realtime::custom_slice(child.id()).expect("sched_getattr"),
         Some(std::time::Duration::from_micros(100)),
         "relay-reader --slice-us 100 does not run with a 100 µs slice"
     );
     for (cpu, tid, _) in reading_threads(child.id()) {
         assert_eq!(
-            relay_reader::realtime::custom_slice(tid).expect("sched_getattr"),
+            relay_recorder::realtime::custom_slice(tid).expect("sched_getattr"),
             Some(std::time::Duration::from_micros(100)),
             "the reading thread of cpu{cpu} does not run with a 100 µs slice"
         );

@@ -42,6 +42,11 @@ fn check_filesystem(file: &File, path: &Path) -> Result<()> {
 
 /// How to read a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Mode {
     /// mmap with the meta area when the file offers it, read(2) otherwise.
     #[default]

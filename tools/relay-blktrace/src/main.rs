@@ -13,13 +13,15 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use relay_reader::sink::{OneStream, PerCpuFiles, Shared, Sink};
-use relay_reader::stop::Stop;
-use relay_reader::{Error as RelayError, Mode, Reader, SubBuf};
+use relay_reader::{Mode, SubBuf};
+use relay_recorder::sink::{OneStream, PerCpuFiles, Shared, Sink};
+use relay_recorder::stop::Stop;
+use relay_recorder::{Recording, Running, Scheduling, Threads};
 
 use record::Cutter;
 use tracer::{Params, Tracer};
@@ -183,167 +185,182 @@ struct Report {
     errors: Vec<anyhow::Error>,
 }
 
-/// One traced device: its trace, the reader of its channel and its output.
+/// One traced device: its trace, the recording of its channel, and the
+/// record cutters of its buffers once their sinks finished.
 struct Device {
     tracer: Tracer,
-    reader: Reader,
-    sink: Box<dyn Sink + Send>,
-    cutters: BTreeMap<u32, Cutter>,
+    running: Running,
+    cutters: Arc<Mutex<BTreeMap<u32, Cutter>>>,
     dropped_file: PathBuf,
 }
 
-/// Passes the whole records of `sb` to `sink`, keeping a cut record back.
-fn deliver(
-    cutters: &mut BTreeMap<u32, Cutter>,
-    sink: &mut dyn Sink,
-    sb: SubBuf<'_>,
-) -> relay_reader::Result<()> {
-    let cutter = cutters
-        .entry(sb.cpu)
-        .or_insert_with(|| Cutter::for_cpu(sb.cpu));
-    cutter.feed(sb.data, &mut |run| {
-        sink.write(&SubBuf {
-            cpu: sb.cpu,
-            seq: sb.seq,
-            data: run,
-        })
-    })
+/// A buffer's sink: passes whole records on, keeping a cut record back
+/// until the rest arrives; hands its cutter over when it finishes.
+struct Cutting {
+    inner: Box<dyn Sink + Send>,
+    cutter: Cutter,
+    cpu: u32,
+    done: Arc<Mutex<BTreeMap<u32, Cutter>>>,
 }
 
-fn open_reader(channel: &Path, mode: ModeArg) -> Result<Reader> {
-    let mode = match mode {
-        ModeArg::Auto => Mode::Auto,
-        ModeArg::Read => Mode::Read,
-        ModeArg::Mmap => Mode::Mmap,
-    };
-    let mut reader = match Reader::open(channel, mode) {
-        // A kernel with the relay ABI answers the ioctls even on files behind
-        // debugfs' full proxy, which cannot be mapped: read those.
-        Err(RelayError::Map { .. }) if mode == Mode::Auto => Reader::open(channel, Mode::Read),
-        other => other,
+impl Sink for Cutting {
+    fn write(&mut self, sb: &SubBuf<'_>) -> relay_reader::Result<()> {
+        let Cutting { inner, cutter, .. } = self;
+        cutter.feed(sb.data, &mut |run| {
+            inner.write(&SubBuf {
+                cpu: sb.cpu,
+                seq: sb.seq,
+                data: run,
+            })
+        })
     }
-    .with_context(|| format!("opening the relay channel {}", channel.display()))?;
-    // blktrace fills each record after relay_reserve(): read(2) of the
-    // sub-buffer being written could return a record not written yet.
-    reader.read_finished_only(true);
-    Ok(reader)
+
+    fn finish(&mut self) -> relay_reader::Result<()> {
+        let cutter = std::mem::replace(&mut self.cutter, Cutter::for_cpu(self.cpu));
+        lock(&self.done).insert(self.cpu, cutter);
+        self.inner.finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Device {
-    fn open(tracer: Tracer, debugfs: &Path, out: &Output, mode: ModeArg) -> Result<Device> {
+    fn open(
+        tracer: Tracer,
+        debugfs: &Path,
+        out: &Output,
+        cli: &Cli,
+        stop: &Stop,
+    ) -> Result<Device> {
         let dir = debugfs.join("block").join(tracer.name());
         let channel = dir.join("trace");
-        let reader = open_reader(&channel, mode)?;
-        let mut sink: Box<dyn Sink + Send> = match out {
-            Output::Stdout(shared) => Box::new(shared.clone()),
-            Output::Files { dir, name } => {
-                let base = name.as_deref().unwrap_or(tracer.name());
-                Box::new(PerCpuFiles::create(dir, format!("{base}.blktrace."))?)
-            }
+        let cutters: Arc<Mutex<BTreeMap<u32, Cutter>>> = Arc::default();
+        let sinks = {
+            let out = out.clone();
+            let base = match &out {
+                Output::Files { name, .. } => name.clone().unwrap_or(tracer.name().into()),
+                Output::Stdout(_) => String::new(),
+            };
+            let done = Arc::clone(&cutters);
+            Box::new(move |cpu| {
+                let inner: Box<dyn Sink + Send> = match &out {
+                    Output::Stdout(shared) => Box::new(shared.clone()),
+                    Output::Files { dir, .. } => {
+                        let mut files = PerCpuFiles::create(dir, format!("{base}.blktrace."))?;
+                        // A file for every CPU, even an idle one, as
+                        // blktrace leaves them.
+                        files.write(&SubBuf {
+                            cpu,
+                            seq: 0,
+                            data: &[],
+                        })?;
+                        Box::new(files)
+                    }
+                };
+                Ok(Box::new(Cutting {
+                    inner,
+                    cutter: Cutter::for_cpu(cpu),
+                    cpu,
+                    done: Arc::clone(&done),
+                }) as Box<dyn Sink + Send>)
+            })
         };
-        if matches!(out, Output::Files { .. }) {
-            // A file for every CPU, even an idle one, as blktrace leaves them.
-            for stats in reader.stats() {
-                sink.write(&SubBuf {
-                    cpu: stats.cpu,
-                    seq: 0,
-                    data: &[],
-                })?;
-            }
+        let mode = match cli.mode {
+            ModeArg::Auto => Mode::Auto,
+            ModeArg::Read => Mode::Read,
+            ModeArg::Mmap => Mode::Mmap,
+        };
+        let mut recording = Recording::new(&channel)
+            .mode(mode)
+            .threads(Threads::One)
+            // blktrace fills each record after relay_reserve(): read(2) of
+            // the sub-buffer being written could return a record not
+            // written yet.
+            .finished_subbufs_only(true)
+            // Set on this thread, before the device threads start: they
+            // inherit it.
+            .scheduling(cli.realtime.map_or(Scheduling::Inherit, Scheduling::Fifo))
+            .stop(stop)
+            .sinks(sinks);
+        if let Some(s) = cli.seconds {
+            recording = recording.duration(Duration::from_secs_f64(s.max(0.0)));
         }
+        let running = recording
+            .start()
+            .with_context(|| format!("opening the relay channel {}", channel.display()))?;
         Ok(Device {
             tracer,
-            reader,
-            sink,
-            cutters: BTreeMap::new(),
+            running,
+            cutters,
             dropped_file: dir.join("dropped"),
         })
     }
 
-    /// Records until `stop` or `deadline`.
-    fn record(&mut self, stop: &Stop, deadline: Option<Instant>) -> Result<()> {
+    /// Records, then stops the trace, drains, reads `dropped` and tears
+    /// down, keeping every error. Sets `stop` on a failure so the other
+    /// devices end too.
+    fn run(self, stop: &Stop) -> Report {
         let Device {
-            reader,
-            sink,
+            mut tracer,
+            mut running,
             cutters,
-            ..
+            dropped_file,
         } = self;
-        while !stop.is_raised() && deadline.is_none_or(|d| Instant::now() < d) {
-            // Stopping wakes the poll (Stop), so it may wait long.
-            let timeout = deadline.map_or(Duration::from_secs(1), |d| {
-                d.saturating_duration_since(Instant::now())
-            });
-            reader.poll(timeout, &mut |sb| deliver(cutters, sink.as_mut(), sb))?;
-        }
-        Ok(())
-    }
-
-    /// After BLKTRACESTOP: everything the buffers still hold.
-    fn drain(&mut self) -> Result<()> {
-        let Device {
-            reader,
-            sink,
-            cutters,
-            ..
-        } = self;
-        reader.flush_and_drain(&mut |sb| deliver(cutters, sink.as_mut(), sb))?;
-        Ok(())
-    }
-
-    fn read_dropped(&self) -> Result<u64> {
-        let text = std::fs::read_to_string(&self.dropped_file)
-            .with_context(|| format!("reading {}", self.dropped_file.display()))?;
-        text.trim()
-            .parse()
-            .with_context(|| format!("{}: {text:?} is not a number", self.dropped_file.display()))
-    }
-
-    /// Records, then stops, drains, reads `dropped` and tears down, keeping
-    /// every error. Sets `stop` on a failure so the other devices end too.
-    fn run(mut self, stop: &Stop, deadline: Option<Instant>) -> Report {
+        let name = tracer.name().to_string();
         let mut errors = Vec::new();
-        if let Err(e) = self.record(stop, deadline) {
+        if let Err(e) = running.record() {
             stop.raise();
-            errors.push(e.context(format!("recording {}", self.tracer.name())));
+            errors.push(anyhow::Error::from(e).context(format!("recording {name}")));
         }
-        if let Err(e) = self.tracer.stop() {
+        if let Err(e) = tracer.stop() {
             errors.push(e);
         }
-        if let Err(e) = self.drain() {
-            errors.push(e.context(format!("draining {}", self.tracer.name())));
+        // After BLKTRACESTOP: everything the buffers still hold.
+        let mode = running.mode();
+        let outcome = running.finish();
+        if let Err(e) = outcome.result {
+            errors.push(anyhow::Error::from(e).context(format!("draining {name}")));
         }
-        let dropped = self.read_dropped().map_err(|e| errors.push(e)).ok();
-        if let Err(e) = self.tracer.teardown() {
+        let dropped = read_dropped(&dropped_file).map_err(|e| errors.push(e)).ok();
+        if let Err(e) = tracer.teardown() {
             errors.push(e);
         }
-        if let Err(e) = self.sink.finish() {
-            errors.push(e.into());
-        }
-        let mut cpus: BTreeMap<u32, (u64, u64)> = self
-            .reader
-            .stats()
+        let cutters = lock(&cutters);
+        let mut cpus: BTreeMap<u32, (u64, u64)> = outcome
+            .summary
+            .cpus
             .iter()
-            .map(|s| (s.cpu, (0, 0)))
+            .map(|c| (c.cpu, (0, 0)))
             .collect();
-        for (&cpu, c) in &self.cutters {
+        for (&cpu, c) in cutters.iter() {
             cpus.insert(cpu, (c.records, c.bytes));
         }
         Report {
-            name: self.tracer.name().to_string(),
+            name,
             cpus,
             dropped,
-            pending: self.cutters.values().map(Cutter::pending).sum(),
-            skipped: self.cutters.values().map(|c| c.skipped).sum(),
-            first_bad: self
-                .cutters
+            pending: cutters.values().map(Cutter::pending).sum(),
+            skipped: cutters.values().map(|c| c.skipped).sum(),
+            first_bad: cutters
                 .iter()
                 .find_map(|(&cpu, c)| c.first_bad.map(|bad| (cpu, bad))),
-            mode: self.reader.mode(),
+            mode,
             errors,
         }
     }
 }
 
+fn read_dropped(file: &Path) -> Result<u64> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("{}: {text:?} is not a number", file.display()))
+}
+
+#[derive(Clone)]
 enum Output {
     /// Whole-record runs of every device to standard output, one device at
     /// a time (one buffered writer for all, so runs never interleave).
@@ -421,10 +438,6 @@ fn run(cli: Cli) -> Result<bool> {
     if cli.output.is_some() && !to_stdout && cli.devices.len() > 1 {
         bail!("-o NAME names the files of one device; with several devices leave it out (each gets <dev>.blktrace.<cpu>) or use -o -");
     }
-    if let Some(priority) = cli.realtime {
-        // Before any thread starts: the recording threads inherit it.
-        relay_reader::realtime::set_fifo_priority(priority)?;
-    }
     let stop = Stop::on_signals(&[
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -453,9 +466,8 @@ fn run(cli: Cli) -> Result<bool> {
     for dev in &cli.devices {
         let tracer = Tracer::setup(dev, params)?;
         let name = tracer.name().to_string();
-        let device = Device::open(tracer, &cli.debugfs, &output, cli.mode)
+        let device = Device::open(tracer, &cli.debugfs, &output, &cli, &stop)
             .with_context(|| format!("setting up {} ({name})", dev.display()))?;
-        stop.wake_on_stop(device.reader.waker());
         devices.push(device);
     }
     for device in &mut devices {
@@ -464,10 +476,10 @@ fn run(cli: Cli) -> Result<bool> {
             "relay-blktrace: tracing {} as {} ({} buffers of {} x {} KiB, {} mode){}",
             device.tracer.dev_path().display(),
             device.tracer.name(),
-            device.reader.sources().len(),
+            device.running.buffers(),
             cli.buffers,
             cli.buffer_kib,
-            device.reader.mode().name(),
+            device.running.mode(),
             if cli.seconds.is_some() {
                 ""
             } else {
@@ -475,15 +487,12 @@ fn run(cli: Cli) -> Result<bool> {
             }
         );
     }
-    let deadline = cli
-        .seconds
-        .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     let reports: Vec<Report> = std::thread::scope(|scope| {
         let handles: Vec<_> = devices
             .into_iter()
             .map(|device| {
                 let stop = &stop;
-                scope.spawn(move || device.run(stop, deadline))
+                scope.spawn(move || device.run(stop))
             })
             .collect();
         handles

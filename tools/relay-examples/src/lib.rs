@@ -1,55 +1,29 @@
-//! The little the relay-apps example programs share: stopping on a signal
-//! and the text control files of their kernel modules. Each example is one
+//! The little the relay-apps example programs share: a recording that
+//! stops on a signal or after `-w`, and the text control files of their kernel modules. Each example is one
 //! file under `src/bin/`, next to its module in
 //! `kernel-patches/src/samples/relay/`.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use relay_recorder::stop::Stop;
+use relay_recorder::Recording;
 
 pub mod readtest;
 
-/// A flag raised by SIGINT or SIGTERM: the programs record until then.
-pub fn stop_flag() -> Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing signal handlers")?;
+/// A recording of `channel` (see [`relay_recorder::Recording`]) that
+/// stops on SIGINT or SIGTERM, or after `-w SECONDS` when given.
+pub fn recording(channel: impl Into<PathBuf>, seconds: Option<f64>) -> Result<Recording> {
+    let stop = Stop::on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .context("installing signal handlers")?;
+    let mut recording = Recording::new(channel).stop(&stop);
+    if let Some(s) = seconds {
+        recording = recording.duration(
+            Duration::try_from_secs_f64(s).with_context(|| format!("-w {s}: not a duration"))?,
+        );
     }
-    Ok(stop)
-}
-
-/// When a recording ends: on SIGINT or SIGTERM, or after `-w SECONDS`.
-#[derive(Debug)]
-pub struct Until {
-    stop: Arc<AtomicBool>,
-    deadline: Option<Instant>,
-}
-
-impl Until {
-    /// Until a signal, or `seconds` from now when given.
-    pub fn new(seconds: Option<f64>) -> Result<Until> {
-        let deadline = match seconds {
-            Some(s) => Some(
-                Instant::now()
-                    + Duration::try_from_secs_f64(s)
-                        .with_context(|| format!("-w {s}: not a duration"))?,
-            ),
-            None => None,
-        };
-        Ok(Until {
-            stop: stop_flag()?,
-            deadline,
-        })
-    }
-
-    /// True once the recording should stop.
-    pub fn done(&self) -> bool {
-        self.stop.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d)
-    }
+    Ok(recording)
 }
 
 /// Writes `value` to a module's control file.

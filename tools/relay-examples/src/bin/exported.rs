@@ -14,13 +14,11 @@
 //! ```
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use relay_examples::{load_hint, Until};
-use relay_reader::sink::{PerCpuFiles, Sink};
-use relay_reader::{Mode, Reader};
+use relay_examples::{load_hint, recording};
+use relay_recorder::{Output, Threads};
 
 /// Record the per-CPU and the global channel of relay_exported until Ctrl-C.
 #[derive(Parser, Debug)]
@@ -42,44 +40,44 @@ struct Cli {
     output: PathBuf,
 }
 
-/// One channel and where its data goes.
-struct Channel {
-    name: &'static str,
-    reader: Reader,
-    sink: PerCpuFiles,
-}
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let until = Until::new(cli.duration)?;
     let mut channels = Vec::new();
     for name in ["percpu", "global"] {
-        let base = cli.dir.join(name).join("cpu");
-        let reader = Reader::open(&base, Mode::Auto).context(load_hint("relay_exported"))?;
-        let sink = PerCpuFiles::create(cli.output.join(name), "cpu")?;
+        let running = recording(cli.dir.join(name).join("cpu"), cli.duration)?
+            .threads(Threads::One)
+            .output(Output::PerCpuFiles {
+                dir: cli.output.join(name),
+                prefix: "cpu".into(),
+                rotate_at: None,
+            })
+            .start()
+            .context(load_hint("relay_exported"))?;
         eprintln!(
-            "relay-example-exported: {name}: {} buffers, {:?} mode",
-            reader.sources().len(),
-            reader.mode()
+            "relay-example-exported: {name}: {} buffers, {} mode",
+            running.buffers(),
+            running.mode()
         );
-        channels.push(Channel { name, reader, sink });
+        channels.push((name, running));
     }
     eprintln!("relay-example-exported: recording until Ctrl-C");
-    while !until.done() {
-        for ch in &mut channels {
-            let sink = &mut ch.sink;
-            ch.reader
-                .poll(Duration::from_millis(50), &mut |sb| sink.write(&sb))?;
-        }
-    }
-    for ch in &mut channels {
-        let sink = &mut ch.sink;
-        ch.reader.flush_and_drain(&mut |sb| sink.write(&sb))?;
-        ch.sink.finish()?;
-        for s in ch.reader.stats() {
+    // The two side by side, each in a thread of its own.
+    let outcomes: Vec<_> = std::thread::scope(|scope| {
+        let threads: Vec<_> = channels
+            .into_iter()
+            .map(|(name, running)| (name, scope.spawn(move || running.run_to_end())))
+            .collect();
+        threads
+            .into_iter()
+            .map(|(name, t)| (name, t.join().expect("a recording thread panicked")))
+            .collect()
+    });
+    for (name, outcome) in outcomes {
+        outcome.result?;
+        for c in &outcome.summary.cpus {
             eprintln!(
-                "{}/cpu{}: {} bytes in {} sub-buffers",
-                ch.name, s.cpu, s.bytes, s.subbufs
+                "{name}/cpu{}: {} bytes in {} sub-buffers",
+                c.cpu, c.bytes, c.subbufs
             );
         }
     }

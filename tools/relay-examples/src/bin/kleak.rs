@@ -20,13 +20,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use relay_examples::{load_hint, read_control, write_control, Until};
-use relay_reader::sink::{PerCpuFiles, Sink};
-use relay_reader::{Mode, Reader};
+use relay_examples::{load_hint, read_control, recording, write_control};
+use relay_recorder::{Output, Threads};
 use serde::Serialize;
 
 /// Record kmalloc/kfree with relay_kleak and report outstanding allocations.
@@ -242,31 +240,31 @@ fn analyse(mut recs: Vec<Rec>, syms: &Symbols) -> Report {
 }
 
 fn record(dir: &Path, output: &Path, duration: Option<f64>) -> Result<()> {
-    let until = Until::new(duration)?;
-    let mut reader = Reader::open(dir.join("cpu"), Mode::Auto).context(load_hint("relay_kleak"))?;
-    let mut sink = PerCpuFiles::create(output, "cpu")?;
+    let mut running = recording(dir.join("cpu"), duration)?
+        .threads(Threads::One)
+        .output(Output::PerCpuFiles {
+            dir: output.into(),
+            prefix: "cpu".into(),
+            rotate_at: None,
+        })
+        .start()
+        .context(load_hint("relay_kleak"))?;
     write_control(dir.join("trace"), 1)?;
     eprintln!(
         "relay-example-kleak: recording kmalloc/kfree into {} until Ctrl-C",
         output.display()
     );
-    let mut write = |sb: relay_reader::SubBuf<'_>| sink.write(&sb);
-    let result = (|| {
-        while !until.done() {
-            reader.poll(Duration::from_millis(100), &mut write)?;
-        }
-        Ok::<_, anyhow::Error>(())
-    })();
-    // Off first, so that the drain gets everything up to here.
-    write_control(dir.join("trace"), 0)?;
-    result?;
-    reader.flush_and_drain(&mut write)?;
-    sink.finish()?;
+    let recorded = running.record();
+    // Off first, so that the last drain gets everything up to here.
+    let off = write_control(dir.join("trace"), 0);
+    let outcome = running.finish();
+    recorded?;
+    off?;
+    outcome.result?;
     let dropped = read_control(dir.join("dropped"))?;
-    let bytes: u64 = reader.stats().iter().map(|s| s.bytes).sum();
     eprintln!(
         "relay-example-kleak: {} records, {dropped} dropped",
-        bytes / RECORD as u64
+        outcome.summary.bytes() / RECORD as u64
     );
     Ok(())
 }

@@ -18,13 +18,12 @@
 //! ```
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use relay_examples::{load_hint, Until};
-use relay_reader::sink::{OneStream, PerCpuFiles, Sink};
-use relay_reader::{Mode, Reader};
+use relay_examples::{load_hint, recording};
+use relay_reader::Mode;
+use relay_recorder::{Output, Threads};
 
 /// Record the relay_read channel with read(2) until Ctrl-C.
 #[derive(Parser, Debug)]
@@ -51,30 +50,34 @@ struct Cli {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let until = Until::new(cli.duration)?;
-    let mut reader = Reader::open(&cli.channel, Mode::Read).context(load_hint("relay_read"))?;
-    let mut sink: Box<dyn Sink> = if cli.stdout {
-        Box::new(OneStream::stdout())
+    let output = if cli.stdout {
+        Output::Stdout
     } else {
-        Box::new(PerCpuFiles::create(&cli.output, "cpu")?)
+        Output::PerCpuFiles {
+            dir: cli.output.clone(),
+            prefix: "cpu".into(),
+            rotate_at: None,
+        }
     };
+    // One thread: read mode drains every buffer after each wait (on a
+    // stock kernel, partly filled sub-buffers included). At the end a
+    // kernel with the series returns a partly filled sub-buffer only once
+    // it is flushed: the recording asks for that (RELAY_IOC_FLUSH).
+    let running = recording(&cli.channel, cli.duration)?
+        .mode(Mode::Read)
+        .threads(Threads::One)
+        .output(output)
+        .start()
+        .context(load_hint("relay_read"))?;
     eprintln!(
         "relay-example-read: reading {} buffers of {} with read(2) until Ctrl-C",
-        reader.sources().len(),
+        running.buffers(),
         cli.channel.display()
     );
-    let mut write = |sb: relay_reader::SubBuf<'_>| sink.write(&sb);
-    while !until.done() {
-        // Read mode drains every buffer after the wait (on a stock kernel,
-        // partly filled sub-buffers included).
-        reader.poll(Duration::from_millis(100), &mut write)?;
-    }
-    // A kernel with the series returns a partly filled sub-buffer only once
-    // it is flushed: ask for that (RELAY_IOC_FLUSH), then read the rest.
-    reader.flush_and_drain(&mut write)?;
-    sink.finish()?;
-    for s in reader.stats() {
-        eprintln!("cpu{}: {} bytes in {} reads", s.cpu, s.bytes, s.subbufs);
+    let outcome = running.run_to_end();
+    outcome.result?;
+    for c in &outcome.summary.cpus {
+        eprintln!("cpu{}: {} bytes in {} reads", c.cpu, c.bytes, c.subbufs);
     }
     Ok(())
 }

@@ -25,13 +25,17 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use relay_examples::readtest::{Event, HEADER_LEN};
 use relay_examples::{load_hint, read_control, write_control};
-use relay_reader::{Mode, Reader, SubBuf};
+use relay_reader::{Mode, SubBuf};
+use relay_recorder::sink::Sink;
+use relay_recorder::stop::Stop;
+use relay_recorder::{Recording, Threads};
 use serde::Serialize;
 
 /// Run a relay_readtest test and check that read + lost == written.
@@ -107,6 +111,23 @@ struct Report {
     cpus: Vec<CpuResult>,
     checks: Vec<Check>,
     ok: bool,
+}
+
+/// Checks every sub-buffer's events on their way in.
+struct Checker {
+    cpus: Arc<Mutex<Vec<CpuResult>>>,
+    size: usize,
+}
+
+impl Sink for Checker {
+    fn write(&mut self, sb: &SubBuf<'_>) -> relay_reader::Result<()> {
+        let mut cpus = self.cpus.lock().unwrap_or_else(|p| p.into_inner());
+        check_events(sb, self.size, &mut cpus)
+    }
+
+    fn finish(&mut self) -> relay_reader::Result<()> {
+        Ok(())
+    }
 }
 
 fn check_events(sb: &SubBuf<'_>, size: usize, cpus: &mut [CpuResult]) -> relay_reader::Result<()> {
@@ -186,21 +207,35 @@ fn run(cli: &Cli) -> Result<Report> {
     write_control(ctl("event_size"), cli.event_size)?;
     let subbuf_size = read_control(ctl("subbuf_size"))?;
 
-    let mut reader = Reader::open(dir.join("cpu"), Mode::Mmap)?;
-    let n_cpus = reader
-        .sources()
-        .iter()
-        .map(|s| s.stats().cpu + 1)
+    // Every CPU that may have a buffer gets its results slot.
+    let n_cpus = relay_reader::channel::possible_cpus()
+        .into_iter()
         .max()
-        .unwrap_or(0);
-    let mut cpus: Vec<CpuResult> = (0..n_cpus)
+        .map_or(0, |cpu| cpu + 1);
+    let cpus: Vec<CpuResult> = (0..n_cpus)
         .map(|cpu| CpuResult {
             cpu,
             ..CpuResult::default()
         })
         .collect();
+    let cpus = Arc::new(Mutex::new(cpus));
     let size = cli.event_size as usize;
-    let mut check = |sb: SubBuf<'_>| check_events(&sb, size, &mut cpus);
+    let checked = Arc::clone(&cpus);
+    let sinks = Box::new(move |_cpu| {
+        Ok(Box::new(Checker {
+            cpus: Arc::clone(&checked),
+            size,
+        }) as Box<dyn Sink + Send>)
+    });
+    // The writers being done ends the recording; its last drain takes
+    // the partly filled sub-buffers, and whatever came meanwhile.
+    let writers_done = Stop::new();
+    let running = Recording::new(dir.join("cpu"))
+        .mode(Mode::Mmap)
+        .threads(Threads::One)
+        .stop(&writers_done)
+        .sinks(sinks)
+        .start()?;
 
     write_control(ctl("start_test"), 1)?;
     let done = |dir: &Path| read_control(dir.join("test_done")).map(|v| v == 1);
@@ -209,28 +244,35 @@ fn run(cli: &Cli) -> Result<Report> {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    loop {
-        // Whether the writers were done before this drain started.
-        let finished = done(dir)?;
-        reader.poll(Duration::from_millis(10), &mut check)?;
-        if finished {
-            break;
-        }
-    }
-    // The partly filled sub-buffers, and whatever came meanwhile.
-    reader.flush_and_drain(&mut check)?;
+    let outcome = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| -> Result<()> {
+            while !writers_done.is_raised() {
+                if done(dir)? {
+                    writers_done.raise();
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(())
+        });
+        let outcome = running.run_to_end();
+        writers_done.raise();
+        let watched = watcher.join().expect("the watcher panicked");
+        outcome.result.map_err(anyhow::Error::from).and(watched)?;
+        Ok::<_, anyhow::Error>(outcome.summary)
+    })?;
+    let mut cpus = std::mem::take(&mut *cpus.lock().unwrap_or_else(|p| p.into_inner()));
 
     let written = read_control(ctl("write_count"))?;
     let written_bytes = read_control(ctl("write_byte_count"))?;
     let dropped = read_control(ctl("dropped"))?;
-    for stats in reader.stats() {
+    for stats in &outcome.cpus {
         let c = &mut cpus[stats.cpu as usize];
         c.lost_subbufs = stats.lost_subbufs;
-        let kernel = stats.kernel.context("the reader got no kernel counters")?;
-        c.lost_full = kernel.lost_full;
-        c.lost_overwritten = kernel.lost_overwritten;
+        let missing = || anyhow::anyhow!("the reader got no kernel counters");
+        c.lost_full = stats.lost_full.ok_or_else(missing)?;
+        c.lost_overwritten = stats.lost_overwritten.ok_or_else(missing)?;
     }
-    let present: Vec<u32> = reader.stats().iter().map(|s| s.cpu).collect();
+    let present: Vec<u32> = outcome.cpus.iter().map(|s| s.cpu).collect();
     cpus.retain(|c| present.contains(&c.cpu));
     for c in &mut cpus {
         // Events after the last one read were lost too.

@@ -32,11 +32,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use nix::poll::{poll, PollFd, PollFlags};
-use relay_examples::{load_hint, Until};
+use relay_examples::load_hint;
 use relay_reader::kernel::KernelBuffer;
 use relay_reader::mapped::{MappedBuffer, SubbufLookup};
 use relay_reader::source::Source;
 use relay_reader::{Mode, Reader};
+use relay_recorder::stop::Stop;
 
 /// Print the records of the relay_reserve channel until Ctrl-C.
 #[derive(Parser, Debug)]
@@ -156,7 +157,19 @@ fn drain(b: &mut Buffer<'_>, out: &mut impl Write) -> Result<(u64, bool)> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let until = Until::new(cli.duration)?;
+    // Its own loop, not a Recording: a recording releases every sub-buffer
+    // it delivers, and this reader must hold incomplete ones.
+    let stop = Stop::on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .context("installing signal handlers")?;
+    let deadline = match cli.duration {
+        Some(s) => Some(
+            Instant::now()
+                + Duration::try_from_secs_f64(s)
+                    .with_context(|| format!("-w {s}: not a duration"))?,
+        ),
+        None => None,
+    };
+    let done = || stop.is_raised() || deadline.is_some_and(|d| Instant::now() >= d);
     let mut reader = Reader::open(&cli.channel, Mode::Mmap).context(load_hint("relay_reserve"))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     eprintln!(
@@ -183,7 +196,7 @@ fn main() -> Result<()> {
         });
     }
 
-    while !until.done() {
+    while !done() {
         {
             let mut fds: Vec<PollFd<'_>> = buffers
                 .iter()

@@ -12,13 +12,15 @@
 //! ```
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use relay_examples::{load_hint, Until};
-use relay_reader::sink::{OneStream, Sink};
-use relay_reader::{Mode, Reader};
+use relay_examples::{load_hint, recording};
+use relay_reader::SubBuf;
+use relay_recorder::sink::{Inspect, Sink};
+use relay_recorder::{Output, Threads};
 
 /// Record printk output from the relay_tprintk channel until Ctrl-C.
 #[derive(Parser, Debug)]
@@ -42,12 +44,25 @@ struct Cli {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let until = Until::new(cli.duration)?;
-    let mut reader = Reader::open(&cli.channel, Mode::Auto).context(load_hint("relay_tprintk"))?;
-    let mut sink: Box<dyn Sink> = match &cli.output {
-        Some(path) => Box::new(OneStream::create(path)?),
-        None => Box::new(OneStream::stdout()),
+    let output = match &cli.output {
+        Some(path) => Output::File(path.clone()),
+        None => Output::Stdout,
     };
+    let lines = Arc::new(AtomicU64::new(0));
+    let mut inner = output.sinks()?;
+    let counted = Arc::clone(&lines);
+    let sinks = Box::new(move |cpu| {
+        let counted = Arc::clone(&counted);
+        Ok(Box::new(Inspect::new(inner(cpu)?, move |sb: &SubBuf<'_>| {
+            let n = sb.data.iter().filter(|&&b| b == b'\n').count() as u64;
+            counted.fetch_add(n, Ordering::Relaxed);
+        })) as Box<dyn Sink + Send>)
+    });
+    let running = recording(&cli.channel, cli.duration)?
+        .threads(Threads::One)
+        .sinks(sinks)
+        .start()
+        .context(load_hint("relay_tprintk"))?;
     eprintln!(
         "relay-example-tprintk: recording printk output from {} until Ctrl-C",
         cli.channel.display()
@@ -63,22 +78,17 @@ fn main() -> Result<()> {
              copy gets only messages of a lower level (raise it with `dmesg -n 8`)"
         );
     }
-    let mut lines = 0u64;
-    let mut write = |sb: relay_reader::SubBuf<'_>| {
-        lines += sb.data.iter().filter(|&&b| b == b'\n').count() as u64;
-        sink.write(&sb)
-    };
-    while !until.done() {
-        reader.poll(Duration::from_millis(100), &mut write)?;
-    }
-    reader.flush_and_drain(&mut write)?;
-    sink.finish()?;
-    let dropped = reader
-        .stats()
+    let outcome = running.run_to_end();
+    outcome.result?;
+    let dropped: u64 = outcome
+        .summary
+        .cpus
         .iter()
-        .filter_map(|s| s.kernel)
-        .map(|k| k.lost_full + k.lost_toobig)
-        .sum::<u64>();
-    eprintln!("relay-example-tprintk: {lines} lines, {dropped} messages dropped");
+        .map(|c| c.lost_full.unwrap_or(0) + c.lost_toobig.unwrap_or(0))
+        .sum();
+    eprintln!(
+        "relay-example-tprintk: {} lines, {dropped} messages dropped",
+        lines.load(Ordering::Relaxed)
+    );
     Ok(())
 }

@@ -6,8 +6,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::subbuf::SubBuf;
-use crate::{Error, Result};
+use relay_reader::{Error, Result, SubBuf};
 
 /// Buffer size of the sinks' writers. Small records are gathered into
 /// writes of this size; a sub-buffer at least this large bypasses the buffer
@@ -213,6 +212,16 @@ pub struct OneStream<W: Write> {
     out: BufWriter<W>,
 }
 
+impl<W: Write> OneStream<W> {
+    /// Writes to `out`, called `name` in errors.
+    pub fn new(out: W, name: impl Into<String>) -> Self {
+        OneStream {
+            name: name.into(),
+            out: BufWriter::with_capacity(WRITE_BUFFER, out),
+        }
+    }
+}
+
 impl OneStream<File> {
     /// Writes to the file `path`.
     pub fn create(path: &Path) -> Result<Self> {
@@ -250,8 +259,52 @@ impl<W: Write> Sink for OneStream<W> {
     }
 }
 
-/// One sink written by several threads (one stream for
-/// [`crate::pinned::PinnedReaders`]): each sub-buffer goes in whole, under a
+/// A sink that shows every sub-buffer to a function on its way to another
+/// sink: counting records, lines or bytes without a sink type of one's own.
+///
+/// ```
+/// use relay_recorder::sink::{Inspect, OneStream, Sink};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+///
+/// let lines = Arc::new(AtomicU64::new(0));
+/// let counted = Arc::clone(&lines);
+/// let mut sink = Inspect::new(OneStream::new(Vec::new(), "memory"), move |sb| {
+///     let n = sb.data.iter().filter(|&&b| b == b'\n').count();
+///     counted.fetch_add(n as u64, Ordering::Relaxed);
+/// });
+/// sink.write(&relay_reader::SubBuf { cpu: 0, seq: 0, data: b"a\nb\n" })?;
+/// assert_eq!(lines.load(Ordering::Relaxed), 2);
+/// # Ok::<(), relay_reader::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Inspect<S, F> {
+    inner: S,
+    f: F,
+}
+
+impl<S: Sink, F: FnMut(&SubBuf<'_>)> Inspect<S, F> {
+    /// Calls `f` on every sub-buffer written to `inner`, after `inner`
+    /// took it.
+    pub fn new(inner: S, f: F) -> Self {
+        Inspect { inner, f }
+    }
+}
+
+impl<S: Sink, F: FnMut(&SubBuf<'_>)> Sink for Inspect<S, F> {
+    fn write(&mut self, sb: &SubBuf<'_>) -> Result<()> {
+        self.inner.write(sb)?;
+        (self.f)(sb);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.inner.finish()
+    }
+}
+
+/// One sink written by several threads (one stream for a recording with a
+/// thread per buffer, [`crate::Threads::PerBuffer`]): each sub-buffer goes in whole, under a
 /// lock, so sub-buffers of different CPUs never interleave within one.
 #[derive(Debug)]
 pub struct Shared<S> {

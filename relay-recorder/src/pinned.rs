@@ -18,43 +18,23 @@
 //!
 //! A channel with one buffer file (a global buffer) gets one thread, unpinned.
 //!
-//! ```no_run
-//! use relay_reader::pinned::PinnedReaders;
-//! use relay_reader::sink::PerCpuFiles;
-//! use relay_reader::stop::Stop;
-//! use relay_reader::Mode;
-//! use std::time::Duration;
-//!
-//! let stop = Stop::on_signals(&[signal_hook::consts::SIGINT])?;
-//! let mut readers = PinnedReaders::start(
-//!     "/sys/kernel/debug/relay_klog/cpu",
-//!     Mode::Auto,
-//!     &stop,
-//!     Box::new(|_cpu| Ok(Box::new(PerCpuFiles::create("trace", "cpu")?))),
-//! )?;
-//! while readers.wait(Duration::from_secs(1))? {}
-//! let (stats, result) = readers.finish();
-//! result?;
-//! println!("{} bytes", stats.iter().map(|s| s.bytes).sum::<u64>());
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! This is the engine of [`crate::Threads::PerBuffer`]; [`crate::Recording`]
+//! is the way in.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::channel::{buffer_files, BufferFile};
+use relay_reader::channel::{buffer_files, BufferFile};
+use relay_reader::{BufStats, Error, Mode, Reader, Result, Waiter, Waker};
+
 use crate::sink::Sink;
-use crate::source::Mode;
 use crate::stop::Stop;
-use crate::subbuf::BufStats;
-use crate::wait::{Waiter, Waker};
-use crate::{Error, Reader, Result};
 
 /// Makes the sink of a buffer's thread from the buffer's CPU: its own
 /// per-CPU files, or a handle on one shared stream ([`crate::sink::Shared`]).
-pub type SinkFactory = Box<dyn FnMut(u32) -> Result<Box<dyn Sink + Send>>>;
+pub type SinkFactory = Box<dyn FnMut(u32) -> Result<Box<dyn Sink + Send>> + Send>;
 
 /// How long a buffer's thread waits in one `poll`: an upper bound only,
 /// since the kernel and [`Stop`] wake it; `Reader::poll` also wakes once a
@@ -76,6 +56,7 @@ pub struct PinnedReaders {
     threads: Vec<BufferThread>,
     sink_for: SinkFactory,
     pin: bool,
+    finished_only: bool,
     last_scan: Instant,
 }
 
@@ -110,6 +91,7 @@ impl PinnedReaders {
     pub fn start(
         base: impl AsRef<Path>,
         mode: Mode,
+        finished_only: bool,
         stop: &Stop,
         sink_for: SinkFactory,
     ) -> Result<PinnedReaders> {
@@ -127,13 +109,14 @@ impl PinnedReaders {
             // One buffer file on a machine with more CPUs is a global buffer,
             // written from every CPU: no CPU is its own.
             pin: files.len() > 1,
+            finished_only,
             last_scan: Instant::now(),
         };
         // Open everything before any thread starts, so that a bad channel is
         // an error here and not a half-started recording.
         let mut opened = Vec::new();
         for file in &files {
-            let reader = Reader::open_buffer(file, readers.mode)?;
+            let reader = readers.open_buffer(file)?;
             readers.mode = reader.mode();
             let sink = (readers.sink_for)(file.cpu)?;
             opened.push((file, reader, sink));
@@ -142,6 +125,17 @@ impl PinnedReaders {
             readers.spawn(file, reader, sink)?;
         }
         Ok(readers)
+    }
+
+    fn open_buffer(&self, file: &BufferFile) -> Result<Reader> {
+        let mut reader = Reader::open_buffer(file, self.mode)?;
+        reader.read_finished_only(self.finished_only);
+        Ok(reader)
+    }
+
+    /// A handle that wakes [`PinnedReaders::wait`] from another thread.
+    pub fn waker(&self) -> Waker {
+        self.waiter.waker()
     }
 
     fn spawn(
@@ -169,11 +163,6 @@ impl PinnedReaders {
             handle: Some(handle),
         });
         Ok(())
-    }
-
-    /// The channel's base path.
-    pub fn base(&self) -> &Path {
-        &self.base
     }
 
     /// The mode the channel is read in (never [`Mode::Auto`]).
@@ -231,7 +220,7 @@ impl PinnedReaders {
         let mut started = 0;
         for file in files {
             if self.threads.iter().all(|t| t.path != file.path) {
-                let reader = Reader::open_buffer(&file, self.mode)?;
+                let reader = self.open_buffer(&file)?;
                 let sink = (self.sink_for)(file.cpu)?;
                 self.spawn(&file, reader, sink)?;
                 started += 1;

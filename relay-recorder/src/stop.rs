@@ -6,7 +6,8 @@
 //! they like and still stop at once.
 //!
 //! ```no_run
-//! use relay_reader::{stop::Stop, Mode, Reader};
+//! use relay_reader::{Mode, Reader};
+//! use relay_recorder::stop::Stop;
 //! use std::time::Duration;
 //!
 //! let stop = Stop::on_signals(&[signal_hook::consts::SIGINT])?;
@@ -18,7 +19,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! [`Reader`]: crate::Reader
+//! [`Reader`]: relay_reader::Reader
 
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use signal_hook::iterator::Signals;
 
-use crate::wait::Waker;
+use relay_reader::Waker;
 
 /// A stop flag raised by signals or by [`Stop::raise`], waking readers.
 #[derive(Clone, Debug, Default)]
@@ -100,7 +101,7 @@ impl Stop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Waiter;
+    use relay_reader::Waiter;
     use std::sync::mpsc;
     use std::time::Duration;
 

@@ -1,0 +1,632 @@
+//! [`Recording`]: one way to record a channel, for every program.
+//!
+//! A recording finds the channel's buffers, resolves the mode, reads them
+//! with a pinned thread per buffer or with one thread, picks up buffers of
+//! CPUs that come online, stops on a [`Stop`], a duration, a size limit or
+//! once the kernel closed the channel, saves the partly filled sub-buffers
+//! on the way out, and reports a [`Summary`].
+//!
+//! ```no_run
+//! use relay_recorder::{Output, Recording};
+//! use relay_recorder::stop::Stop;
+//! use std::time::Duration;
+//!
+//! let stop = Stop::on_signals(&[signal_hook::consts::SIGINT])?;
+//! let outcome = Recording::new("/sys/kernel/debug/relay_klog/cpu")
+//!     .output(Output::PerCpuFiles { dir: "trace".into(), prefix: "cpu".into(), rotate_at: None })
+//!     .stop(&stop)
+//!     .duration(Duration::from_secs(10))
+//!     .run()?;
+//! outcome.summary.write_text("example", &mut std::io::stderr())?;
+//! outcome.result?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use relay_reader::{BufStats, Mode, Reader, SubBuf};
+
+use crate::pinned::{PinnedReaders, SinkFactory};
+use crate::sink::{OneStream, PerCpuFiles, Shared, Sink};
+use crate::stop::Stop;
+use crate::summary::Summary;
+use crate::{realtime, Result};
+
+/// How the buffers are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Threads {
+    /// A thread per buffer, pinned to the buffer's CPU (unpinned for a
+    /// global buffer), as blktrace does: see the module `pinned`'s notes
+    /// in the crate documentation of [`crate`].
+    #[default]
+    PerBuffer,
+    /// One thread polls every buffer.
+    One,
+}
+
+impl Threads {
+    /// `per-buffer` or `one`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Threads::PerBuffer => "per-buffer",
+            Threads::One => "one",
+        }
+    }
+}
+
+/// The scheduling the reading threads run under (see [`crate::realtime`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheduling {
+    /// Whatever the process runs under.
+    #[default]
+    Inherit,
+    /// `SCHED_FIFO` at this priority (1-99).
+    Fifo(u8),
+    /// The normal policy with this custom slice (Linux 6.12 and later).
+    Slice(Duration),
+}
+
+impl fmt::Display for Scheduling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scheduling::Inherit => f.write_str("inherited policy"),
+            Scheduling::Fifo(priority) => write!(f, "SCHED_FIFO priority {priority}"),
+            Scheduling::Slice(slice) => write!(f, "{} µs slice", slice.as_micros()),
+        }
+    }
+}
+
+/// Where the data goes, for the usual cases; [`Recording::sinks`] takes
+/// any [`Sink`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// `<dir>/<prefix><cpu>` for every buffer; with `rotate_at`, files
+    /// `<prefix><cpu>.0`, `.1`, ... of about that many bytes each.
+    PerCpuFiles {
+        /// The directory, created if missing.
+        dir: PathBuf,
+        /// The file names' prefix.
+        prefix: String,
+        /// Start a new file past this many bytes.
+        rotate_at: Option<u64>,
+    },
+    /// Everything into one file, a sub-buffer at a time.
+    File(PathBuf),
+    /// Everything to standard output, a sub-buffer at a time.
+    Stdout,
+}
+
+impl Output {
+    /// A sink for each buffer: its own files, or a handle on the one
+    /// stream they share.
+    pub fn sinks(&self) -> relay_reader::Result<SinkFactory> {
+        Ok(match self {
+            Output::PerCpuFiles {
+                dir,
+                prefix,
+                rotate_at,
+            } => {
+                // Made now, so that a directory that cannot be made is an
+                // error before anything is read.
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| relay_reader::Error::io(dir, "create directory", e))?;
+                let (dir, prefix, rotate_at) = (dir.clone(), prefix.clone(), *rotate_at);
+                Box::new(move |_cpu| {
+                    let files = PerCpuFiles::create(&dir, prefix.clone())?;
+                    Ok(Box::new(match rotate_at {
+                        Some(bytes) => files.rotate_at(bytes),
+                        None => files,
+                    }) as Box<dyn Sink + Send>)
+                })
+            }
+            Output::File(path) => {
+                let shared = Shared::new(OneStream::create(path)?);
+                Box::new(move |_cpu| Ok(Box::new(shared.clone()) as Box<dyn Sink + Send>))
+            }
+            Output::Stdout => {
+                let shared = Shared::new(OneStream::stdout());
+                Box::new(move |_cpu| Ok(Box::new(shared.clone()) as Box<dyn Sink + Send>))
+            }
+        })
+    }
+}
+
+/// Called about once per interval with the counters so far.
+type ProgressFn = Box<dyn FnMut(&Summary) + Send>;
+
+/// A recording of one channel, configured builder-style, then
+/// [`run`](Recording::run) (or [`start`](Recording::start) for a caller
+/// that acts between the phases, as relay-blktrace stops its trace before
+/// the last drain).
+pub struct Recording {
+    channel: PathBuf,
+    mode: Mode,
+    threads: Threads,
+    scheduling: Scheduling,
+    stop: Option<Stop>,
+    duration: Option<Duration>,
+    size_limit: Option<u64>,
+    output: Option<Output>,
+    sinks: Option<SinkFactory>,
+    finished_only: bool,
+    progress: Option<(Duration, ProgressFn)>,
+}
+
+impl fmt::Debug for Recording {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recording")
+            .field("channel", &self.channel)
+            .field("mode", &self.mode)
+            .field("threads", &self.threads)
+            .field("scheduling", &self.scheduling)
+            .field("duration", &self.duration)
+            .field("size_limit", &self.size_limit)
+            .field("output", &self.output)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Recording {
+    /// A recording of the channel at `channel` (`<dir>/<base>` for the
+    /// buffer files `<base>0`, `<base>1`, ..., or one relay file), in
+    /// [`Mode::Auto`], a thread per buffer, into per-CPU files `cpuN` of the
+    /// current directory, until the kernel closes the channel.
+    pub fn new(channel: impl Into<PathBuf>) -> Recording {
+        Recording {
+            channel: channel.into(),
+            mode: Mode::Auto,
+            threads: Threads::default(),
+            scheduling: Scheduling::default(),
+            stop: None,
+            duration: None,
+            size_limit: None,
+            output: None,
+            sinks: None,
+            finished_only: false,
+            progress: None,
+        }
+    }
+
+    /// How to read (resolved once for the channel: every buffer is read
+    /// in the mode the first one resolves to).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// A thread per buffer (the default) or one thread.
+    pub fn threads(mut self, threads: Threads) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// The scheduling of the reading threads, set on the calling thread
+    /// before they start (they inherit it).
+    pub fn scheduling(mut self, scheduling: Scheduling) -> Self {
+        self.scheduling = scheduling;
+        self
+    }
+
+    /// Stops once `stop` is raised (a signal, another thread); the wait
+    /// ends at once, without polling a flag.
+    pub fn stop(mut self, stop: &Stop) -> Self {
+        self.stop = Some(stop.clone());
+        self
+    }
+
+    /// Stops after `duration`; zero takes what the channel holds now and
+    /// stops (a snapshot).
+    pub fn duration(mut self, duration: Duration) -> Self {
+        self.duration = Some(duration);
+        self
+    }
+
+    /// Stops once this many bytes were recorded; what the kernel already
+    /// holds is still saved, so the recording may end a little above it.
+    pub fn size_limit(mut self, bytes: u64) -> Self {
+        self.size_limit = Some(bytes);
+        self
+    }
+
+    /// Where the data goes (per-CPU files of the current directory if
+    /// neither this nor [`sinks`](Recording::sinks) is given).
+    pub fn output(mut self, output: Output) -> Self {
+        self.output = Some(output);
+        self.sinks = None;
+        self
+    }
+
+    /// A sink for each buffer, made from its CPU number when the buffer is
+    /// opened: for data that needs more than [`Output`] (counting, cutting
+    /// records, checking). Each buffer's sub-buffers reach its sink in order.
+    pub fn sinks(mut self, sinks: SinkFactory) -> Self {
+        self.sinks = Some(sinks);
+        self.output = None;
+        self
+    }
+
+    /// In read mode, reads only finished sub-buffers until the end (see
+    /// [`Reader::read_finished_only`]), for writers that fill a record
+    /// after reserving it, such as blktrace.
+    pub fn finished_subbufs_only(mut self, on: bool) -> Self {
+        self.finished_only = on;
+        self
+    }
+
+    /// Calls `f` about every `interval` with the counters so far.
+    pub fn progress(
+        mut self,
+        interval: Duration,
+        f: impl FnMut(&Summary) + Send + 'static,
+    ) -> Self {
+        self.progress = Some((interval, Box::new(f)));
+        self
+    }
+
+    /// Opens every buffer and its sink, sets the scheduling and starts the
+    /// reading threads. An error here means nothing was read.
+    pub fn start(self) -> Result<Running> {
+        match self.scheduling {
+            Scheduling::Inherit => {}
+            Scheduling::Fifo(priority) => realtime::set_fifo_priority(priority)?,
+            Scheduling::Slice(slice) => realtime::set_slice(slice)?,
+        }
+        let sinks = match (self.sinks, &self.output) {
+            (Some(sinks), _) => sinks,
+            (None, Some(output)) => output.sinks()?,
+            (None, None) => Output::PerCpuFiles {
+                dir: ".".into(),
+                prefix: "cpu".into(),
+                rotate_at: None,
+            }
+            .sinks()?,
+        };
+        // Whatever ends the recording raises `drain`: the reading threads
+        // watch it alone, so a caller of `start` decides when they take the
+        // last data (after stopping its writers, say).
+        let drain = Stop::new();
+        let limit = ByteLimit {
+            written: Arc::new(AtomicU64::new(0)),
+            limit: self.size_limit,
+            reached: drain.clone(),
+        };
+        let sinks = limit.wrap(sinks);
+        let started = Instant::now();
+        let engine = match self.threads {
+            Threads::PerBuffer => {
+                let readers = PinnedReaders::start(
+                    &self.channel,
+                    self.mode,
+                    self.finished_only,
+                    &drain,
+                    sinks,
+                )?;
+                if let Some(stop) = &self.stop {
+                    stop.wake_on_stop(readers.waker());
+                }
+                Engine::PerBuffer(readers)
+            }
+            Threads::One => {
+                let mut reader = Reader::open(&self.channel, self.mode)?;
+                reader.read_finished_only(self.finished_only);
+                if let Some(stop) = &self.stop {
+                    stop.wake_on_stop(reader.waker());
+                }
+                drain.wake_on_stop(reader.waker());
+                let mut sink = SinkPerBuffer {
+                    make: sinks,
+                    sinks: BTreeMap::new(),
+                };
+                for stats in reader.stats() {
+                    sink.open(stats.cpu)?;
+                }
+                Engine::One(Box::new(OneThread { reader, sink }))
+            }
+        };
+        Ok(Running {
+            channel: self.channel,
+            threads: self.threads,
+            scheduling: self.scheduling,
+            engine,
+            stop: self.stop,
+            drain,
+            started,
+            deadline: self.duration.map(|d| started + d),
+            progress: self.progress.map(|(interval, f)| (interval, f, started)),
+        })
+    }
+
+    /// Records until the end ([`Running::record`]) and saves everything
+    /// ([`Running::finish`]).
+    pub fn run(self) -> Result<Outcome> {
+        Ok(self.start()?.run_to_end())
+    }
+}
+
+/// What a recording ended with: the counters, and the first error met
+/// (everything read before it is saved regardless).
+#[derive(Debug)]
+pub struct Outcome {
+    /// Every buffer's counters.
+    pub summary: Summary,
+    /// The first error of any reading thread or sink.
+    pub result: Result<()>,
+}
+
+/// A recording under way (see [`Recording::start`]).
+pub struct Running {
+    channel: PathBuf,
+    threads: Threads,
+    scheduling: Scheduling,
+    engine: Engine,
+    stop: Option<Stop>,
+    drain: Stop,
+    started: Instant,
+    deadline: Option<Instant>,
+    progress: Option<(Duration, ProgressFn, Instant)>,
+}
+
+impl fmt::Debug for Running {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Running")
+            .field("channel", &self.channel)
+            .field("threads", &self.threads)
+            .field("mode", &self.mode())
+            .field("buffers", &self.buffers())
+            .finish_non_exhaustive()
+    }
+}
+
+enum Engine {
+    PerBuffer(PinnedReaders),
+    One(Box<OneThread>),
+}
+
+struct OneThread {
+    reader: Reader,
+    sink: SinkPerBuffer,
+}
+
+/// The longest wait without a progress callback: the readers wake for
+/// data, [`Stop`], and once a second to look for new buffers anyway.
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
+
+impl Running {
+    /// The mode the channel is read in (never [`Mode::Auto`]).
+    pub fn mode(&self) -> Mode {
+        match &self.engine {
+            Engine::PerBuffer(readers) => readers.mode(),
+            Engine::One(one) => one.reader.mode(),
+        }
+    }
+
+    /// How many buffers are read.
+    pub fn buffers(&self) -> usize {
+        match &self.engine {
+            Engine::PerBuffer(readers) => readers.buffers(),
+            Engine::One(one) => one.reader.sources().len(),
+        }
+    }
+
+    /// True when each buffer has a thread pinned to its CPU (a thread per
+    /// buffer of a per-CPU channel).
+    pub fn pinned(&self) -> bool {
+        matches!(self.engine, Engine::PerBuffer(_)) && self.buffers() > 1
+    }
+
+    /// The channel's path.
+    pub fn channel(&self) -> &Path {
+        &self.channel
+    }
+
+    /// Every buffer's counters so far.
+    pub fn stats(&self) -> Vec<BufStats> {
+        match &self.engine {
+            Engine::PerBuffer(readers) => readers.stats(),
+            Engine::One(one) => one.reader.stats(),
+        }
+    }
+
+    /// The counters so far, as a [`Summary`].
+    pub fn summary(&self) -> Summary {
+        Summary {
+            channel: self.channel.clone(),
+            mode: self.mode().name().into(),
+            threads: self.threads.name().into(),
+            scheduling: self.scheduling.to_string(),
+            seconds: self.started.elapsed().as_secs_f64(),
+            cpus: self.stats().iter().map(Into::into).collect(),
+        }
+    }
+
+    /// True once something ended the recording: the stop, the duration, the
+    /// size limit, a failed thread, or a channel closed and read.
+    fn over(&self) -> bool {
+        self.stop.as_ref().is_some_and(Stop::is_raised)
+            || self.drain.is_raised()
+            || self.deadline.is_some_and(|d| Instant::now() >= d)
+            || match &self.engine {
+                Engine::PerBuffer(_) => false,
+                Engine::One(one) => one.reader.finished(),
+            }
+    }
+
+    /// Reads until something ends the recording; the data stays with the
+    /// readers until [`finish`](Running::finish).
+    pub fn record(&mut self) -> Result<()> {
+        while !self.over() {
+            let mut timeout = IDLE_WAIT;
+            if let Some(deadline) = self.deadline {
+                timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
+            }
+            if let Some((interval, _, last)) = &self.progress {
+                timeout = timeout.min(interval.saturating_sub(last.elapsed()));
+            }
+            match &mut self.engine {
+                Engine::PerBuffer(readers) => {
+                    if !readers.wait(timeout)? {
+                        break;
+                    }
+                }
+                Engine::One(one) => {
+                    let OneThread { reader, sink } = one.as_mut();
+                    reader.poll(timeout, &mut |sb| sink.write(&sb))?;
+                }
+            }
+            self.report_progress();
+        }
+        Ok(())
+    }
+
+    /// [`record`](Running::record), then [`finish`](Running::finish): the
+    /// outcome carries the first error of either.
+    pub fn run_to_end(mut self) -> Outcome {
+        let recorded = self.record();
+        let mut outcome = self.finish();
+        if let Err(e) = recorded {
+            if outcome.result.is_ok() {
+                outcome.result = Err(e);
+            }
+        }
+        outcome
+    }
+
+    fn report_progress(&mut self) {
+        let due = self
+            .progress
+            .as_ref()
+            .is_some_and(|(interval, _, last)| last.elapsed() >= *interval);
+        if due {
+            let summary = self.summary();
+            if let Some((_, f, last)) = &mut self.progress {
+                *last = Instant::now();
+                f(&summary);
+            }
+        }
+    }
+
+    /// Takes what the kernel still holds (partly filled sub-buffers
+    /// included), finishes every sink and returns the counters with the
+    /// first error met. The data read before an error is saved.
+    pub fn finish(self) -> Outcome {
+        let mode = self.mode();
+        let Running {
+            channel,
+            threads,
+            scheduling,
+            engine,
+            drain,
+            started,
+            ..
+        } = self;
+        drain.raise();
+        let (stats, result) = match engine {
+            Engine::PerBuffer(readers) => readers.finish(),
+            Engine::One(one) => {
+                let OneThread {
+                    mut reader,
+                    mut sink,
+                } = *one;
+                let drained = reader.flush_and_drain(&mut |sb| sink.write(&sb));
+                let finished = sink.finish();
+                (reader.stats(), drained.map(drop).and(finished))
+            }
+        };
+        Outcome {
+            summary: Summary {
+                channel,
+                mode: mode.name().into(),
+                threads: threads.name().into(),
+                scheduling: scheduling.to_string(),
+                seconds: started.elapsed().as_secs_f64(),
+                cpus: stats.iter().map(Into::into).collect(),
+            },
+            result: result.map_err(Into::into),
+        }
+    }
+}
+
+/// A sink per buffer for the one-thread engine, made as the buffers
+/// appear, as the per-buffer engine makes them.
+struct SinkPerBuffer {
+    make: SinkFactory,
+    sinks: BTreeMap<u32, Box<dyn Sink + Send>>,
+}
+
+impl SinkPerBuffer {
+    fn open(&mut self, cpu: u32) -> relay_reader::Result<&mut Box<dyn Sink + Send>> {
+        if !self.sinks.contains_key(&cpu) {
+            let sink = (self.make)(cpu)?;
+            self.sinks.insert(cpu, sink);
+        }
+        Ok(self.sinks.get_mut(&cpu).expect("inserted above"))
+    }
+}
+
+impl Sink for SinkPerBuffer {
+    fn write(&mut self, sb: &SubBuf<'_>) -> relay_reader::Result<()> {
+        self.open(sb.cpu)?.write(sb)
+    }
+
+    fn finish(&mut self) -> relay_reader::Result<()> {
+        let mut result = Ok(());
+        for sink in self.sinks.values_mut() {
+            let finished = sink.finish();
+            if result.is_ok() {
+                result = finished;
+            }
+        }
+        result
+    }
+}
+
+/// The size limit: bytes every sink wrote, and the stop raised once they
+/// reach the limit.
+#[derive(Clone)]
+struct ByteLimit {
+    written: Arc<AtomicU64>,
+    limit: Option<u64>,
+    reached: Stop,
+}
+
+impl ByteLimit {
+    /// Makes every sink of `sinks` count towards the limit (if any).
+    fn wrap(self, mut sinks: SinkFactory) -> SinkFactory {
+        if self.limit.is_none() {
+            return sinks;
+        }
+        Box::new(move |cpu| {
+            Ok(Box::new(Limited {
+                inner: sinks(cpu)?,
+                limit: self.clone(),
+            }) as Box<dyn Sink + Send>)
+        })
+    }
+}
+
+/// A sink that counts towards a [`ByteLimit`].
+struct Limited {
+    inner: Box<dyn Sink + Send>,
+    limit: ByteLimit,
+}
+
+impl Sink for Limited {
+    fn write(&mut self, sb: &SubBuf<'_>) -> relay_reader::Result<()> {
+        self.inner.write(sb)?;
+        let len = sb.data.len() as u64;
+        let written = self.limit.written.fetch_add(len, Ordering::Relaxed) + len;
+        if self.limit.limit.is_some_and(|limit| written >= limit) {
+            self.limit.reached.raise();
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> relay_reader::Result<()> {
+        self.inner.finish()
+    }
+}
