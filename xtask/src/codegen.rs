@@ -1,5 +1,6 @@
 //! `cargo xtask codegen [--check]`: regenerates relay-sys's bindings from
-//! the uapi header as the patched kernel tree exports it.
+//! the uapi headers (`relay.h`, `blktrace_api.h`) as the patched kernel tree
+//! exports them.
 //!
 //! Steps: the 7.3 tree with its series applied (kernel-patches/scripts/
 //! build-kernel.sh --tree-only: verified base, `git am`), the tree that

@@ -24,6 +24,9 @@ use std::process::Command;
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 
 use relay_examples::readtest::Event;
+use relay_sys::blktrace::{
+    blk_user_trace_setup, BLKTRACESETUP, BLKTRACESTART, BLKTRACESTOP, BLKTRACETEARDOWN,
+};
 use relay_sys::{
     ioc, nr, relay_buf_info, relay_consume, relay_meta, relay_meta_slot, IOC_READ, IOC_WRITE,
     RELAY_BUF_FINALIZED, RELAY_BUF_GLOBAL, RELAY_BUF_OVERWRITE, RELAY_IOC_CONSUME, RELAY_IOC_FLUSH,
@@ -1683,61 +1686,42 @@ impl Drop for NullBlk {
     }
 }
 
-/// `struct blk_user_trace_setup` of `<uapi/linux/blktrace_api.h>`.
-#[repr(C)]
-#[derive(Default)]
-struct BlkUserTraceSetup {
-    name: [u8; 32],
-    act_mask: u16,
-    buf_size: u32,
-    buf_nr: u32,
-    start_lba: u64,
-    end_lba: u64,
-    pid: u32,
-}
-
 /// A running blktrace on a block device, torn down on drop.
 struct BlkTraceSetup<'a> {
     dev: &'a File,
-    setup: BlkUserTraceSetup,
+    setup: blk_user_trace_setup,
 }
-
-const BLKTRACESETUP: u32 = ioc(
-    IOC_READ | IOC_WRITE,
-    0x12,
-    115,
-    size_of::<BlkUserTraceSetup>(),
-);
-const BLKTRACESTART: u32 = ioc(0, 0x12, 116, 0);
-const BLKTRACESTOP: u32 = ioc(0, 0x12, 117, 0);
-const BLKTRACETEARDOWN: u32 = ioc(0, 0x12, 118, 0);
 
 impl<'a> BlkTraceSetup<'a> {
     fn start(dev: &'a File) -> BlkTraceSetup<'a> {
-        let mut setup = BlkUserTraceSetup {
+        let mut setup = blk_user_trace_setup {
             act_mask: 0xffff,
             buf_size: 65536,
             buf_nr: 4,
             ..Default::default()
         };
-        ioctl(dev.as_raw_fd(), BLKTRACESETUP, (&raw mut setup).cast())
-            .unwrap_or_else(|e| panic!("BLKTRACESETUP: {}", errno_name(e)));
-        ioctl(dev.as_raw_fd(), BLKTRACESTART, std::ptr::null_mut())
+        ioctl(
+            dev.as_raw_fd(),
+            BLKTRACESETUP.code(),
+            (&raw mut setup).cast(),
+        )
+        .unwrap_or_else(|e| panic!("BLKTRACESETUP: {}", errno_name(e)));
+        ioctl(dev.as_raw_fd(), BLKTRACESTART.code(), std::ptr::null_mut())
             .unwrap_or_else(|e| panic!("BLKTRACESTART: {}", errno_name(e)));
         BlkTraceSetup { dev, setup }
     }
 
     fn name(&self) -> String {
-        let end = self.setup.name.iter().position(|&b| b == 0).unwrap_or(32);
-        String::from_utf8_lossy(&self.setup.name[..end]).into_owned()
+        let name = self.setup.name.iter().take_while(|&&c| c != 0);
+        String::from_utf8_lossy(&name.map(|&c| c as u8).collect::<Vec<u8>>()).into_owned()
     }
 }
 
 impl Drop for BlkTraceSetup<'_> {
     fn drop(&mut self) {
         let fd = self.dev.as_raw_fd();
-        let _ = ioctl(fd, BLKTRACESTOP, std::ptr::null_mut());
-        let _ = ioctl(fd, BLKTRACETEARDOWN, std::ptr::null_mut());
+        let _ = ioctl(fd, BLKTRACESTOP.code(), std::ptr::null_mut());
+        let _ = ioctl(fd, BLKTRACETEARDOWN.code(), std::ptr::null_mut());
     }
 }
 

@@ -3,22 +3,27 @@
 //! ever carries whole records: read(2) on a relay file may stop in the
 //! middle of one.
 
+use relay_sys::blktrace::{blk_io_trace, BLK_IO_TRACE_MAGIC, BLK_IO_TRACE_VERSION};
+
 /// `sizeof(struct blk_io_trace)`.
-pub const HEADER_LEN: usize = 48;
+pub const HEADER_LEN: usize = size_of::<blk_io_trace>();
 /// `BLK_IO_TRACE_MAGIC`: the upper 24 bits of the `magic` field.
-pub const MAGIC: u32 = 0x6561_7400;
+pub const MAGIC: u32 = BLK_IO_TRACE_MAGIC;
 /// `BLK_IO_TRACE_VERSION`: the low byte of the `magic` field.
-pub const VERSION: u32 = 0x07;
+pub const VERSION: u32 = BLK_IO_TRACE_VERSION;
 
 /// Byte offsets of the fields read here (native byte order, as the kernel
 /// writes them and blkparse reads them).
 pub mod offset {
+    use relay_sys::blktrace::blk_io_trace;
+    use std::mem::offset_of;
+
     /// `__u32 magic`.
-    pub const MAGIC: usize = 0;
+    pub const MAGIC: usize = offset_of!(blk_io_trace, magic);
     /// `__u32 cpu`.
-    pub const CPU: usize = 40;
+    pub const CPU: usize = offset_of!(blk_io_trace, cpu);
     /// `__u16 pdu_len`.
-    pub const PDU_LEN: usize = 46;
+    pub const PDU_LEN: usize = offset_of!(blk_io_trace, pdu_len);
 }
 
 /// A byte sequence that is not a blktrace record where one should start.
@@ -399,6 +404,14 @@ mod tests {
         assert_eq!(cutter.records, 2);
         assert_eq!(cutter.skipped, 30 + HEADER_LEN as u64);
         assert_eq!(cutter.first_bad.unwrap().found, Invalid::Torn);
+    }
+
+    /// The values the parser was written against (x86-64 and every LP64 target).
+    #[test]
+    fn layout() {
+        assert_eq!(HEADER_LEN, 48);
+        assert_eq!(MAGIC | VERSION, 0x6561_7407);
+        assert_eq!((offset::MAGIC, offset::CPU, offset::PDU_LEN), (0, 40, 46));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 
-use crate::ioctl::{self, BlkUserTraceSetup};
+use crate::ioctl::{self, blk_user_trace_setup};
 
 /// Where the trace is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,17 +88,17 @@ impl Tracer {
     /// `<debugfs>/block/<name>/trace<cpu>` exists when this returns.
     pub fn setup(dev_path: &Path, params: Params) -> Result<Tracer> {
         let dev = open_device(dev_path)?;
-        let mut buts = BlkUserTraceSetup {
+        let mut buts = blk_user_trace_setup {
             act_mask: params.act_mask,
             buf_size: params.buf_size,
             buf_nr: params.buf_nr,
-            ..BlkUserTraceSetup::default()
+            ..blk_user_trace_setup::default()
         };
         ioctl::setup(&dev, &mut buts).map_err(|e| explain("BLKTRACESETUP", dev_path, e))?;
         let tracer = Tracer {
             dev_path: dev_path.into(),
             dev,
-            name: buts.name(),
+            name: ioctl::name(&buts),
             state: State::SetUp,
         };
         if tracer.name.is_empty() {
