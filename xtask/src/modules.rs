@@ -8,14 +8,33 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::util;
-use crate::vm;
-use crate::VmArgs;
+use crate::vm::{self, VmArgs};
 
 /// The modules the build must produce, in load order.
 pub const MODULES: &[&str] = &["klog", "relay_app", "relay_klog", "klog_gen"];
 
+/// What `cargo xtask modules` takes.
+#[derive(clap::Args)]
+pub struct ModulesArgs {
+    /// Kernel build tree or headers (default: the stock Debian 6.12 headers).
+    #[arg(long)]
+    kdir: Option<PathBuf>,
+}
+
+/// `cargo xtask modules`: builds the modules against `--kdir` (default:
+/// the stock headers).
+pub fn run(root: &Path, args: &ModulesArgs) -> Result<()> {
+    let kdir = match &args.kdir {
+        Some(kdir) => kdir.clone(),
+        None => stock_kdir()?,
+    };
+    let out = build(root, &kdir)?;
+    println!("modules built in {}", out.display());
+    Ok(())
+}
+
 /// Headers of the stock kernel that `cargo xtask vm` boots by default.
-pub fn stock_kdir() -> Result<PathBuf> {
+fn stock_kdir() -> Result<PathBuf> {
     let release = vm::stock_release(&vm::stock_kernel()?)?;
     release_kdir(&release)
 }
