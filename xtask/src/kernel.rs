@@ -4,7 +4,8 @@
 //!
 //! `kernel-patches/scripts/build-kernel.sh` does the work of a build (verified
 //! base tarball, git base, `git am`, slim config, ccache); this module runs it
-//! and collects the in-tree modules for the VM tests. The series check reads
+//! ([`crate::modules`] collects a build's in-tree modules for the VM tests).
+//! The series check reads
 //! the patch files only, so `cargo xtask test` runs it without a kernel tree.
 //! The kernel matrix, which builds and boots every variant, is in
 //! [`crate::matrix`].
@@ -16,6 +17,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use crate::modules::intree_modules;
 use crate::util;
 
 /// The base `cargo xtask test` builds and boots, the primary series (its
@@ -246,67 +248,6 @@ pub fn build_variant(root: &Path, base: &str, variant: Variant) -> Result<Built>
         bzimage,
         release,
     })
-}
-
-/// Whether `kdir` is a kernel build of one of the series (it built the
-/// relay samples in tree).
-pub fn is_series_build(kdir: &Path) -> bool {
-    kdir.join("samples/relay/relay_app.ko").is_file()
-}
-
-/// Files a series build made that the VM tests use besides the relay
-/// samples (every `samples/relay/*.ko`), copied to `target/modules/<release>/`.
-const INTREE: &[&str] = &[
-    "kernel/klog.ko",
-    "drivers/block/null_blk/null_blk.ko",
-    "lib/test_relay.ko",
-    "relay_test",
-    "relay_mmap",
-    "relay_mmap.sh",
-];
-
-/// Copies the in-tree modules of a series build into
-/// `target/modules/<release>/` and returns that directory.
-pub fn intree_modules(root: &Path, kdir: &Path) -> Result<PathBuf> {
-    let release = std::fs::read_to_string(kdir.join("include/config/kernel.release"))
-        .with_context(|| format!("{} is not a configured kernel build", kdir.display()))?
-        .trim()
-        .to_string();
-    let out = util::metadata(root)?
-        .target_dir
-        .join("modules")
-        .join(&release);
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let samples = kdir.join("samples/relay");
-    let mut files: Vec<PathBuf> = INTREE.iter().map(|rel| kdir.join(rel)).collect();
-    files.extend(
-        std::fs::read_dir(&samples)
-            .with_context(|| format!("reading {}", samples.display()))?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|path| path.extension().is_some_and(|ext| ext == "ko")),
-    );
-    for from in &files {
-        let name = from.file_name().context("module path without a name")?;
-        if !from.is_file() {
-            bail!(
-                "{} is missing: the kernel was not built with kernel-patches/config/relay-vm.config",
-                from.display()
-            );
-        }
-        std::fs::copy(from, out.join(name))
-            .with_context(|| format!("copying {} to {}", from.display(), out.display()))?;
-    }
-    for module in crate::modules::MODULES {
-        if !out.join(format!("{module}.ko")).is_file() {
-            bail!("the series build has no {module}.ko: is samples/relay/ enabled in its config?");
-        }
-    }
-    println!(
-        "modules: {} in-tree modules of {release} in {}",
-        files.len() - 1,
-        out.display()
-    );
-    Ok(out)
 }
 
 /// One file a patch creates: its path and content.

@@ -12,9 +12,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::kernel::{
-    bases, build, build_variant, check_series, intree_modules, script, Built, Variant, CI_BASE,
-};
+use crate::kernel::{bases, build, build_variant, check_series, script, Built, Variant, CI_BASE};
+use crate::modules::intree_modules;
 use crate::setup::Tools;
 use crate::vm::{TestSelection, VmArgs};
 use crate::{test, util, vm};

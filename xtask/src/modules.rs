@@ -1,6 +1,7 @@
-//! Building the out-of-tree kernel modules of `kernel-patches/` against a
-//! kernel tree (by default the stock Debian 6.12 headers) into
-//! `target/modules/<kernel release>/`.
+//! The kernel modules of `kernel-patches/` for the VM: built out of tree
+//! against a kernel tree (by default the stock Debian 6.12 headers), or
+//! taken from a kernel built from a series, which builds them in tree; either
+//! way into `target/modules/<kernel release>/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,20 +56,81 @@ fn release_kdir(release: &str) -> Result<PathBuf> {
     })
 }
 
-/// The tree to build modules against for a VM run: `--kdir` if given, else
-/// the tree `--kernel` comes from, else the stock headers.
+/// Whether `kdir` is a kernel build of one of the series (it built the
+/// relay samples in tree).
+fn is_series_build(kdir: &Path) -> bool {
+    kdir.join("samples/relay/relay_app.ko").is_file()
+}
+
+/// Files a series build made that the VM tests use besides the relay
+/// samples (every `samples/relay/*.ko`), copied to `target/modules/<release>/`.
+const INTREE: &[&str] = &[
+    "kernel/klog.ko",
+    "drivers/block/null_blk/null_blk.ko",
+    "lib/test_relay.ko",
+    "relay_test",
+    "relay_mmap",
+    "relay_mmap.sh",
+];
+
+/// Copies the in-tree modules of a series build into
+/// `target/modules/<release>/` and returns that directory.
+pub fn intree_modules(root: &Path, kdir: &Path) -> Result<PathBuf> {
+    let release = std::fs::read_to_string(kdir.join("include/config/kernel.release"))
+        .with_context(|| format!("{} is not a configured kernel build", kdir.display()))?
+        .trim()
+        .to_string();
+    let out = util::metadata(root)?
+        .target_dir
+        .join("modules")
+        .join(&release);
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let samples = kdir.join("samples/relay");
+    let mut files: Vec<PathBuf> = INTREE.iter().map(|rel| kdir.join(rel)).collect();
+    files.extend(
+        std::fs::read_dir(&samples)
+            .with_context(|| format!("reading {}", samples.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "ko")),
+    );
+    for from in &files {
+        let name = from.file_name().context("module path without a name")?;
+        if !from.is_file() {
+            bail!(
+                "{} is missing: the kernel was not built with kernel-patches/config/relay-vm.config",
+                from.display()
+            );
+        }
+        std::fs::copy(from, out.join(name))
+            .with_context(|| format!("copying {} to {}", from.display(), out.display()))?;
+    }
+    for module in MODULES {
+        if !out.join(format!("{module}.ko")).is_file() {
+            bail!("the series build has no {module}.ko: is samples/relay/ enabled in its config?");
+        }
+    }
+    println!(
+        "modules: {} in-tree modules of {release} in {}",
+        files.len() - 1,
+        out.display()
+    );
+    Ok(out)
+}
+
 /// The modules for the kernel the VM boots: a kernel built from a series
 /// has its own samples (in-tree modules), any other gets them built out of
 /// tree against its headers or build tree.
 pub fn for_vm(root: &Path, vm: &VmArgs, kdir: Option<PathBuf>) -> Result<PathBuf> {
     let kdir = kdir_for(vm, kdir)?;
-    if crate::kernel::is_series_build(&kdir) {
-        return crate::kernel::intree_modules(root, &kdir);
+    if is_series_build(&kdir) {
+        return intree_modules(root, &kdir);
     }
     build(root, &kdir).context("building the kernel modules")
 }
 
-pub fn kdir_for(vm: &VmArgs, kdir: Option<PathBuf>) -> Result<PathBuf> {
+/// The tree to build modules against for a VM run: `--kdir` if given, else
+/// the tree `--kernel` comes from, else the stock headers.
+fn kdir_for(vm: &VmArgs, kdir: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(kdir) = kdir {
         return Ok(kdir);
     }

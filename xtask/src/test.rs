@@ -163,7 +163,7 @@ pub fn run(tools: &Tools, root: &Path, args: &TestArgs) -> Result<()> {
         let name = format!("patched kernel {}", kernel::CI_BASE);
         let built = steps.run(&format!("{name}: build"), || {
             let built = kernel::build(root, kernel::CI_BASE, false)?;
-            let modules = kernel::intree_modules(root, &built.build_dir)?;
+            let modules = modules::intree_modules(root, &built.build_dir)?;
             Ok((built, modules))
         })?;
         patched_closing = steps
