@@ -11,8 +11,25 @@ use anyhow::{bail, Context, Result};
 use crate::util;
 use crate::vm::{self, VmArgs};
 
-/// The modules the build must produce, in load order.
-pub const MODULES: &[&str] = &["klog", "relay_app", "relay_klog", "klog_gen"];
+/// Our modules, in load order: their paths in a kernel tree without
+/// `.ko` (`samples/relay/relay_app`), as `kernel-patches/scripts/modules.sh`
+/// reads them from the Kbuild files.
+fn list(root: &Path) -> Result<Vec<String>> {
+    let script = root.join("kernel-patches/scripts/modules.sh");
+    let paths: Vec<String> = util::output(Command::new("bash").arg(&script).arg("--paths"))?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    if paths.is_empty() {
+        bail!("{} listed no modules", script.display());
+    }
+    Ok(paths)
+}
+
+/// The file name of a module's `.ko` (`relay_app.ko`).
+fn ko_name(path: &str) -> String {
+    format!("{}.ko", path.rsplit('/').next().unwrap_or(path))
+}
 
 /// What `cargo xtask modules` takes.
 #[derive(clap::Args)]
@@ -62,10 +79,9 @@ fn is_series_build(kdir: &Path) -> bool {
     kdir.join("samples/relay/relay_app.ko").is_file()
 }
 
-/// Files a series build made that the VM tests use besides the relay
-/// samples (every `samples/relay/*.ko`), copied to `target/modules/<release>/`.
+/// Files a series build made that the VM tests use besides our modules
+/// (see [`list`]), copied with them to `target/modules/<release>/`.
 const INTREE: &[&str] = &[
-    "kernel/klog.ko",
     "drivers/block/null_blk/null_blk.ko",
     "lib/test_relay.ko",
     "relay_test",
@@ -85,13 +101,11 @@ pub fn intree_modules(root: &Path, kdir: &Path) -> Result<PathBuf> {
         .join("modules")
         .join(&release);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let samples = kdir.join("samples/relay");
     let mut files: Vec<PathBuf> = INTREE.iter().map(|rel| kdir.join(rel)).collect();
     files.extend(
-        std::fs::read_dir(&samples)
-            .with_context(|| format!("reading {}", samples.display()))?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|path| path.extension().is_some_and(|ext| ext == "ko")),
+        list(root)?
+            .iter()
+            .map(|module| kdir.join(format!("{module}.ko"))),
     );
     for from in &files {
         let name = from.file_name().context("module path without a name")?;
@@ -103,11 +117,6 @@ pub fn intree_modules(root: &Path, kdir: &Path) -> Result<PathBuf> {
         }
         std::fs::copy(from, out.join(name))
             .with_context(|| format!("copying {} to {}", from.display(), out.display()))?;
-    }
-    for module in MODULES {
-        if !out.join(format!("{module}.ko")).is_file() {
-            bail!("the series build has no {module}.ko: is samples/relay/ enabled in its config?");
-        }
     }
     println!(
         "modules: {} in-tree modules of {release} in {}",
@@ -200,21 +209,41 @@ pub fn build(root: &Path, kdir: &Path) -> Result<PathBuf> {
             .arg(format!("O_DIR={}", out.display())),
     )
     .context("the module build failed: see the compiler output above")?;
-    let missing: Vec<&str> = MODULES
+    let missing: Vec<String> = list(root)?
         .iter()
-        .copied()
-        .filter(|m| !out.join(format!("{m}.ko")).is_file())
+        .map(|module| ko_name(module))
+        .filter(|ko| !out.join(ko).is_file())
         .collect();
     if !missing.is_empty() {
         bail!(
             "the module build succeeded but did not produce {} in {}: check kernel-patches/Makefile",
-            missing
-                .iter()
-                .map(|m| format!("{m}.ko"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            missing.join(", "),
             out.display()
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_is_every_module_source_klog_and_relay_app_first() {
+        let root = util::repo_root().unwrap();
+        let modules = list(&root).unwrap();
+        assert_eq!(modules[..2], ["kernel/klog", "samples/relay/relay_app"]);
+        let samples = root.join("kernel-patches/src/samples/relay");
+        let mut sources: Vec<String> = std::fs::read_dir(&samples)
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter_map(|name| Some(format!("samples/relay/{}", name.strip_suffix(".c")?)))
+            .chain(["kernel/klog".to_string()])
+            .collect();
+        sources.sort();
+        let mut listed = modules.clone();
+        listed.sort();
+        assert_eq!(listed, sources);
+        assert_eq!(ko_name(&modules[1]), "relay_app.ko");
+    }
 }
