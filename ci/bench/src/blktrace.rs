@@ -20,9 +20,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::{
-    cpu_seconds, cpu_seconds_of_children, local_copy, median_run, runs_cell, sh, take_turns,
-};
+use crate::process::{cpu_seconds, cpu_seconds_of_children, local_copy, sh};
+use crate::rounds::{median_run, runs_cell, take_turns};
 
 const DEV: &str = "/dev/nullb0";
 const DEBUGFS_DIR: &str = "/sys/kernel/debug/block/nullb0";
@@ -206,15 +205,35 @@ fn idle_cpu(name: &str, program: &Path, args: &[&str], secs: f64) -> Result<f64>
     Ok(cpu)
 }
 
-/// Runs the comparison; writes JSON to `out` and Markdown to stdout.
-pub fn run(
-    relay_blktrace: &Path,
-    blktrace: &Path,
+/// What `relay-bench blktrace` takes.
+#[derive(clap::Args)]
+pub struct BlktraceArgs {
+    /// The relay-blktrace binary.
+    #[arg(long)]
+    relay_blktrace: PathBuf,
+    /// Debian's blktrace.
+    #[arg(long, default_value = "/usr/sbin/blktrace")]
+    blktrace: PathBuf,
+    /// I/Os every fio job performs (at most 262144: fio stops at the
+    /// end of the 1 GiB device).
+    #[arg(long, default_value_t = 250_000)]
     ios: u64,
+    /// fio jobs (one per CPU spreads the events over every buffer).
+    #[arg(long, default_value_t = 2)]
     jobs: u32,
+    /// Runs of every tracer, taking turns; the median counts.
+    #[arg(long, default_value_t = 3)]
     rounds: u32,
-    out: Option<&Path>,
-) -> Result<()> {
+    /// Also write the measurements as JSON here (for `report`).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Runs the comparison; writes JSON to `--json` and Markdown to stdout.
+pub fn run(args: &BlktraceArgs) -> Result<()> {
+    let (relay_blktrace, blktrace) = (&args.relay_blktrace, &args.blktrace);
+    let (ios, jobs, rounds) = (args.ios, args.jobs, args.rounds.max(1));
+    let out = args.json.as_deref();
     let _ = Command::new("rmmod").arg("null_blk").output();
     sh(Command::new("modprobe").args(["null_blk", "nr_devices=1", "gb=1", "bs=512"]))?;
     let started = Instant::now();

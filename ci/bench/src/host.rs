@@ -17,7 +17,7 @@
 //! (one per drain) and FLUSH count.
 
 use std::hint::black_box;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
@@ -175,9 +175,28 @@ fn gib_s(bytes: u64, time: Duration) -> f64 {
     bytes as f64 / (1u64 << 30) as f64 / time.as_secs_f64()
 }
 
-/// Runs every case and writes the results as JSON to `out` (and a
+/// What `relay-bench host` takes.
+#[derive(clap::Args)]
+pub struct HostArgs {
+    /// MiB each side moves per trial and case.
+    #[arg(long, default_value_t = 512)]
+    mib_per_trial: u64,
+    /// Trials per case; the best counts.
+    #[arg(long, default_value_t = 11)]
+    trials: u32,
+    /// Size of each record the model's writer writes.
+    #[arg(long, default_value_t = 256)]
+    record_size: usize,
+    /// Also write the measurements as JSON here (for `report`).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Runs every case and writes the results as JSON to `--json` (and a
 /// Markdown table to stdout).
-pub fn run(mib_per_trial: u64, trials: u32, record_size: usize, out: Option<&Path>) -> Result<()> {
+pub fn run(args: &HostArgs) -> Result<()> {
+    let (mib_per_trial, trials, record_size) = (args.mib_per_trial, args.trials, args.record_size);
+    let out = args.json.as_deref();
     let mut cases = Vec::new();
     for case in &CASES {
         let mut best: Option<(Side, Side, u64)> = None;

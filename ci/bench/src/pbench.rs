@@ -6,13 +6,13 @@
 //! disabled, best of five rounds. It runs twice: with klog.ko alone (klog
 //! off), then with relay_app.ko and relay_klog.ko loaded (klog on).
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 
-use crate::sh;
+use crate::process::sh;
 
 const RUN: &str = "/sys/kernel/debug/relay_pbench/run";
 const RESULTS: &str = "/sys/kernel/debug/relay_pbench/results";
@@ -44,8 +44,24 @@ fn rmmod(modules: &[&str]) {
     }
 }
 
-/// Runs both passes; writes JSON to `out` and Markdown to stdout.
-pub fn run(modules: &Path, events: u64, out: Option<&Path>) -> Result<()> {
+/// What `relay-bench pbench` takes.
+#[derive(clap::Args)]
+pub struct PbenchArgs {
+    /// Directory with klog.ko, relay_app.ko, relay_klog.ko and
+    /// relay_pbench.ko.
+    #[arg(long)]
+    modules: PathBuf,
+    /// Events of each kind per round.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Also write the measurements as JSON here (for `report`).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Runs both passes; writes JSON to `--json` and Markdown to stdout.
+pub fn run(args: &PbenchArgs) -> Result<()> {
+    let (modules, events, out) = (&args.modules, args.events, args.json.as_deref());
     let all = [
         "relay_pbench",
         "relay_klog",

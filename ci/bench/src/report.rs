@@ -1,13 +1,14 @@
 //! `relay-bench report`: BENCHMARKS.md from the JSON the other subcommands
 //! wrote, with every aim of the benchmark checked against the numbers.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::{blktrace, host, pbench, per_gib, row, table};
+use crate::readers::{self, per_gib, row, table};
+use crate::{blktrace, host, pbench};
 
 /// Reads `dir/name`, or None when that part was not run.
 fn load(dir: &Path, name: &str) -> Result<Option<Value>> {
@@ -49,10 +50,10 @@ fn lost_of_runs(row: &Value) -> Vec<u64> {
 /// runs of `row` that lost records in a stall of at least a buffer's fill
 /// time (see `lost_in_a_stall`), or nothing.
 fn stall_note(row: &Value, full: &Value) -> String {
-    let Some((_, fill_ms)) = crate::producer_speed(full) else {
+    let Some((_, fill_ms)) = readers::producer_speed(full) else {
         return String::new();
     };
-    let stalls = crate::lost_in_a_stall(row, fill_ms);
+    let stalls = readers::lost_in_a_stall(row, fill_ms);
     let list = |cell: &dyn Fn(&(usize, f64)) -> String| {
         stalls.iter().map(cell).collect::<Vec<_>>().join(", ")
     };
@@ -142,11 +143,11 @@ fn aims(
     for (name, how) in [
         ("relay-reader --mode mmap", "mmap mode, normal scheduling"),
         (
-            crate::SLICE_ROW,
+            readers::SLICE_ROW,
             "mmap mode, normal scheduling with a 100 µs slice: `--slice-us 100`",
         ),
         (
-            crate::REALTIME_ROW,
+            readers::REALTIME_ROW,
             "mmap mode under SCHED_FIFO: `--realtime 10`",
         ),
     ] {
@@ -235,8 +236,28 @@ fn date(dir: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// What `relay-bench report` takes.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// Directory with host.json, paced.json, full.json, blktrace.json,
+    /// pbench.json.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The command that produced the files (for the header).
+    #[arg(long)]
+    command: String,
+    /// Where to write the report.
+    #[arg(long)]
+    out: PathBuf,
+}
+
 /// Writes the report.
-pub fn run(dir: &Path, command: &str, out: &Path) -> Result<()> {
+pub fn run(args: &ReportArgs) -> Result<()> {
+    let (dir, command, out) = (
+        args.dir.as_path(),
+        args.command.as_str(),
+        args.out.as_path(),
+    );
     let host = load(dir, "host.json")?;
     let paced = load(dir, "paced.json")?;
     let full = load(dir, "full.json")?;
@@ -387,7 +408,7 @@ mod tests {
         // 64 MiB per CPU in 0.128 s: 500 MiB/s, 2 MiB fill in 4 ms.
         let full = json!({
             "bytes_per_cpu": 64u64 << 20, "subbuf_size": 256 << 10, "n_subbufs": 8,
-            "rows": [{"name": crate::REALTIME_ROW, "produce_secs": 0.128}],
+            "rows": [{"name": readers::REALTIME_ROW, "produce_secs": 0.128}],
         });
         let row = |pauses: serde_json::Value| json!({"lost_of_rounds": [5, 0, 9], "max_pause_ns_of_rounds": pauses});
         assert_eq!(
