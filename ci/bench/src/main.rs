@@ -6,11 +6,13 @@
 //!
 //! One module a subcommand, with its options: [`readers`] (`run`),
 //! [`blktrace`], [`pbench`], [`host`], [`report`] and [`cat_loop`] (the
-//! baseline reader of `run`); [`process`] and [`rounds`] are what they share.
+//! baseline reader of `run`); [`process`] and [`rounds`] are what they share,
+//! [`json`] the files they write and `report` reads (typed results).
 
 mod blktrace;
 mod cat_loop;
 mod host;
+mod json;
 mod pbench;
 mod process;
 mod readers;

@@ -17,7 +17,9 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
 
+use crate::json;
 use crate::process::{cpu_seconds_of_children, local_copy, sh};
 use crate::rounds::{median_run, runs_cell, take_turns};
 
@@ -77,24 +79,63 @@ impl RunArgs {
     }
 }
 
-/// One measured row.
-#[derive(Default)]
-struct Row {
-    name: String,
-    bytes: u64,
-    cpu_seconds: f64,
-    lost: u64,
-    written: u64,
+/// What `run` measured (its `--json` file, which `report` reads).
+#[derive(Serialize, Deserialize, Default, Debug, PartialEq)]
+pub struct RunResult {
+    /// The guest's kernel release.
+    pub kernel: String,
+    /// CPUs online, each with a producer.
+    pub n_cpus: u64,
+    /// Bytes every CPU wrote per contender, the warm-up not counted.
+    pub bytes_per_cpu: u64,
+    /// Size of each record.
+    pub record_size: u32,
+    /// Producer rate per CPU in MiB/s; 0 for as fast as it can.
+    pub rate: u32,
+    /// Sub-buffer size of the channel.
+    pub subbuf_size: u64,
+    /// Sub-buffers per CPU.
+    pub n_subbufs: u64,
+    /// What every CPU wrote before the measured bytes in each run.
+    #[serde(default)]
+    pub warm_up_bytes_per_cpu: u64,
+    /// Runs of every reader (0 in files from before rounds: one).
+    #[serde(default)]
+    pub rounds: u32,
+    /// The producer alone, the readers, dd.
+    pub rows: Vec<Row>,
+}
+
+/// One measured row of a [`RunResult`].
+#[derive(Serialize, Deserialize, Default, Debug, PartialEq)]
+pub struct Row {
+    /// The contender.
+    pub name: String,
+    /// Bytes it recorded.
+    pub bytes: u64,
+    /// Its user + system CPU seconds (of the median run).
+    pub cpu_seconds: f64,
+    /// Records the kernel dropped.
+    pub lost: u64,
+    /// Records the kernel wrote.
+    pub written: u64,
     /// With rounds: what every run lost, and its CPU seconds, in run order.
-    lost_of_rounds: Vec<u64>,
-    cpu_seconds_of_rounds: Vec<f64>,
+    #[serde(default)]
+    pub lost_of_rounds: Vec<u64>,
+    /// See `lost_of_rounds`.
+    #[serde(default)]
+    pub cpu_seconds_of_rounds: Vec<f64>,
     /// The longest a producer worker was kept from writing (relay_bench's
     /// max_pause_ns), of the median run and of every run; None from a
     /// module without that file.
-    max_pause_ns: Option<u64>,
-    max_pause_ns_of_rounds: Vec<Option<u64>>,
+    #[serde(default)]
+    pub max_pause_ns: Option<u64>,
+    /// See `max_pause_ns`.
+    #[serde(default)]
+    pub max_pause_ns_of_rounds: Vec<Option<u64>>,
     /// Wall seconds of the measured producer run.
-    produce_secs: f64,
+    #[serde(default)]
+    pub produce_secs: f64,
 }
 
 fn read_number(path: &str) -> Result<u64> {
@@ -214,7 +255,6 @@ fn dd_row(total: u64, block: u64) -> Result<Row> {
 
 /// Runs every contender; prints the table and writes the JSON.
 pub fn run(bench: &RunArgs) -> Result<()> {
-    let json = bench.json.as_deref();
     let _ = Command::new("rmmod").arg("relay_bench").status();
     let _ = Command::new("rmmod").arg("relay_app").status();
     sh(Command::new("insmod").arg(bench.modules.join("relay_app.ko")))?;
@@ -271,35 +311,20 @@ pub fn run(bench: &RunArgs) -> Result<()> {
     rows.push(dd_row(bench.bytes_per_cpu * n_cpus, bench.subbuf_size)?);
     let _ = Command::new("rmmod").arg("relay_app").status();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let result = serde_json::json!({
-        "kernel": kernel.trim(),
-        "n_cpus": n_cpus,
-        "bytes_per_cpu": bench.bytes_per_cpu,
-        "record_size": bench.record_size,
-        "rate": bench.rate,
-        "subbuf_size": bench.subbuf_size,
-        "n_subbufs": bench.n_subbufs,
-        "warm_up_bytes_per_cpu": bench.warm_up_bytes_per_cpu(),
-        "rounds": bench.rounds(),
-        "rows": rows.iter().map(|r| serde_json::json!({
-            "name": r.name,
-            "bytes": r.bytes,
-            "cpu_seconds": r.cpu_seconds,
-            "lost": r.lost,
-            "written": r.written,
-            "lost_of_rounds": r.lost_of_rounds,
-            "cpu_seconds_of_rounds": r.cpu_seconds_of_rounds,
-            "max_pause_ns": r.max_pause_ns,
-            "max_pause_ns_of_rounds": r.max_pause_ns_of_rounds,
-            "produce_secs": r.produce_secs,
-        })).collect::<Vec<_>>(),
-    });
+    let result = RunResult {
+        kernel: kernel.trim().to_string(),
+        n_cpus,
+        bytes_per_cpu: bench.bytes_per_cpu,
+        record_size: bench.record_size,
+        rate: bench.rate,
+        subbuf_size: bench.subbuf_size,
+        n_subbufs: bench.n_subbufs,
+        warm_up_bytes_per_cpu: bench.warm_up_bytes_per_cpu(),
+        rounds: bench.rounds(),
+        rows,
+    };
     print!("{}", table(&result));
-    if let Some(json) = json {
-        std::fs::write(json, serde_json::to_string_pretty(&result)?)
-            .with_context(|| format!("writing {}", json.display()))?;
-    }
-    Ok(())
+    json::write(bench.json.as_deref(), &result)
 }
 
 /// CPUs online in this machine (the highest number in
@@ -316,32 +341,27 @@ fn online_cpus() -> Result<u64> {
 }
 
 /// CPU seconds per GiB of a row of a `run` result (NaN without bytes).
-pub fn per_gib(row: &serde_json::Value) -> f64 {
-    let bytes = row["bytes"].as_u64().unwrap_or(0);
-    if bytes == 0 {
+pub fn per_gib(row: &Row) -> f64 {
+    if row.bytes == 0 {
         f64::NAN
     } else {
-        row["cpu_seconds"].as_f64().unwrap_or(f64::NAN) / (bytes as f64 / (1u64 << 30) as f64)
+        row.cpu_seconds / (row.bytes as f64 / (1u64 << 30) as f64)
     }
 }
 
 /// The row of a `run` result whose name starts with `prefix`.
-pub fn row<'a>(result: &'a serde_json::Value, prefix: &str) -> Option<&'a serde_json::Value> {
-    result["rows"]
-        .as_array()?
-        .iter()
-        .find(|r| r["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+pub fn row<'a>(result: &'a RunResult, prefix: &str) -> Option<&'a Row> {
+    result.rows.iter().find(|r| r.name.starts_with(prefix))
 }
 
 /// The producer's bytes per second per CPU while it writes, and the
 /// milliseconds in which it fills an emptied buffer at that speed: from
 /// the run of the reader that keeps up best (alone the producer mostly
 /// drops, which is faster).
-pub fn producer_speed(result: &serde_json::Value) -> Option<(f64, f64)> {
-    let secs = row(result, REALTIME_ROW)?["produce_secs"].as_f64()?;
-    let num = |key: &str| result[key].as_u64().unwrap_or(0) as f64;
-    let per_sec = num("bytes_per_cpu") / secs;
-    let fill_ms = 1e3 * num("subbuf_size") * num("n_subbufs") / per_sec;
+pub fn producer_speed(result: &RunResult) -> Option<(f64, f64)> {
+    let secs = row(result, REALTIME_ROW)?.produce_secs;
+    let per_sec = result.bytes_per_cpu as f64 / secs;
+    let fill_ms = 1e3 * result.subbuf_size as f64 * result.n_subbufs as f64 / per_sec;
     (secs > 0.0 && fill_ms.is_finite()).then_some((per_sec, fill_ms))
 }
 
@@ -349,78 +369,67 @@ pub fn producer_speed(result: &serde_json::Value) -> Option<(f64, f64)> {
 /// kept from writing for at least `fill_ms`, with that pause in ms: the
 /// time in which a buffer fills, so no reader on that virtual CPU could
 /// have run either.
-pub fn lost_in_a_stall(row: &serde_json::Value, fill_ms: f64) -> Vec<(usize, f64)> {
-    let empty = Vec::new();
-    let lost = row["lost_of_rounds"].as_array().unwrap_or(&empty);
-    let pauses = row["max_pause_ns_of_rounds"].as_array().unwrap_or(&empty);
-    lost.iter()
-        .zip(pauses)
+pub fn lost_in_a_stall(row: &Row, fill_ms: f64) -> Vec<(usize, f64)> {
+    row.lost_of_rounds
+        .iter()
+        .zip(&row.max_pause_ns_of_rounds)
         .enumerate()
-        .filter_map(|(i, (lost, pause))| {
-            let ms = pause.as_u64()? as f64 / 1e6;
-            (lost.as_u64()? > 0 && ms >= fill_ms).then_some((i + 1, ms))
+        .filter_map(|(i, (&lost, pause))| {
+            let ms = (*pause)? as f64 / 1e6;
+            (lost > 0 && ms >= fill_ms).then_some((i + 1, ms))
         })
         .collect()
 }
 
 /// The Markdown of a `run` result: a line on the producer, then the table.
-pub fn table(result: &serde_json::Value) -> String {
-    let num = |key: &str| result[key].as_u64().unwrap_or(0);
+pub fn table(result: &RunResult) -> String {
     let cat = row(result, "cat loop");
-    let rate = match num("rate") {
+    let rate = match result.rate {
         0 => "as fast as it can".to_string(),
         r => format!("at {r} MiB/s per CPU"),
     };
     let mut s = format!(
         "Producer: relay_bench, {} CPUs x {} MiB of {}-byte records {rate}, {} x {} KiB sub-buffers per CPU, kernel {}, TCG.\n\n",
-        num("n_cpus"),
-        num("bytes_per_cpu") >> 20,
-        num("record_size"),
-        num("n_subbufs"),
-        num("subbuf_size") >> 10,
-        result["kernel"].as_str().unwrap_or("?"),
+        result.n_cpus,
+        result.bytes_per_cpu >> 20,
+        result.record_size,
+        result.n_subbufs,
+        result.subbuf_size >> 10,
+        result.kernel,
     );
     if let Some((per_sec, fill_ms)) = producer_speed(result) {
         s.push_str(&format!(
             "With relay-reader under SCHED_FIFO, the producer wrote {:.0} MiB/s per CPU: a CPU's {} MiB buffer is full {fill_ms:.1} ms after its reader last emptied it.\n\n",
             per_sec / (1u64 << 20) as f64,
-            (num("subbuf_size") * num("n_subbufs")) >> 20,
+            (result.subbuf_size * result.n_subbufs) >> 20,
         ));
     }
     s.push_str(&format!(
         "Readers: the median (by CPU time) of {} runs each, taking turns; the producer alone ran once. Each run starts with a warm-up of {} KiB per CPU (half a buffer: nothing can be lost), counted in the run; the longest producer pause is the longest any producer worker of the measured stream was kept from writing (relay_bench's max_pause_ns).\n\n",
-        num("rounds").max(1),
-        num("warm_up_bytes_per_cpu") >> 10,
+        result.rounds.max(1),
+        result.warm_up_bytes_per_cpu >> 10,
     ));
     s.push_str("| reader | MiB recorded | CPU s | CPU s of each run | CPU s per GiB | records lost | of records offered | records lost in each run | longest producer pause in each run, ms | CPU per GiB vs cat loop |\n");
     s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    let empty = Vec::new();
-    for r in result["rows"].as_array().unwrap_or(&empty) {
-        let bytes = r["bytes"].as_u64().unwrap_or(0);
-        let lost = r["lost"].as_u64().unwrap_or(0);
-        let offered = r["written"].as_u64().unwrap_or(0) + lost;
+    for r in &result.rows {
+        let (bytes, lost) = (r.bytes, r.lost);
+        let offered = r.written + lost;
         let ratio = match cat {
             Some(c) if bytes > 0 => format!("{:.2}x", per_gib(r) / per_gib(c)),
             _ => "-".into(),
         };
-        let ms = |ns: &serde_json::Value| {
-            ns.as_u64()
-                .map_or("-".into(), |ns| format!("{:.1}", ns as f64 / 1e6))
-        };
+        let ms = |ns: &Option<u64>| ns.map_or("-".into(), |ns| format!("{:.1}", ns as f64 / 1e6));
         // Rows measured once (the producer alone) have no runs to list.
-        let pauses = match runs_cell(r, "max_pause_ns_of_rounds", &ms) {
-            none if none == "-" => ms(&r["max_pause_ns"]),
+        let pauses = match runs_cell(&r.max_pause_ns_of_rounds, ms) {
+            none if none == "-" => ms(&r.max_pause_ns),
             runs => runs,
         };
         s.push_str(&format!(
             "| {} | {:.1} | {:.2} | {} | {} | {} | {} | {} | {pauses} | {} |\n",
-            r["name"].as_str().unwrap_or("?"),
+            r.name,
             bytes as f64 / (1u64 << 20) as f64,
-            r["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
-            runs_cell(r, "cpu_seconds_of_rounds", &|c| format!(
-                "{:.2}",
-                c.as_f64().unwrap_or(f64::NAN)
-            )),
+            r.cpu_seconds,
+            runs_cell(&r.cpu_seconds_of_rounds, |c| format!("{c:.2}")),
             if bytes > 0 {
                 format!("{:.2}", per_gib(r))
             } else {
@@ -436,7 +445,7 @@ pub fn table(result: &serde_json::Value) -> String {
             } else {
                 "-".into()
             },
-            runs_cell(r, "lost_of_rounds", &|l| l.to_string()),
+            runs_cell(&r.lost_of_rounds, u64::to_string),
             ratio
         ));
     }
@@ -449,12 +458,13 @@ mod tests {
 
     #[test]
     fn lost_in_a_stall_names_the_losing_runs_with_a_long_pause() {
-        let row = serde_json::json!({
-            "lost_of_rounds": [0, 12, 7, 0],
-            "max_pause_ns_of_rounds": [9_000_000, 5_000_000, 1_000_000, null],
-        });
+        let row = Row {
+            lost_of_rounds: vec![0, 12, 7, 0],
+            max_pause_ns_of_rounds: vec![Some(9_000_000), Some(5_000_000), Some(1_000_000), None],
+            ..Row::default()
+        };
         // Run 1 paused long but lost nothing; run 3 lost with a short pause.
         assert_eq!(lost_in_a_stall(&row, 3.4), vec![(2, 5.0)]);
-        assert!(lost_in_a_stall(&serde_json::json!({}), 3.4).is_empty());
+        assert!(lost_in_a_stall(&Row::default(), 3.4).is_empty());
     }
 }

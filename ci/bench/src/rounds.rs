@@ -30,18 +30,12 @@ pub fn median_run<T>(mut runs: Vec<T>, cpu: impl Fn(&T) -> f64) -> (T, Vec<f64>)
     (runs.swap_remove(runs.len() / 2), of_each)
 }
 
-/// A table cell listing the per-run values `row[key]` (`-` without runs).
-pub fn runs_cell(
-    row: &serde_json::Value,
-    key: &str,
-    fmt: &dyn Fn(&serde_json::Value) -> String,
-) -> String {
-    row[key]
-        .as_array()
-        .filter(|runs| !runs.is_empty())
-        .map_or("-".into(), |runs| {
-            runs.iter().map(fmt).collect::<Vec<_>>().join(", ")
-        })
+/// A table cell listing the per-run values `runs` (`-` without runs).
+pub fn runs_cell<T>(runs: &[T], fmt: impl Fn(&T) -> String) -> String {
+    if runs.is_empty() {
+        return "-".into();
+    }
+    runs.iter().map(fmt).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -71,10 +65,8 @@ mod tests {
 
     #[test]
     fn runs_cell_lists_the_runs_or_a_dash() {
-        let row = serde_json::json!({ "lost_of_rounds": [0, 16684], "none": [] });
-        let cell = |key| runs_cell(&row, key, &|l| l.to_string());
-        assert_eq!(cell("lost_of_rounds"), "0, 16684");
-        assert_eq!(cell("none"), "-");
-        assert_eq!(cell("missing"), "-");
+        assert_eq!(runs_cell(&[0u64, 16684], u64::to_string), "0, 16684");
+        assert_eq!(runs_cell(&[0.125f64], |c| format!("{c:.2}")), "0.12");
+        assert_eq!(runs_cell::<u64>(&[], u64::to_string), "-");
     }
 }
