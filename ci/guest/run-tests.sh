@@ -19,11 +19,14 @@ fi
 : "${RELAY_MODULES_DIR:?set by cargo xtask test}" "${RELAY_BIN_DIR:?set by cargo xtask test}"
 export RELAY_IN_VM RELAY_MODULES_DIR RELAY_BIN_DIR RELAY_RESULTS_DIR
 
-# Reverse load order: relay_klog and klog_gen use klog and relay_app, the
-# relay-apps examples' modules use relay_app.
-OUR_MODULES=(relay_contract relay_klog klog_gen relay_read relay_readtest relay_exported
-    relay_reserve relay_flight relay_tprintk kleak_leaker relay_kleak
-    relay_app klog)
+# Ours in reverse load order (modules.sh lists them in load order: klog and
+# relay_app first, which the others use).
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+mapfile -t OUR_MODULES < <(bash "$repo/kernel-patches/scripts/modules.sh" | tac)
+if ((${#OUR_MODULES[@]} == 0)); then
+    echo "run-tests.sh: kernel-patches/scripts/modules.sh listed no modules" >&2
+    exit 2
+fi
 
 unload_ours() {
     local m

@@ -7,7 +7,7 @@
 #   stress.sh MODULES_DIR [ROUNDS]
 #
 # MODULES_DIR holds the in-tree klog.ko, relay_app.ko, relay_klog.ko,
-# klog_gen.ko, null_blk.ko and relay_test (see xtask/src/kernel.rs).  Each
+# klog_gen.ko, null_blk.ko and relay_test (see xtask/src/modules.rs).  Each
 # round runs, concurrently: klog_gen load on every CPU, relay_test draining
 # and flushing through the ioctls (losses allowed), a loop of extra
 # RELAY_IOC_FLUSH from user space (relay_test's own), CPU 1 going offline

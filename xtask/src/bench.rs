@@ -18,7 +18,8 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 use crate::setup::Tools;
-use crate::{modules, util, vm, VmArgs};
+use crate::vm::VmArgs;
+use crate::{modules, util, vm};
 
 /// Hard timeout of the benchmark VM run, in seconds.
 const BENCH_TIMEOUT: u64 = 1800;
@@ -29,9 +30,11 @@ const RECORD_SIZE: u32 = 256;
 const RATE: u32 = 32;
 const BLKTRACE_IOS: u64 = 250_000;
 
-/// What `cargo xtask bench` takes besides the VM options.
-#[derive(clap::Args, Debug)]
+/// What `cargo xtask bench` takes.
+#[derive(clap::Args)]
 pub struct BenchArgs {
+    #[command(flatten)]
+    vm: VmArgs,
     /// Bytes every CPU writes per contender in the paced run.
     #[arg(long, default_value_t = PACED_BYTES)]
     bytes_per_cpu: u64,
@@ -69,7 +72,8 @@ impl BenchArgs {
 }
 
 /// Runs the benchmarks and writes BENCHMARKS.md.
-pub fn run(tools: &Tools, root: &Path, vm_args: &VmArgs, args: &BenchArgs) -> Result<()> {
+pub fn run(tools: &Tools, root: &Path, args: &BenchArgs) -> Result<()> {
+    let vm_args = &args.vm;
     let modules_dir = modules::for_vm(root, vm_args, None)?;
     let (target, release) =
         util::build_release(root, &["relay-reader-cli", "relay-bench", "relay-blktrace"])?;

@@ -57,8 +57,18 @@ fn patched_tree(root: &Path) -> Result<PathBuf> {
     Ok(PathBuf::from(tree))
 }
 
-/// Regenerates the committed bindings, or with `check` fails when they are stale.
-pub fn run(root: &Path, check: bool) -> Result<()> {
+/// What `cargo xtask codegen` takes.
+#[derive(clap::Args)]
+pub struct CodegenArgs {
+    /// Fail if the committed bindings differ from freshly generated ones.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Regenerates the committed bindings, or with `--check` fails when they
+/// are stale.
+pub fn run(root: &Path, args: &CodegenArgs) -> Result<()> {
+    let check = args.check;
     let base_file = root.join(format!("kernel-patches/series/{BASE}/BASE"));
     let base = std::fs::read_to_string(&base_file)
         .with_context(|| format!("reading {}", base_file.display()))?;

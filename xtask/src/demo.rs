@@ -9,20 +9,31 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::setup::Tools;
-use crate::{modules, util, vm, VmArgs};
+use crate::vm::VmArgs;
+use crate::{modules, util, vm};
 
 /// Default hard timeout of the demo VM run, in seconds.
 const DEMO_TIMEOUT: u64 = 600;
 
-/// Runs the demo; `count` is the number of records klog_gen writes.
-pub fn run(
-    tools: &Tools,
-    root: &Path,
-    vm_args: &VmArgs,
+/// What `cargo xtask demo` takes.
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    vm: VmArgs,
+    /// Kernel build tree to build the modules against (default: derived
+    /// from --kernel when that is a build tree, else the stock headers).
+    #[arg(long)]
     kdir: Option<PathBuf>,
+    /// How many records klog_gen writes.
+    #[arg(long, default_value_t = 5000)]
     count: u64,
-) -> Result<()> {
-    let modules_dir = modules::for_vm(root, vm_args, kdir)?;
+}
+
+/// Runs the demo.
+pub fn run(tools: &Tools, root: &Path, args: &DemoArgs) -> Result<()> {
+    let vm_args = &args.vm;
+    let count = args.count;
+    let modules_dir = modules::for_vm(root, vm_args, args.kdir.clone())?;
     util::run(Command::new(util::cargo()).current_dir(root).args([
         "build",
         "-p",

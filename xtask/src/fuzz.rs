@@ -14,8 +14,17 @@ use crate::util;
 /// The targets, in the order they run.
 const TARGETS: [&str; 2] = ["reader_vs_model", "relay_app_subbuf"];
 
-/// Runs every target for `runs` executions.
-pub fn run(root: &Path, runs: u64) -> Result<()> {
+/// What `cargo xtask fuzz` takes.
+#[derive(clap::Args)]
+pub struct FuzzArgs {
+    /// Executions per target.
+    #[arg(long, default_value_t = 1_000_000)]
+    runs: u64,
+}
+
+/// Runs every target for `--runs` executions.
+pub fn run(root: &Path, args: &FuzzArgs) -> Result<()> {
+    let runs = args.runs;
     ensure_cargo_fuzz()?;
     let fuzz = root.join("fuzz");
     for target in TARGETS {

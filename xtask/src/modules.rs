@@ -1,6 +1,7 @@
-//! Building the out-of-tree kernel modules of `kernel-patches/` against a
-//! kernel tree (by default the stock Debian 6.12 headers) into
-//! `target/modules/<kernel release>/`.
+//! The kernel modules of `kernel-patches/` for the VM: built out of tree
+//! against a kernel tree (by default the stock Debian 6.12 headers), or
+//! taken from a kernel built from a series, which builds them in tree; either
+//! way into `target/modules/<kernel release>/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,14 +9,50 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::util;
-use crate::vm;
-use crate::VmArgs;
+use crate::vm::{self, VmArgs};
 
-/// The modules the build must produce, in load order.
-pub const MODULES: &[&str] = &["klog", "relay_app", "relay_klog", "klog_gen"];
+/// Our modules, in load order: their paths in a kernel tree without
+/// `.ko` (`samples/relay/relay_app`), as `kernel-patches/scripts/modules.sh`
+/// reads them from the Kbuild files.
+fn list(root: &Path) -> Result<Vec<String>> {
+    let script = root.join("kernel-patches/scripts/modules.sh");
+    let paths: Vec<String> = util::output(Command::new("bash").arg(&script).arg("--paths"))?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    if paths.is_empty() {
+        bail!("{} listed no modules", script.display());
+    }
+    Ok(paths)
+}
+
+/// The file name of a module's `.ko` (`relay_app.ko`).
+fn ko_name(path: &str) -> String {
+    format!("{}.ko", path.rsplit('/').next().unwrap_or(path))
+}
+
+/// What `cargo xtask modules` takes.
+#[derive(clap::Args)]
+pub struct ModulesArgs {
+    /// Kernel build tree or headers (default: the stock Debian 6.12 headers).
+    #[arg(long)]
+    kdir: Option<PathBuf>,
+}
+
+/// `cargo xtask modules`: builds the modules against `--kdir` (default:
+/// the stock headers).
+pub fn run(root: &Path, args: &ModulesArgs) -> Result<()> {
+    let kdir = match &args.kdir {
+        Some(kdir) => kdir.clone(),
+        None => stock_kdir()?,
+    };
+    let out = build(root, &kdir)?;
+    println!("modules built in {}", out.display());
+    Ok(())
+}
 
 /// Headers of the stock kernel that `cargo xtask vm` boots by default.
-pub fn stock_kdir() -> Result<PathBuf> {
+fn stock_kdir() -> Result<PathBuf> {
     let release = vm::stock_release(&vm::stock_kernel()?)?;
     release_kdir(&release)
 }
@@ -36,20 +73,73 @@ fn release_kdir(release: &str) -> Result<PathBuf> {
     })
 }
 
-/// The tree to build modules against for a VM run: `--kdir` if given, else
-/// the tree `--kernel` comes from, else the stock headers.
+/// Whether `kdir` is a kernel build of one of the series (it built the
+/// relay samples in tree).
+fn is_series_build(kdir: &Path) -> bool {
+    kdir.join("samples/relay/relay_app.ko").is_file()
+}
+
+/// Files a series build made that the VM tests use besides our modules
+/// (see [`list`]), copied with them to `target/modules/<release>/`.
+const INTREE: &[&str] = &[
+    "drivers/block/null_blk/null_blk.ko",
+    "lib/test_relay.ko",
+    "relay_test",
+    "relay_mmap",
+    "relay_mmap.sh",
+];
+
+/// Copies the in-tree modules of a series build into
+/// `target/modules/<release>/` and returns that directory.
+pub fn intree_modules(root: &Path, kdir: &Path) -> Result<PathBuf> {
+    let release = std::fs::read_to_string(kdir.join("include/config/kernel.release"))
+        .with_context(|| format!("{} is not a configured kernel build", kdir.display()))?
+        .trim()
+        .to_string();
+    let out = util::metadata(root)?
+        .target_dir
+        .join("modules")
+        .join(&release);
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut files: Vec<PathBuf> = INTREE.iter().map(|rel| kdir.join(rel)).collect();
+    files.extend(
+        list(root)?
+            .iter()
+            .map(|module| kdir.join(format!("{module}.ko"))),
+    );
+    for from in &files {
+        let name = from.file_name().context("module path without a name")?;
+        if !from.is_file() {
+            bail!(
+                "{} is missing: the kernel was not built with kernel-patches/config/relay-vm.config",
+                from.display()
+            );
+        }
+        std::fs::copy(from, out.join(name))
+            .with_context(|| format!("copying {} to {}", from.display(), out.display()))?;
+    }
+    println!(
+        "modules: {} in-tree modules of {release} in {}",
+        files.len() - 1,
+        out.display()
+    );
+    Ok(out)
+}
+
 /// The modules for the kernel the VM boots: a kernel built from a series
 /// has its own samples (in-tree modules), any other gets them built out of
 /// tree against its headers or build tree.
 pub fn for_vm(root: &Path, vm: &VmArgs, kdir: Option<PathBuf>) -> Result<PathBuf> {
     let kdir = kdir_for(vm, kdir)?;
-    if crate::kernel::is_series_build(&kdir) {
-        return crate::kernel::intree_modules(root, &kdir);
+    if is_series_build(&kdir) {
+        return intree_modules(root, &kdir);
     }
     build(root, &kdir).context("building the kernel modules")
 }
 
-pub fn kdir_for(vm: &VmArgs, kdir: Option<PathBuf>) -> Result<PathBuf> {
+/// The tree to build modules against for a VM run: `--kdir` if given, else
+/// the tree `--kernel` comes from, else the stock headers.
+fn kdir_for(vm: &VmArgs, kdir: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(kdir) = kdir {
         return Ok(kdir);
     }
@@ -119,21 +209,41 @@ pub fn build(root: &Path, kdir: &Path) -> Result<PathBuf> {
             .arg(format!("O_DIR={}", out.display())),
     )
     .context("the module build failed: see the compiler output above")?;
-    let missing: Vec<&str> = MODULES
+    let missing: Vec<String> = list(root)?
         .iter()
-        .copied()
-        .filter(|m| !out.join(format!("{m}.ko")).is_file())
+        .map(|module| ko_name(module))
+        .filter(|ko| !out.join(ko).is_file())
         .collect();
     if !missing.is_empty() {
         bail!(
             "the module build succeeded but did not produce {} in {}: check kernel-patches/Makefile",
-            missing
-                .iter()
-                .map(|m| format!("{m}.ko"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            missing.join(", "),
             out.display()
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_is_every_module_source_klog_and_relay_app_first() {
+        let root = util::repo_root().unwrap();
+        let modules = list(&root).unwrap();
+        assert_eq!(modules[..2], ["kernel/klog", "samples/relay/relay_app"]);
+        let samples = root.join("kernel-patches/src/samples/relay");
+        let mut sources: Vec<String> = std::fs::read_dir(&samples)
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter_map(|name| Some(format!("samples/relay/{}", name.strip_suffix(".c")?)))
+            .chain(["kernel/klog".to_string()])
+            .collect();
+        sources.sort();
+        let mut listed = modules.clone();
+        listed.sort();
+        assert_eq!(listed, sources);
+        assert_eq!(ko_name(&modules[1]), "relay_app.ko");
+    }
 }

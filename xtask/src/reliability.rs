@@ -17,7 +17,8 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result};
 
 use crate::setup::Tools;
-use crate::{fuzz, modules, util, vm, VmArgs};
+use crate::vm::VmArgs;
+use crate::{fuzz, modules, util, vm};
 
 /// Hard timeout of the VM run, in seconds.
 const TIMEOUT: u64 = 1800;
@@ -28,9 +29,11 @@ const FUZZ_RUNS: u64 = 1_000_000;
 /// The fuzz targets (those of `cargo xtask fuzz`), in the order they run.
 const FUZZ_TARGETS: [&str; 2] = ["reader_vs_model", "relay_app_subbuf"];
 
-/// What `cargo xtask reliability` takes besides the VM options.
-#[derive(clap::Args, Debug)]
+/// What `cargo xtask reliability` takes.
+#[derive(clap::Args)]
 pub struct ReliabilityArgs {
+    #[command(flatten)]
+    vm: VmArgs,
     /// Events per stress run, all CPUs together.
     #[arg(long, default_value_t = EVENTS)]
     events: u64,
@@ -82,7 +85,8 @@ fn fuzz(root: &Path, target: &str, runs: u64, log: &Path) -> Result<()> {
 }
 
 /// Runs everything and writes RELIABILITY.md.
-pub fn run(tools: &Tools, root: &Path, vm_args: &VmArgs, args: &ReliabilityArgs) -> Result<()> {
+pub fn run(tools: &Tools, root: &Path, args: &ReliabilityArgs) -> Result<()> {
+    let vm_args = &args.vm;
     let modules_dir = modules::for_vm(root, vm_args, None)?;
     let (target, release) = util::build_release(root, &["relay-reader-cli", "relay-reliability"])?;
     let driver = release.join("relay-reliability");

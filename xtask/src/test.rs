@@ -19,14 +19,33 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::setup::Tools;
-use crate::vm::TestSelection;
-use crate::{codegen, kernel, modules, util, vm, VmArgs};
+use crate::vm::{TestSelection, VmArgs};
+use crate::{codegen, kernel, modules, util, vm};
 
 /// Default hard timeout of the in-VM test run, in seconds (TCG is slow).
 const VM_TEST_TIMEOUT: u64 = 1800;
 
 /// The VM test package.
 const VM_TEST_PACKAGE: &str = "relay-vm-tests";
+
+/// What `cargo xtask test` takes.
+#[derive(clap::Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    vm: VmArgs,
+    /// Kernel build tree to build the modules against (default: derived
+    /// from --kernel when that is a build tree, else the stock headers).
+    #[arg(long)]
+    kdir: Option<PathBuf>,
+    /// Run the remaining steps after a failure (still fails at the end).
+    #[arg(long)]
+    keep_going: bool,
+    /// Skip building and testing the patched 7.3 kernel (built from
+    /// kernel-patches/series/7.3 and booted by default when no --kernel
+    /// is given).
+    #[arg(long)]
+    no_patched_kernel: bool,
+}
 
 /// Times the steps and remembers which failed.
 struct Steps {
@@ -80,21 +99,15 @@ impl Steps {
 }
 
 /// Runs the whole suite.
-pub fn run(
-    tools: &Tools,
-    root: &Path,
-    vm_args: &VmArgs,
-    kdir: Option<PathBuf>,
-    keep_going: bool,
-    no_patched_kernel: bool,
-) -> Result<()> {
+pub fn run(tools: &Tools, root: &Path, args: &TestArgs) -> Result<()> {
+    let vm_args = &args.vm;
     let meta = util::metadata(root)?;
     let has_codegen = meta.packages.iter().any(|p| p == codegen::GEN_PACKAGE);
-    let patched = vm_args.kernel.is_none() && !no_patched_kernel;
+    let patched = vm_args.kernel.is_none() && !args.no_patched_kernel;
     let mut steps = Steps {
         total: 6 + usize::from(has_codegen) + 2 * usize::from(patched),
         done: Vec::new(),
-        keep_going,
+        keep_going: args.keep_going,
     };
     let cargo = |args: &[&str]| -> Result<()> {
         util::run(Command::new(util::cargo()).current_dir(root).args(args))
@@ -114,7 +127,9 @@ pub fn run(
         ])
     })?;
     if has_codegen {
-        steps.run("codegen drift", || codegen::run(root, true))?;
+        steps.run("codegen drift", || {
+            codegen::run(root, &codegen::CodegenArgs { check: true })
+        })?;
     } else {
         println!(
             "\n(skipping codegen drift: no {} package in the workspace)",
@@ -126,7 +141,9 @@ pub fn run(
         cargo(&["test", "--workspace", "--exclude", VM_TEST_PACKAGE])
     })?;
     let modules_dir = steps
-        .run("modules", || modules::for_vm(root, vm_args, kdir))?
+        .run("modules", || {
+            modules::for_vm(root, vm_args, args.kdir.clone())
+        })?
         .unwrap_or_default();
     let closing = steps.run("vm tests", || {
         if modules_dir.as_os_str().is_empty() {
@@ -146,7 +163,7 @@ pub fn run(
         let name = format!("patched kernel {}", kernel::CI_BASE);
         let built = steps.run(&format!("{name}: build"), || {
             let built = kernel::build(root, kernel::CI_BASE, false)?;
-            let modules = kernel::intree_modules(root, &built.build_dir)?;
+            let modules = modules::intree_modules(root, &built.build_dir)?;
             Ok((built, modules))
         })?;
         patched_closing = steps

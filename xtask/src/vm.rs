@@ -10,20 +10,76 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 
 use crate::setup::Tools;
 use crate::util;
-use crate::VmArgs;
 
 /// Default hard timeout of `cargo xtask vm`, in seconds.
-pub const DEFAULT_TIMEOUT: u64 = 600;
+const DEFAULT_TIMEOUT: u64 = 600;
+
+/// Options shared by every subcommand that boots a VM.
+#[derive(Args, Clone)]
+pub struct VmArgs {
+    /// Kernel to boot: a bzImage/vmlinuz or a kernel build directory
+    /// (default: the stock /boot/vmlinuz-6.12*-amd64).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Hard limit for the whole VM run, in seconds; the guest is killed after
+    /// it (default: 600, or 1800 for `test`).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Guest memory (qemu syntax).
+    #[arg(long, default_value = "2G")]
+    pub memory: String,
+    /// Guest vCPUs.
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
+    /// Show kernel console messages (vng --verbose).
+    #[arg(long)]
+    pub verbose: bool,
+    /// Also write the whole guest output, the kernel console included (as
+    /// with --verbose), to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub console_log: Option<PathBuf>,
+    /// A host directory the guest may write (same path in the guest; created
+    /// if missing). Repeatable. The rest of the host is read-only in the guest.
+    #[arg(long, value_name = "DIR")]
+    pub rwdir: Vec<PathBuf>,
+}
+
+/// What `cargo xtask vm` takes.
+#[derive(Args)]
+pub struct VmCommandArgs {
+    #[command(flatten)]
+    vm: VmArgs,
+    /// The command to run in the guest: one argument is taken as a shell
+    /// snippet, several are quoted and joined.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+/// `cargo xtask vm`: boots the VM and runs the command in it; exits with
+/// the guest command's status.
+pub fn command(tools: &Tools, root: &Path, args: &VmCommandArgs) -> Result<ExitCode> {
+    let opts = VmOptions::from_args(&args.vm, DEFAULT_TIMEOUT)?;
+    let command = shell_command(&args.command);
+    let outcome = run(tools, root, &opts, &command)?;
+    if let Err(err) = outcome.check(&command) {
+        eprintln!("error: {err:#}");
+        // The guest's own status when it has one (a signal has none).
+        let code = outcome.status.code().and_then(|c| u8::try_from(c).ok());
+        return Ok(ExitCode::from(code.filter(|c| *c != 0).unwrap_or(1)));
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 /// How many lines of guest output to keep for error messages.
 const TAIL_LINES: usize = 60;
@@ -131,7 +187,7 @@ fn version_key(s: &str) -> Vec<u64> {
 
 /// The guest command line for `vm -- <args>`: a single argument is used as a
 /// shell snippet as is, several are quoted and joined.
-pub fn shell_command(args: &[String]) -> String {
+fn shell_command(args: &[String]) -> String {
     match args {
         [single] => single.clone(),
         _ => args

@@ -18,11 +18,11 @@ use anyhow::{bail, ensure, Context, Result};
 use nix::sys::resource::UsageWho;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
-use crate::{
-    cpu_seconds, cpu_seconds_of_children, local_copy, median_run, runs_cell, sh, take_turns,
-};
+use crate::json;
+use crate::process::{cpu_seconds, cpu_seconds_of_children, local_copy, sh};
+use crate::rounds::{median_run, runs_cell, take_turns};
 
 const DEV: &str = "/dev/nullb0";
 const DEBUGFS_DIR: &str = "/sys/kernel/debug/block/nullb0";
@@ -156,8 +156,71 @@ fn with_tracer<T>(
     Ok((result, cpu))
 }
 
+/// What `blktrace` measured (its `--json` file, which `report` reads).
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct BlktraceResult {
+    /// The guest's kernel release.
+    pub kernel: String,
+    /// What Debian's blktrace -v printed.
+    pub blktrace_version: String,
+    /// I/Os every fio job performed.
+    pub ios: u64,
+    /// fio jobs.
+    pub jobs: u32,
+    /// Runs of every tracer (files from before rounds had one).
+    #[serde(default = "one_round")]
+    pub rounds: u32,
+    /// The fio load without a tracer.
+    pub load_alone: Load,
+    /// One per tracer measured, then the floor ([`FLOOR_ROW`]).
+    pub rows: Vec<TracerRow>,
+}
+
+fn one_round() -> u32 {
+    1
+}
+
+/// The fio load's wall time and CPU seconds.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct Load {
+    /// Wall seconds.
+    pub load_secs: f64,
+    /// fio's user + system CPU seconds.
+    pub load_cpu_seconds: f64,
+}
+
+/// A tracer's row of a [`BlktraceResult`], or the floor's, which has
+/// no events, drops, load or idle run.
+#[derive(Serialize, Deserialize, Default, Debug, PartialEq)]
+pub struct TracerRow {
+    /// The tracer.
+    pub name: String,
+    /// Events it recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<u64>,
+    /// Events the kernel dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
+    /// Bytes of trace data.
+    pub bytes: u64,
+    /// The tracer's user + system CPU seconds (of the median run).
+    pub cpu_seconds: f64,
+    /// Its CPU seconds in every run, in run order.
+    #[serde(default)]
+    pub cpu_seconds_of_rounds: Vec<f64>,
+    /// Its CPU seconds on the idle device over the load's wall time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_cpu_seconds: Option<f64>,
+    /// fio's CPU seconds while it traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_cpu_seconds: Option<f64>,
+    /// The load's wall seconds while it traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_secs: Option<f64>,
+}
+
 /// One tracer under the load.
-fn measure(name: &str, program: &Path, args: &[&str], ios: u64, jobs: u32) -> Result<Value> {
+fn measure(name: &str, program: &Path, args: &[&str], ios: u64, jobs: u32) -> Result<TracerRow> {
     let dir = PathBuf::from("/tmp/relay-bench-blktrace").join(name.replace([' ', '-'], "_"));
     let ((load_secs, load_cpu_seconds), cpu_seconds) =
         with_tracer(name, program, args, &dir, || {
@@ -181,15 +244,16 @@ fn measure(name: &str, program: &Path, args: &[&str], ios: u64, jobs: u32) -> Re
     }
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("{name}: {events} events, {bytes} bytes, dropped {dropped}, load {load_secs:.1} s");
-    Ok(json!({
-        "name": name,
-        "events": events,
-        "dropped": dropped,
-        "bytes": bytes,
-        "cpu_seconds": cpu_seconds,
-        "load_cpu_seconds": load_cpu_seconds,
-        "load_secs": load_secs,
-    }))
+    Ok(TracerRow {
+        name: name.to_string(),
+        events: Some(events),
+        dropped: Some(dropped),
+        bytes,
+        cpu_seconds,
+        load_cpu_seconds: Some(load_cpu_seconds),
+        load_secs: Some(load_secs),
+        ..TracerRow::default()
+    })
 }
 
 /// CPU seconds of a tracer started, left tracing an idle device for `secs`
@@ -206,15 +270,34 @@ fn idle_cpu(name: &str, program: &Path, args: &[&str], secs: f64) -> Result<f64>
     Ok(cpu)
 }
 
-/// Runs the comparison; writes JSON to `out` and Markdown to stdout.
-pub fn run(
-    relay_blktrace: &Path,
-    blktrace: &Path,
+/// What `relay-bench blktrace` takes.
+#[derive(clap::Args)]
+pub struct BlktraceArgs {
+    /// The relay-blktrace binary.
+    #[arg(long)]
+    relay_blktrace: PathBuf,
+    /// Debian's blktrace.
+    #[arg(long, default_value = "/usr/sbin/blktrace")]
+    blktrace: PathBuf,
+    /// I/Os every fio job performs (at most 262144: fio stops at the
+    /// end of the 1 GiB device).
+    #[arg(long, default_value_t = 250_000)]
     ios: u64,
+    /// fio jobs (one per CPU spreads the events over every buffer).
+    #[arg(long, default_value_t = 2)]
     jobs: u32,
+    /// Runs of every tracer, taking turns; the median counts.
+    #[arg(long, default_value_t = 3)]
     rounds: u32,
-    out: Option<&Path>,
-) -> Result<()> {
+    /// Also write the measurements as JSON here (for `report`).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Runs the comparison; writes JSON to `--json` and Markdown to stdout.
+pub fn run(args: &BlktraceArgs) -> Result<()> {
+    let (relay_blktrace, blktrace) = (&args.relay_blktrace, &args.blktrace);
+    let (ios, jobs, rounds) = (args.ios, args.jobs, args.rounds.max(1));
     let _ = Command::new("rmmod").arg("null_blk").output();
     sh(Command::new("modprobe").args(["null_blk", "nr_devices=1", "gb=1", "bs=512"]))?;
     let started = Instant::now();
@@ -222,16 +305,16 @@ pub fn run(
         ensure!(started.elapsed() < Duration::from_secs(30), "no {DEV}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let result = (|| -> Result<Value> {
+    let result = (|| -> Result<BlktraceResult> {
         // Warm up: fio and its libraries come over the host's file system.
         sh(&mut fio(ios / 10, jobs))?;
         let before = cpu_seconds_of_children()?;
         let t = Instant::now();
         sh(&mut fio(ios, jobs))?;
-        let alone = json!({
-            "load_secs": t.elapsed().as_secs_f64(),
-            "load_cpu_seconds": cpu_seconds_of_children()? - before,
-        });
+        let alone = Load {
+            load_secs: t.elapsed().as_secs_f64(),
+            load_cpu_seconds: cpu_seconds_of_children()? - before,
+        };
         // The tracers run from the guest's tmpfs (see local_copy).
         let blktrace_local = local_copy(blktrace)?;
         let relay_local = local_copy(relay_blktrace)?;
@@ -258,13 +341,12 @@ pub fn run(
                 Err(e) => Err(e),
             }
         })?;
-        let mut rows: Vec<Value> = runs
+        let mut rows: Vec<TracerRow> = runs
             .into_iter()
             .filter(|r| !r.is_empty())
             .map(|r| {
-                let (mut median, cpu) =
-                    median_run(r, |x| x["cpu_seconds"].as_f64().unwrap_or(f64::NAN));
-                median["cpu_seconds_of_rounds"] = json!(cpu);
+                let (mut median, cpu) = median_run(r, |x| x.cpu_seconds);
+                median.cpu_seconds_of_rounds = cpu;
                 median
             })
             .collect();
@@ -272,53 +354,49 @@ pub fn run(
         // setting the trace up (buffers, tracepoints patched in), starting,
         // waiting and tearing down. One run each.
         for (name, program, args) in &tracers {
-            if let Some(row) = rows.iter_mut().find(|r| r["name"] == *name) {
-                let secs = row["load_secs"].as_f64().unwrap_or(0.0);
+            if let Some(row) = rows.iter_mut().find(|r| r.name == *name) {
+                let secs = row.load_secs.unwrap_or(0.0);
                 eprint!("idle: ");
-                row["idle_cpu_seconds"] = json!(idle_cpu(name, program, args, secs)?);
+                row.idle_cpu_seconds = Some(idle_cpu(name, program, args, secs)?);
             }
         }
         // The floor: the same number of bytes written to the same tmpfs, as
         // every tracer here must, with nothing else done.
         let bytes = rows
             .iter()
-            .find(|r| r["name"] == "relay-blktrace")
-            .and_then(|r| r["bytes"].as_u64())
-            .unwrap_or(0);
+            .find(|r| r.name == "relay-blktrace")
+            .map_or(0, |r| r.bytes);
         let floor: Vec<f64> = (0..rounds)
             .map(|_| write_floor(bytes))
             .collect::<Result<_>>()?;
         let (median, floor) = median_run(floor, |&c| c);
-        rows.push(json!({
-            "name": FLOOR_ROW,
-            "bytes": bytes,
-            "cpu_seconds": median,
-            "cpu_seconds_of_rounds": floor,
-        }));
+        rows.push(TracerRow {
+            name: FLOOR_ROW.to_string(),
+            bytes,
+            cpu_seconds: median,
+            cpu_seconds_of_rounds: floor,
+            ..TracerRow::default()
+        });
         let version = Command::new(blktrace)
             .arg("-v")
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default();
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        Ok(json!({
-            "kernel": kernel.trim(),
-            "blktrace_version": version,
-            "ios": ios,
-            "jobs": jobs,
-            "rounds": rounds,
-            "load_alone": alone,
-            "rows": rows,
-        }))
+        Ok(BlktraceResult {
+            kernel: kernel.trim().to_string(),
+            blktrace_version: version,
+            ios,
+            jobs,
+            rounds,
+            load_alone: alone,
+            rows,
+        })
     })();
     let _ = Command::new("rmmod").arg("null_blk").status();
     let result = result?;
     print!("{}", table(&result));
-    if let Some(out) = out {
-        std::fs::write(out, serde_json::to_string_pretty(&result)?)
-            .with_context(|| format!("writing {}", out.display()))?;
-    }
-    Ok(())
+    json::write(args.json.as_deref(), &result)
 }
 
 /// The name of the floor row.
@@ -348,53 +426,50 @@ fn write_floor(bytes: u64) -> Result<f64> {
 }
 
 /// CPU seconds per GiB of trace data of a row.
-pub fn per_gib(row: &Value) -> f64 {
-    let bytes = row["bytes"].as_u64().unwrap_or(0);
-    row["cpu_seconds"].as_f64().unwrap_or(f64::NAN) / (bytes as f64 / (1u64 << 30) as f64)
+pub fn per_gib(row: &TracerRow) -> f64 {
+    row.cpu_seconds / (row.bytes as f64 / (1u64 << 30) as f64)
+}
+
+impl BlktraceResult {
+    /// The row of the tracer `name`.
+    fn row(&self, name: &str) -> Option<&TracerRow> {
+        self.rows.iter().find(|r| r.name == name)
+    }
 }
 
 /// The Markdown of a `blktrace` result.
-pub fn table(result: &Value) -> String {
-    let empty = Vec::new();
-    let rows = result["rows"].as_array().unwrap_or(&empty);
+pub fn table(result: &BlktraceResult) -> String {
+    let rows = &result.rows;
     let base = rows.first().map(per_gib).unwrap_or(f64::NAN);
-    let floor = rows
-        .iter()
-        .find(|r| r["name"] == FLOOR_ROW)
-        .map_or(f64::NAN, per_gib);
+    let floor = result.row(FLOOR_ROW).map_or(f64::NAN, per_gib);
     let mut s = format!(
         "Load: fio, {} jobs x {} random 4 KiB direct I/Os (75% reads) on null_blk ({DEV}), {} s and {:.2} CPU s without a tracer; both tracers with their default 4 x 512 KiB sub-buffers per CPU, run from the guest's tmpfs; kernel {}, {}. Each row is the median (by CPU time) of {} runs, the tracers taking turns; blktrace counts events as bytes / 48 (its estimate), relay-blktrace counts the records it wrote. The floor is this benchmark itself writing the same number of bytes to the same tmpfs in 512 KiB write(2)s: the copy into the page cache that every tracer here pays, and under TCG most of what relay-blktrace costs. Idle is one run of each tracer on the idle device over its load's wall time (setting up the trace and its buffers, patching the tracepoints in, starting the program, tearing down): what it costs without events. The last ratio compares what is left of each tracer's CPU per GiB once its idle cost and the floor are taken off: the cost of moving the events.\n\n",
-        result["jobs"],
-        result["ios"],
-        fmt2(result["load_alone"]["load_secs"].as_f64()),
-        result["load_alone"]["load_cpu_seconds"].as_f64().unwrap_or(f64::NAN),
-        result["kernel"].as_str().unwrap_or("?"),
-        result["blktrace_version"].as_str().unwrap_or("?"),
-        result["rounds"].as_u64().unwrap_or(1),
+        result.jobs,
+        result.ios,
+        fmt2(Some(result.load_alone.load_secs)),
+        result.load_alone.load_cpu_seconds,
+        result.kernel,
+        result.blktrace_version,
+        result.rounds,
     );
     let base_moving = rows.first().and_then(|b| moving_per_gib(b, floor));
     s.push_str("| tracer | events | MiB of trace data | events dropped | tracer CPU s | CPU s of each run | idle CPU s | CPU s per GiB | CPU per GiB vs blktrace | above the floor vs blktrace | above idle and the floor vs blktrace | load wall s |\n");
     s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
-        let tracer = r["name"] != FLOOR_ROW;
+        let tracer = r.name != FLOOR_ROW;
         let moving = moving_per_gib(r, floor)
             .zip(base_moving)
             .map(|(m, b)| m / b)
             .filter(|x| tracer && x.is_finite());
         s.push_str(&format!(
             "| {} | {} | {:.2} | {} | {:.2} | {} | {} | {:.2} | {:.2}x | {} | {} | {} |\n",
-            r["name"].as_str().unwrap_or("?"),
-            cell(&r["events"]),
-            r["bytes"].as_u64().unwrap_or(0) as f64 / (1u64 << 20) as f64,
-            cell(&r["dropped"]),
-            r["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
-            runs_cell(r, "cpu_seconds_of_rounds", &|c| format!(
-                "{:.2}",
-                c.as_f64().unwrap_or(f64::NAN)
-            )),
-            r["idle_cpu_seconds"]
-                .as_f64()
-                .map_or("-".into(), |c| format!("{c:.2}")),
+            r.name,
+            cell(r.events),
+            r.bytes as f64 / (1u64 << 20) as f64,
+            cell(r.dropped),
+            r.cpu_seconds,
+            runs_cell(&r.cpu_seconds_of_rounds, |c| format!("{c:.2}")),
+            r.idle_cpu_seconds.map_or("-".into(), |c| format!("{c:.2}")),
             per_gib(r),
             per_gib(r) / base,
             if tracer {
@@ -403,7 +478,7 @@ pub fn table(result: &Value) -> String {
                 "-".to_string()
             },
             moving.map_or("-".into(), |m| format!("{m:.2}x")),
-            fmt2(r["load_secs"].as_f64()),
+            fmt2(r.load_secs),
         ));
     }
     s
@@ -411,46 +486,41 @@ pub fn table(result: &Value) -> String {
 
 /// CPU seconds per GiB a tracer row spent beyond its idle cost and the
 /// floor's `floor` per GiB: moving the events. None without an idle run.
-fn moving_per_gib(row: &Value, floor: f64) -> Option<f64> {
-    let idle = row["idle_cpu_seconds"].as_f64()?;
-    let gib = row["bytes"].as_u64()? as f64 / (1u64 << 30) as f64;
-    Some((row["cpu_seconds"].as_f64()? - idle) / gib - floor)
+fn moving_per_gib(row: &TracerRow, floor: f64) -> Option<f64> {
+    let idle = row.idle_cpu_seconds?;
+    let gib = row.bytes as f64 / (1u64 << 30) as f64;
+    Some((row.cpu_seconds - idle) / gib - floor)
 }
 
 /// A tracer's CPU per GiB beyond its idle cost and the floor over
 /// blktrace's, when all of them were measured.
-pub fn moving_vs_blktrace(result: &Value, name: &str) -> Option<f64> {
-    let rows = result["rows"].as_array()?;
-    let find = |n: &str| rows.iter().find(|r| r["name"] == n);
-    let floor = per_gib(find(FLOOR_ROW)?);
-    let r =
-        moving_per_gib(find(name)?, floor)? / moving_per_gib(find("blktrace (Debian)")?, floor)?;
+pub fn moving_vs_blktrace(result: &BlktraceResult, name: &str) -> Option<f64> {
+    let floor = per_gib(result.row(FLOOR_ROW)?);
+    let r = moving_per_gib(result.row(name)?, floor)?
+        / moving_per_gib(result.row("blktrace (Debian)")?, floor)?;
     r.is_finite().then_some(r)
 }
 
 /// What a tracer's CPU per GiB would be over blktrace's if moving the
 /// events cost it nothing: the floor plus its idle cost. At or above an aim
 /// this says no tracer could meet the aim on this machine.
-pub fn fixed_cost_vs_blktrace(result: &Value, name: &str) -> Option<f64> {
-    let rows = result["rows"].as_array()?;
-    let find = |n: &str| rows.iter().find(|r| r["name"] == n);
-    let row = find(name)?;
-    let gib = row["bytes"].as_u64()? as f64 / (1u64 << 30) as f64;
-    let fixed = per_gib(find(FLOOR_ROW)?) + row["idle_cpu_seconds"].as_f64()? / gib;
-    let r = fixed / per_gib(find("blktrace (Debian)")?);
+pub fn fixed_cost_vs_blktrace(result: &BlktraceResult, name: &str) -> Option<f64> {
+    let row = result.row(name)?;
+    let gib = row.bytes as f64 / (1u64 << 30) as f64;
+    let fixed = per_gib(result.row(FLOOR_ROW)?) + row.idle_cpu_seconds? / gib;
+    let r = fixed / per_gib(result.row("blktrace (Debian)")?);
     r.is_finite().then_some(r)
 }
 
 /// A number of the table, `-` where a row has none.
-fn cell(v: &Value) -> String {
-    v.as_u64().map_or("-".into(), |n| n.to_string())
+fn cell(v: Option<u64>) -> String {
+    v.map_or("-".into(), |n| n.to_string())
 }
 
 /// A tracer's CPU per GiB above the floor over blktrace's, when both rows
 /// and the floor were measured.
-pub fn above_floor_vs_blktrace(result: &Value, name: &str) -> Option<f64> {
-    let rows = result["rows"].as_array()?;
-    let find = |n: &str| rows.iter().find(|r| r["name"] == n).map(per_gib);
+pub fn above_floor_vs_blktrace(result: &BlktraceResult, name: &str) -> Option<f64> {
+    let find = |n: &str| result.row(n).map(per_gib);
     let floor = find(FLOOR_ROW)?;
     let r = (find(name)? - floor) / (find("blktrace (Debian)")? - floor);
     r.is_finite().then_some(r)
@@ -467,12 +537,30 @@ mod tests {
     #[test]
     fn moving_cost_takes_off_idle_and_floor() {
         let gib = 1u64 << 30;
-        let result = json!({"rows": [
-            {"name": "blktrace (Debian)", "bytes": gib, "cpu_seconds": 1.0, "idle_cpu_seconds": 0.2},
-            {"name": "relay-blktrace --mode mmap", "bytes": gib, "cpu_seconds": 0.7, "idle_cpu_seconds": 0.1},
-            {"name": "no idle run", "bytes": gib, "cpu_seconds": 0.7},
-            {"name": FLOOR_ROW, "bytes": gib, "cpu_seconds": 0.4},
-        ]});
+        let row = |name: &str, cpu_seconds, idle_cpu_seconds| TracerRow {
+            name: name.to_string(),
+            bytes: gib,
+            cpu_seconds,
+            idle_cpu_seconds,
+            ..TracerRow::default()
+        };
+        let result = BlktraceResult {
+            kernel: "7.3.4-relay".into(),
+            blktrace_version: "2.0".into(),
+            ios: 1,
+            jobs: 2,
+            rounds: 1,
+            load_alone: Load {
+                load_secs: 1.0,
+                load_cpu_seconds: 1.0,
+            },
+            rows: vec![
+                row("blktrace (Debian)", 1.0, Some(0.2)),
+                row("relay-blktrace --mode mmap", 0.7, Some(0.1)),
+                row("no idle run", 0.7, None),
+                row(FLOOR_ROW, 0.4, None),
+            ],
+        };
         // blktrace moves events for 1.0 - 0.2 - 0.4 = 0.4 s/GiB, the other
         // for 0.7 - 0.1 - 0.4 = 0.2 s/GiB.
         let r = moving_vs_blktrace(&result, "relay-blktrace --mode mmap").unwrap();

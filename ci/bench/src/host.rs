@@ -17,14 +17,16 @@
 //! (one per drain) and FLUSH count.
 
 use std::hint::black_box;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use relay_reader::mapped::{MappedBuffer, SubbufLoc};
 use relay_reader::model::{CallRecorder, ModelBuffer};
 use relay_reader::source::MappedSource;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::json;
 
 /// The relay-apps padding header the model (like the `relay_app` helper)
 /// puts at the head of every sub-buffer.
@@ -175,9 +177,73 @@ fn gib_s(bytes: u64, time: Duration) -> f64 {
     bytes as f64 / (1u64 << 30) as f64 / time.as_secs_f64()
 }
 
-/// Runs every case and writes the results as JSON to `out` (and a
+/// What `relay-bench host` takes.
+#[derive(clap::Args)]
+pub struct HostArgs {
+    /// MiB each side moves per trial and case.
+    #[arg(long, default_value_t = 512)]
+    mib_per_trial: u64,
+    /// Trials per case; the best counts.
+    #[arg(long, default_value_t = 11)]
+    trials: u32,
+    /// Size of each record the model's writer writes.
+    #[arg(long, default_value_t = 256)]
+    record_size: usize,
+    /// Also write the measurements as JSON here (for `report`).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// What `host` measured (its `--json` file, which `report` reads).
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct HostResult {
+    /// Size of each record the model's writer wrote.
+    pub record_size: usize,
+    /// MiB each side moved per trial and case.
+    pub mib_per_trial: u64,
+    /// Trials per case; the best counted.
+    pub trials: u32,
+    /// Nanoseconds of a trivial system call on this host.
+    pub syscall_ns: f64,
+    /// The host's CPU model.
+    pub cpu: String,
+    /// The host's CPUs.
+    pub n_cpus: usize,
+    /// One per case.
+    pub cases: Vec<CaseResult>,
+}
+
+/// The best trial of each side in one [`Case`].
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct CaseResult {
+    /// The case's name.
+    pub name: String,
+    /// Its geometry and reading pattern (see [`Case`]).
+    pub subbuf_size: usize,
+    /// See [`Case`].
+    pub n_subbufs: usize,
+    /// See [`Case`].
+    pub overwrite: bool,
+    /// See [`Case`].
+    pub batch: usize,
+    /// Bytes the reader core delivered (memcpy copied the same).
+    pub bytes: u64,
+    /// Sub-buffers it delivered.
+    pub subbufs: u64,
+    /// Seconds of the reader core.
+    pub reader_secs: f64,
+    /// Seconds of memcpy.
+    pub memcpy_secs: f64,
+    /// System calls the reader made into the ABI (files from before the
+    /// meta area counted ioctls under another key: 0 here).
+    #[serde(default)]
+    pub syscalls: u64,
+}
+
+/// Runs every case and writes the results as JSON to `--json` (and a
 /// Markdown table to stdout).
-pub fn run(mib_per_trial: u64, trials: u32, record_size: usize, out: Option<&Path>) -> Result<()> {
+pub fn run(args: &HostArgs) -> Result<()> {
+    let (mib_per_trial, trials, record_size) = (args.mib_per_trial, args.trials, args.record_size);
     let mut cases = Vec::new();
     for case in &CASES {
         let mut best: Option<(Side, Side, u64)> = None;
@@ -199,34 +265,32 @@ pub fn run(mib_per_trial: u64, trials: u32, record_size: usize, out: Option<&Pat
             gib_s(ours.bytes, ours.time),
             gib_s(base.bytes, base.time)
         );
-        cases.push(json!({
-            "name": case.name,
-            "subbuf_size": case.subbuf_size,
-            "n_subbufs": case.n_subbufs,
-            "overwrite": case.overwrite,
-            "batch": case.batch,
-            "bytes": ours.bytes,
-            "subbufs": ours.subbufs,
-            "reader_secs": ours.time.as_secs_f64(),
-            "memcpy_secs": base.time.as_secs_f64(),
-            "syscalls": syscalls,
-        }));
+        cases.push(CaseResult {
+            name: case.name.to_string(),
+            subbuf_size: case.subbuf_size,
+            n_subbufs: case.n_subbufs,
+            overwrite: case.overwrite,
+            batch: case.batch,
+            bytes: ours.bytes,
+            subbufs: ours.subbufs,
+            reader_secs: ours.time.as_secs_f64(),
+            memcpy_secs: base.time.as_secs_f64(),
+            syscalls,
+        });
     }
-    let result = json!({
-        "record_size": record_size,
-        "mib_per_trial": mib_per_trial,
-        "trials": trials,
-        "syscall_ns": syscall_ns(),
-        "cpu": cpu_model(),
-        "n_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "cases": cases,
-    });
+    let result = HostResult {
+        record_size,
+        mib_per_trial,
+        trials,
+        syscall_ns: syscall_ns(),
+        cpu: cpu_model(),
+        n_cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        cases,
+    };
     print!("{}", table(&result));
-    if let Some(out) = out {
-        std::fs::write(out, serde_json::to_string_pretty(&result)?)
-            .with_context(|| format!("writing {}", out.display()))?;
-    }
-    Ok(())
+    json::write(args.json.as_deref(), &result)
 }
 
 /// The host's CPU model, from /proc/cpuinfo.
@@ -242,32 +306,28 @@ pub fn cpu_model() -> String {
 }
 
 /// The reader core's throughput relative to memcpy in one case.
-pub fn ratio(case: &Value) -> f64 {
-    case["memcpy_secs"].as_f64().unwrap_or(f64::NAN)
-        / case["reader_secs"].as_f64().unwrap_or(f64::NAN)
+pub fn ratio(case: &CaseResult) -> f64 {
+    case.memcpy_secs / case.reader_secs
 }
 
 /// The Markdown table of a `host` result.
-pub fn table(result: &Value) -> String {
+pub fn table(result: &HostResult) -> String {
     let mut s = String::new();
     s.push_str(
         "| reading pattern | GiB/s reader core | GiB/s memcpy | reader / memcpy | ns per sub-buffer over memcpy | ABI system calls per sub-buffer |\n|---|---:|---:|---:|---:|---:|\n",
     );
-    let empty = Vec::new();
-    for case in result["cases"].as_array().unwrap_or(&empty) {
-        let bytes = case["bytes"].as_u64().unwrap_or(0);
-        let subbufs = case["subbufs"].as_u64().unwrap_or(0).max(1);
-        let reader = case["reader_secs"].as_f64().unwrap_or(f64::NAN);
-        let memcpy = case["memcpy_secs"].as_f64().unwrap_or(f64::NAN);
-        let gib = bytes as f64 / (1u64 << 30) as f64;
+    for case in &result.cases {
+        let subbufs = case.subbufs.max(1);
+        let (reader, memcpy) = (case.reader_secs, case.memcpy_secs);
+        let gib = case.bytes as f64 / (1u64 << 30) as f64;
         s.push_str(&format!(
             "| {} | {:.2} | {:.2} | {:.2}x | {:.0} | {:.2} |\n",
-            case["name"].as_str().unwrap_or("?"),
+            case.name,
             gib / reader,
             gib / memcpy,
             ratio(case),
             (reader - memcpy) * 1e9 / subbufs as f64,
-            case["syscalls"].as_u64().unwrap_or(0) as f64 / subbufs as f64,
+            case.syscalls as f64 / subbufs as f64,
         ));
     }
     s

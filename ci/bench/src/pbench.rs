@@ -6,13 +6,15 @@
 //! disabled, best of five rounds. It runs twice: with klog.ko alone (klog
 //! off), then with relay_app.ko and relay_klog.ko loaded (klog on).
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
-use crate::sh;
+use crate::json;
+
+use crate::process::sh;
 
 const RUN: &str = "/sys/kernel/debug/relay_pbench/run";
 const RESULTS: &str = "/sys/kernel/debug/relay_pbench/results";
@@ -44,8 +46,44 @@ fn rmmod(modules: &[&str]) {
     }
 }
 
-/// Runs both passes; writes JSON to `out` and Markdown to stdout.
-pub fn run(modules: &Path, events: u64, out: Option<&Path>) -> Result<()> {
+/// What `relay-bench pbench` takes.
+#[derive(clap::Args)]
+pub struct PbenchArgs {
+    /// Directory with klog.ko, relay_app.ko, relay_klog.ko and
+    /// relay_pbench.ko.
+    #[arg(long)]
+    modules: PathBuf,
+    /// Events of each kind per round.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Also write the measurements as JSON here (for `report`).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// What `pbench` measured (its `--json` file, which `report` reads).
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct PbenchResult {
+    /// The guest's kernel release.
+    pub kernel: String,
+    /// Events of each kind per round.
+    pub events: u64,
+    /// One per way to log an event.
+    pub rows: Vec<PbenchRow>,
+}
+
+/// The cost of one way to log an event.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct PbenchRow {
+    /// The way.
+    pub name: String,
+    /// Nanoseconds per event.
+    pub ns: f64,
+}
+
+/// Runs both passes; writes JSON to `--json` and Markdown to stdout.
+pub fn run(args: &PbenchArgs) -> Result<()> {
+    let (modules, events) = (&args.modules, args.events);
     let all = [
         "relay_pbench",
         "relay_klog",
@@ -54,7 +92,7 @@ pub fn run(modules: &Path, events: u64, out: Option<&Path>) -> Result<()> {
         "klog",
     ];
     rmmod(&all);
-    let result = (|| -> Result<Value> {
+    let result = (|| -> Result<PbenchResult> {
         sh(Command::new("insmod").arg(modules.join("klog.ko")))?;
         sh(Command::new("insmod").arg(modules.join("relay_pbench.ko")))?;
         let (off, handler) = measure(events)?;
@@ -65,60 +103,64 @@ pub fn run(modules: &Path, events: u64, out: Option<&Path>) -> Result<()> {
             .args(["overwrite=1", "subbuf_size=262144", "n_subbufs=8"]))?;
         let (on, handler) = measure(events)?;
         ensure!(handler, "klog() did not reach relay_klog's handler");
-        let get = |rows: &[(String, f64)], name: &str| {
-            rows.iter()
-                .find(|(n, _)| n == name)
+        let row = |name: &str, rows: &[(String, f64)], key: &str| {
+            let ns = rows
+                .iter()
+                .find(|(n, _)| n == key)
                 .map(|r| r.1)
-                .with_context(|| format!("no {name} in relay_pbench's results"))
+                .with_context(|| format!("no {key} in relay_pbench's results"))?;
+            anyhow::Ok(PbenchRow {
+                name: name.to_string(),
+                ns,
+            })
         };
         let rows = vec![
-            json!({"name": "empty function call", "ns": get(&off, "empty")?}),
-            json!({"name": "klog() off (no handler)", "ns": get(&off, "klog")?}),
-            json!({"name": "klog() on (relay_klog handler, overwrite mode)", "ns": get(&on, "klog")?}),
-            json!({"name": "relay_write() (overwrite mode)", "ns": get(&off, "relay_write")?}),
-            json!({"name": "trace_printk()", "ns": get(&off, "trace_printk")?}),
-            json!({"name": "empty function call (second pass)", "ns": get(&on, "empty")?}),
+            row("empty function call", &off, "empty")?,
+            row("klog() off (no handler)", &off, "klog")?,
+            row(
+                "klog() on (relay_klog handler, overwrite mode)",
+                &on,
+                "klog",
+            )?,
+            row("relay_write() (overwrite mode)", &off, "relay_write")?,
+            row("trace_printk()", &off, "trace_printk")?,
+            row("empty function call (second pass)", &on, "empty")?,
         ];
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        Ok(json!({"kernel": kernel.trim(), "events": events, "rows": rows}))
+        Ok(PbenchResult {
+            kernel: kernel.trim().to_string(),
+            events,
+            rows,
+        })
     })();
     rmmod(&all);
     let result = result?;
     print!("{}", table(&result));
-    if let Some(out) = out {
-        std::fs::write(out, serde_json::to_string_pretty(&result)?)
-            .with_context(|| format!("writing {}", out.display()))?;
-    }
-    Ok(())
+    json::write(args.json.as_deref(), &result)
 }
 
 /// ns per event of the row whose name starts with `prefix`.
-pub fn ns(result: &Value, prefix: &str) -> Option<f64> {
-    result["rows"]
-        .as_array()?
-        .iter()
-        .find(|r| r["name"].as_str().is_some_and(|n| n.starts_with(prefix)))?["ns"]
-        .as_f64()
+pub fn ns(result: &PbenchResult, prefix: &str) -> Option<f64> {
+    let row = result.rows.iter().find(|r| r.name.starts_with(prefix))?;
+    Some(row.ns)
 }
 
 /// The Markdown of a `pbench` result.
-pub fn table(result: &Value) -> String {
+pub fn table(result: &PbenchResult) -> String {
     let empty = ns(result, "empty function call").unwrap_or(f64::NAN);
     let mut s = format!(
         "relay_pbench: {} events of each kind on one CPU with preemption disabled, best of 5 rounds; \
          the record is 64 bytes (klog, relay_write), trace_printk formats a sequence number; \
          kernel {}, TCG.\n\n",
-        result["events"],
-        result["kernel"].as_str().unwrap_or("?"),
+        result.events, result.kernel,
     );
     s.push_str("| per event | ns | vs empty function call |\n|---|---:|---:|\n");
-    let none = Vec::new();
-    for r in result["rows"].as_array().unwrap_or(&none) {
-        let v = r["ns"].as_f64().unwrap_or(f64::NAN);
+    for r in &result.rows {
         s.push_str(&format!(
-            "| {} | {v:.1} | {:.2}x |\n",
-            r["name"].as_str().unwrap_or("?"),
-            v / empty
+            "| {} | {:.1} | {:.2}x |\n",
+            r.name,
+            r.ns,
+            r.ns / empty
         ));
     }
     s

@@ -1,25 +1,16 @@
 //! `relay-bench report`: BENCHMARKS.md from the JSON the other subcommands
 //! wrote, with every aim of the benchmark checked against the numbers.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use serde_json::Value;
 
-use crate::{blktrace, host, pbench, per_gib, row, table};
-
-/// Reads `dir/name`, or None when that part was not run.
-fn load(dir: &Path, name: &str) -> Result<Option<Value>> {
-    let path = dir.join(name);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(Some(
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?,
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
+use crate::blktrace::{self, BlktraceResult};
+use crate::host::{self, HostResult};
+use crate::json;
+use crate::pbench::{self, PbenchResult};
+use crate::readers::{self, per_gib, row, table, Row, RunResult};
 
 /// One aim: what it asks, what was measured, and whether it holds (None:
 /// not measured).
@@ -38,21 +29,22 @@ fn verdict(pass: Option<bool>) -> &'static str {
 }
 
 /// What every run of a `run` row lost (older results: the one run's).
-fn lost_of_runs(row: &Value) -> Vec<u64> {
-    match row["lost_of_rounds"].as_array() {
-        Some(runs) if !runs.is_empty() => runs.iter().filter_map(Value::as_u64).collect(),
-        _ => vec![row["lost"].as_u64().unwrap_or(0)],
+fn lost_of_runs(row: &Row) -> Vec<u64> {
+    if row.lost_of_rounds.is_empty() {
+        vec![row.lost]
+    } else {
+        row.lost_of_rounds.clone()
     }
 }
 
 /// "; run 3 lost while a producer was held up for 4.7 ms, ..." naming the
 /// runs of `row` that lost records in a stall of at least a buffer's fill
 /// time (see `lost_in_a_stall`), or nothing.
-fn stall_note(row: &Value, full: &Value) -> String {
-    let Some((_, fill_ms)) = crate::producer_speed(full) else {
+fn stall_note(row: &Row, full: &RunResult) -> String {
+    let Some((_, fill_ms)) = readers::producer_speed(full) else {
         return String::new();
     };
-    let stalls = crate::lost_in_a_stall(row, fill_ms);
+    let stalls = readers::lost_in_a_stall(row, fill_ms);
     let list = |cell: &dyn Fn(&(usize, f64)) -> String| {
         stalls.iter().map(cell).collect::<Vec<_>>().join(", ")
     };
@@ -68,17 +60,17 @@ fn stall_note(row: &Value, full: &Value) -> String {
 }
 
 /// mmap mode's CPU per GiB over the cat loop's in one `run` result.
-fn mmap_vs_cat(run: &Value) -> Option<f64> {
+fn mmap_vs_cat(run: &RunResult) -> Option<f64> {
     let ratio = per_gib(row(run, "relay-reader --mode mmap")?) / per_gib(row(run, "cat loop")?);
     ratio.is_finite().then_some(ratio)
 }
 
 fn aims(
-    host: Option<&Value>,
-    paced: Option<&Value>,
-    full: Option<&Value>,
-    blk: Option<&Value>,
-    pb: Option<&Value>,
+    host: Option<&HostResult>,
+    paced: Option<&RunResult>,
+    full: Option<&RunResult>,
+    blk: Option<&BlktraceResult>,
+    pb: Option<&PbenchResult>,
 ) -> Vec<Aim> {
     let mut aims = Vec::new();
     for (label, run) in [("paced", paced), ("full speed", full)] {
@@ -90,10 +82,7 @@ fn aims(
         });
     }
 
-    let blk_rows = blk.and_then(|b| b["rows"].as_array());
-    let blk_row = |name: &str| {
-        blk_rows.and_then(|rows| rows.iter().find(|r| r["name"].as_str() == Some(name)))
-    };
+    let blk_row = |name: &str| blk.and_then(|b| b.rows.iter().find(|r| r.name == name));
     let base = blk_row("blktrace (Debian)").map(blktrace::per_gib);
     match (base, blk_row("relay-blktrace --mode mmap")) {
         (Some(base), Some(mmap)) => {
@@ -142,11 +131,11 @@ fn aims(
     for (name, how) in [
         ("relay-reader --mode mmap", "mmap mode, normal scheduling"),
         (
-            crate::SLICE_ROW,
+            readers::SLICE_ROW,
             "mmap mode, normal scheduling with a 100 µs slice: `--slice-us 100`",
         ),
         (
-            crate::REALTIME_ROW,
+            readers::REALTIME_ROW,
             "mmap mode under SCHED_FIFO: `--realtime 10`",
         ),
     ] {
@@ -156,8 +145,7 @@ fn aims(
                 "zero loss at the producer's full speed, 8 x 256 KiB buffers on 2 CPUs ({how})"
             ),
             measured: lost.map_or("-".into(), |(r, f)| {
-                let offered =
-                    r["lost"].as_u64().unwrap_or(0) + r["written"].as_u64().unwrap_or(0);
+                let offered = r.lost + r.written;
                 let runs = lost_of_runs(r);
                 let worst = runs.iter().copied().max().unwrap_or(0);
                 let stalls = stall_note(r, f);
@@ -166,9 +154,9 @@ fn aims(
                     runs.len(),
                     runs.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
                     100.0 * worst as f64 / offered.max(1) as f64,
-                    f["n_subbufs"],
-                    f["subbuf_size"].as_u64().unwrap_or(0) >> 10,
-                    f["n_cpus"]
+                    f.n_subbufs,
+                    f.subbuf_size >> 10,
+                    f.n_cpus
                 )
             }),
             pass: lost.map(|(r, _)| lost_of_runs(r).iter().all(|&l| l == 0)),
@@ -176,10 +164,9 @@ fn aims(
     }
 
     let core = host.and_then(|h| {
-        h["cases"]
-            .as_array()?
+        h.cases
             .iter()
-            .filter(|c| c["overwrite"] == Value::Bool(false) && c["subbuf_size"] == 256 << 10)
+            .filter(|c| !c.overwrite && c.subbuf_size == 256 << 10)
             .map(host::ratio)
             .reduce(f64::min)
     });
@@ -235,21 +222,42 @@ fn date(dir: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// What `relay-bench report` takes.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// Directory with host.json, paced.json, full.json, blktrace.json,
+    /// pbench.json.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The command that produced the files (for the header).
+    #[arg(long)]
+    command: String,
+    /// Where to write the report.
+    #[arg(long)]
+    out: PathBuf,
+}
+
 /// Writes the report.
-pub fn run(dir: &Path, command: &str, out: &Path) -> Result<()> {
-    let host = load(dir, "host.json")?;
-    let paced = load(dir, "paced.json")?;
-    let full = load(dir, "full.json")?;
-    let blk = load(dir, "blktrace.json")?;
-    let pb = load(dir, "pbench.json")?;
-    let kernel = [&paced, &full, &blk]
+pub fn run(args: &ReportArgs) -> Result<()> {
+    let (dir, command, out) = (
+        args.dir.as_path(),
+        args.command.as_str(),
+        args.out.as_path(),
+    );
+    let host: Option<HostResult> = json::read(dir, "host.json")?;
+    let paced: Option<RunResult> = json::read(dir, "paced.json")?;
+    let full: Option<RunResult> = json::read(dir, "full.json")?;
+    let blk: Option<BlktraceResult> = json::read(dir, "blktrace.json")?;
+    let pb: Option<PbenchResult> = json::read(dir, "pbench.json")?;
+    let kernel = [&paced, &full]
         .iter()
-        .find_map(|v| v.as_ref()?["kernel"].as_str().map(str::to_string))
+        .find_map(|run| Some(run.as_ref()?.kernel.clone()))
+        .or_else(|| Some(blk.as_ref()?.kernel.clone()))
         .unwrap_or_else(|| "?".into());
     let vcpus = paced
         .as_ref()
         .or(full.as_ref())
-        .map_or("?".into(), |v| v["n_cpus"].to_string());
+        .map_or("?".into(), |run| run.n_cpus.to_string());
     // Series kernels are named <version>-relay[-variant] (build-kernel.sh).
     let kind = if kernel.contains("-relay") {
         "built from kernel-patches/series"
@@ -270,9 +278,8 @@ pub fn run(dir: &Path, command: &str, out: &Path) -> Result<()> {
          absolute times are many times slower than on hardware, and the guest's clock and \
          scheduling are emulated too.\n\n",
         host.as_ref()
-            .and_then(|h| h["cpu"].as_str().map(str::to_string))
-            .unwrap_or_else(host::cpu_model),
-        host.as_ref().map_or("?".into(), |h| h["n_cpus"].to_string()),
+            .map_or_else(host::cpu_model, |h| h.cpu.clone()),
+        host.as_ref().map_or("?".into(), |h| h.n_cpus.to_string()),
     ));
 
     s.push_str("## Aims\n\n| aim | measured | result |\n|---|---|---|\n");
@@ -306,10 +313,7 @@ pub fn run(dir: &Path, command: &str, out: &Path) -> Result<()> {
                  drain releases what it read with one CONSUME; \
                  a trivial system call (getppid) costs {:.0} ns on this host. Besides them the reader makes one \
                  poll(2) per wake-up and the sink one write(2) per sub-buffer.\n\n",
-                h["record_size"],
-                h["trials"],
-                h["mib_per_trial"],
-                h["syscall_ns"].as_f64().unwrap_or(f64::NAN),
+                h.record_size, h.trials, h.mib_per_trial, h.syscall_ns,
             ));
             s.push_str(&host::table(h));
         }
@@ -380,25 +384,57 @@ pub fn run(dir: &Path, command: &str, out: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn stall_note_names_the_runs_lost_in_a_stall() {
         // 64 MiB per CPU in 0.128 s: 500 MiB/s, 2 MiB fill in 4 ms.
-        let full = json!({
-            "bytes_per_cpu": 64u64 << 20, "subbuf_size": 256 << 10, "n_subbufs": 8,
-            "rows": [{"name": crate::REALTIME_ROW, "produce_secs": 0.128}],
-        });
-        let row = |pauses: serde_json::Value| json!({"lost_of_rounds": [5, 0, 9], "max_pause_ns_of_rounds": pauses});
+        let full = RunResult {
+            bytes_per_cpu: 64 << 20,
+            subbuf_size: 256 << 10,
+            n_subbufs: 8,
+            rows: vec![Row {
+                name: readers::REALTIME_ROW.into(),
+                produce_secs: 0.128,
+                ..Row::default()
+            }],
+            ..RunResult::default()
+        };
+        let row = |pauses: [u64; 3]| Row {
+            lost_of_rounds: vec![5, 0, 9],
+            max_pause_ns_of_rounds: pauses.into_iter().map(Some).collect(),
+            ..Row::default()
+        };
         assert_eq!(
-            stall_note(&row(json!([4_500_000, 9_000_000, 6_000_000])), &full),
+            stall_note(&row([4_500_000, 9_000_000, 6_000_000]), &full),
             "; runs 1, 3 lost while a producer was held up for 4.5 ms, 6.0 ms, at least the 4.0 ms a buffer takes to fill (a stalled vCPU, see below)"
         );
         assert_eq!(
-            stall_note(&row(json!([4_500_000, 0, 1_000_000])), &full),
+            stall_note(&row([4_500_000, 0, 1_000_000]), &full),
             "; run 1 lost while a producer was held up for 4.5 ms, at least the 4.0 ms a buffer takes to fill (a stalled vCPU, see below)"
         );
-        assert_eq!(stall_note(&row(json!([1, 1, 1])), &full), "");
-        assert_eq!(stall_note(&row(json!([1, 1, 1])), &json!({})), "");
+        assert_eq!(stall_note(&row([1, 1, 1]), &full), "");
+        assert_eq!(stall_note(&row([1, 1, 1]), &RunResult::default()), "");
+    }
+
+    #[test]
+    fn a_run_file_of_the_first_format_still_reads() {
+        // paced.json as `run` wrote it before rounds, warm-up and pauses.
+        let old = r#"{"kernel": "6.12.117+deb12-amd64", "n_cpus": 2,
+            "bytes_per_cpu": 67108864, "record_size": 256, "rate": 0,
+            "subbuf_size": 262144, "n_subbufs": 8, "rows": [
+            {"name": "relay-reader --mode mmap", "bytes": 134217728,
+             "cpu_seconds": 0.5, "lost": 0, "written": 524288},
+            {"name": "cat loop (4 KiB read(2) + poll)", "bytes": 134217728,
+             "cpu_seconds": 2.0, "lost": 10, "written": 524278}]}"#;
+        let run: RunResult = serde_json::from_str(old).unwrap();
+        assert_eq!((run.rounds, run.rows[0].max_pause_ns), (0, None));
+        assert_eq!(mmap_vs_cat(&run), Some(0.25));
+        assert_eq!(lost_of_runs(&run.rows[1]), [10]);
+        let table = table(&run);
+        assert!(
+            table.contains("the median (by CPU time) of 1 runs"),
+            "{table}"
+        );
+        assert!(table.contains("| 0.25x |"), "{table}");
     }
 }
