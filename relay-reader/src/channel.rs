@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
+/// Where debugfs is mounted, and relay channels are found, by convention.
+pub const DEBUGFS: &str = "/sys/kernel/debug";
+
 /// One buffer file of a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BufferFile {
@@ -35,13 +38,24 @@ pub fn possible_cpus() -> Vec<u32> {
         })
 }
 
-fn debugfs_mounted() -> bool {
-    std::fs::read_to_string("/proc/self/mounts")
-        .map(|m| {
-            m.lines()
-                .any(|l| l.split_whitespace().nth(2) == Some("debugfs"))
+/// CPUs online now (`/sys/devices/system/cpu/online`); empty where that
+/// file cannot be read.
+pub fn online_cpus() -> Vec<u32> {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .map(|s| parse_cpu_list(&s))
+        .unwrap_or_default()
+}
+
+/// Whether a file system of type `fstype` (`debugfs`, `tracefs`) is mounted
+/// at `dir`, from `/proc/self/mounts`; true when that cannot be read, so
+/// that the caller's own error (a missing file) is the one shown.
+pub fn is_mounted(dir: &Path, fstype: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mounts").map_or(true, |mounts| {
+        mounts.lines().any(|l| {
+            let mut fields = l.split_whitespace();
+            fields.nth(1).map(Path::new) == Some(dir) && fields.next() == Some(fstype)
         })
-        .unwrap_or(true)
+    })
 }
 
 /// The buffer files of the channel at `base`: `base` itself if it is a file,
@@ -70,7 +84,7 @@ pub fn buffer_files(base: &Path) -> Result<Vec<BufferFile>> {
     if !files.is_empty() {
         return Ok(files);
     }
-    if base.starts_with("/sys/kernel/debug") && !debugfs_mounted() {
+    if base.starts_with(DEBUGFS) && !is_mounted(Path::new(DEBUGFS), "debugfs") {
         return Err(Error::DebugfsNotMounted { path: base.into() });
     }
     if let Some(parent) = base.parent().filter(|p| !p.as_os_str().is_empty()) {

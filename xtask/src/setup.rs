@@ -93,7 +93,7 @@ pub fn ensure(root: &Path, verbose: bool) -> Result<Tools> {
         }
     } else {
         println!("setup: missing apt packages: {}", missing.join(" "));
-        if !is_root()? {
+        if !nix::unistd::geteuid().is_root() {
             bail!(
                 "installing Debian packages needs root; run:\n  \
                  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y \
@@ -167,18 +167,6 @@ fn install_apt(packages: &[String]) -> Result<()> {
             .args(packages),
     )
     .context("apt-get install failed: see its output above")
-}
-
-/// Whether the effective user is root (read from `/proc/self/status`).
-fn is_root() -> Result<bool> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let euid = status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .context("no Uid line in /proc/self/status")?;
-    Ok(euid == "0")
 }
 
 /// Whether the venv has the pinned virtme-ng and a working interpreter link.

@@ -327,17 +327,10 @@ pub fn run(bench: &RunArgs) -> Result<()> {
     json::write(bench.json.as_deref(), &result)
 }
 
-/// CPUs online in this machine (the highest number in
-/// /sys/devices/system/cpu/online, plus one).
+/// CPUs online in this machine (the highest online CPU number, plus one).
 fn online_cpus() -> Result<u64> {
-    let cpus = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
-    Ok(cpus
-        .trim()
-        .split(['-', ','])
-        .filter_map(|c| c.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0)
-        + 1)
+    let highest = relay_reader::channel::online_cpus().into_iter().max();
+    Ok(u64::from(highest.context("no online CPUs in /sys/devices/system/cpu/online")?) + 1)
 }
 
 /// CPU seconds per GiB of a row of a `run` result (NaN without bytes).

@@ -387,7 +387,7 @@ fn disk_full(
 /// The last CPU goes offline and comes back while a test runs and the
 /// reader records; its work item moves to another CPU meanwhile.
 fn hotplug(_modules: &Path, reader: &Path, scratch: &Path, base: Setup) -> Result<(String, bool)> {
-    let cpus = guest::online_cpus();
+    let cpus = relay_reader::channel::online_cpus();
     let Some(&last) = cpus.last().filter(|&&c| c > 0) else {
         bail!("needs at least 2 CPUs");
     };

@@ -137,13 +137,6 @@ pub fn ensure_loaded(modules: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Online CPUs.
-pub fn online_cpus() -> Vec<u32> {
-    std::fs::read_to_string("/sys/devices/system/cpu/online")
-        .map(|s| relay_reader::channel::parse_cpu_list(&s))
-        .unwrap_or_default()
-}
-
 /// Markers of a kernel splat in the log.
 const SPLATS: [&str; 11] = [
     "BUG:",

@@ -127,7 +127,7 @@ fn guest_run(args: GuestArgs) -> Result<()> {
     std::fs::create_dir_all(&args.scratch)
         .with_context(|| format!("creating {}", args.scratch.display()))?;
     let (kasan, lockdep) = guest::debug_options();
-    let cpus = guest::online_cpus().len() as u32;
+    let cpus = relay_reader::channel::online_cpus().len() as u32;
     let event_n = args.events / u64::from(cpus.max(1));
     let mut results = GuestResults {
         kernel: guest::release(),

@@ -144,9 +144,12 @@ pub fn generate_klog(n: u64) {
 
 /// Online CPUs of the guest.
 pub fn online_cpus() -> Vec<u32> {
-    let list =
-        std::fs::read_to_string("/sys/devices/system/cpu/online").expect("reading online CPUs");
-    relay_reader::channel::parse_cpu_list(&list)
+    let cpus = relay_reader::channel::online_cpus();
+    assert!(
+        !cpus.is_empty(),
+        "no online CPUs read from /sys/devices/system/cpu/online"
+    );
+    cpus
 }
 
 /// Parses klog_gen records and checks them: per CPU, the sequence numbers

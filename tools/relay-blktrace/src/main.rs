@@ -127,32 +127,16 @@ fn parse_hex_mask(text: &str) -> Result<u16, String> {
     u16::from_str_radix(digits, 16).map_err(|_| format!("{text:?} is not a 16-bit hex mask"))
 }
 
-/// The effective user id, from `/proc/self/status`.
-fn euid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let ids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-    ids.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn is_mounted(dir: &Path, fstype: &str) -> bool {
-    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|mounts| {
-        mounts.lines().any(|l| {
-            let mut f = l.split_whitespace();
-            f.nth(1).map(Path::new) == Some(dir) && f.next() == Some(fstype)
-        })
-    })
-}
-
 /// Refuses to start without root or debugfs, saying how to get them.
 fn check_environment(debugfs: &Path) -> Result<()> {
-    if euid() != Some(0) {
+    if !nix::unistd::geteuid().is_root() {
         bail!(
             "block tracing needs root (BLKTRACESETUP needs CAP_SYS_ADMIN and debugfs is \
              readable by root only): run relay-blktrace as root"
         );
     }
     if !debugfs.join("block").is_dir() {
-        if !is_mounted(debugfs, "debugfs") {
+        if !relay_reader::channel::is_mounted(debugfs, "debugfs") {
             bail!(
                 "debugfs is not mounted at {0}: mount it with `mount -t debugfs none {0}` \
                  (or give its mount point with -r)",

@@ -17,12 +17,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser};
-use relay_reader::channel::{parse_cpu_list, possible_cpus};
+use relay_reader::channel::{is_mounted, online_cpus, possible_cpus, DEBUGFS};
 use serde::Serialize;
 
 use scan::Channel;
-
-const DEBUGFS: &str = "/sys/kernel/debug";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -65,12 +63,6 @@ struct Report {
     channels: Vec<Channel>,
 }
 
-fn online_cpus() -> usize {
-    std::fs::read_to_string("/sys/devices/system/cpu/online")
-        .map(|s| parse_cpu_list(&s).len())
-        .unwrap_or(0)
-}
-
 fn take_report(root: &Path) -> Result<Report> {
     let cpus = possible_cpus();
     let channels =
@@ -78,31 +70,17 @@ fn take_report(root: &Path) -> Result<Report> {
     Ok(Report {
         root: root.into(),
         possible_cpus: cpus.len(),
-        online_cpus: online_cpus(),
+        online_cpus: online_cpus().len(),
         channels,
-    })
-}
-
-/// The effective user id, from `/proc/self/status`.
-fn euid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let ids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-    ids.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn debugfs_mounted() -> bool {
-    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
-        m.lines()
-            .any(|l| l.split_whitespace().nth(2) == Some("debugfs"))
     })
 }
 
 /// Refuses early, saying what to do, when debugfs cannot be read.
 fn check_environment(root: &Path) -> Result<()> {
-    if root.starts_with(DEBUGFS) && !debugfs_mounted() {
+    if root.starts_with(DEBUGFS) && !is_mounted(Path::new(DEBUGFS), "debugfs") {
         bail!("debugfs is not mounted: mount it with `mount -t debugfs none {DEBUGFS}`");
     }
-    if euid() != Some(0) {
+    if !nix::unistd::geteuid().is_root() {
         bail!(
             "relay channels live in debugfs, which only root may read: run relay-stat as root \
              (e.g. `sudo relay-stat`)"
