@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use relay_examples::readtest::Event;
+use relay_readtest_event::Event;
 
 /// What the received events showed.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]

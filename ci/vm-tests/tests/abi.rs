@@ -23,7 +23,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::process::Command;
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 
-use relay_examples::readtest::Event;
+use relay_readtest_event::Event;
 use relay_sys::blktrace::{
     blk_user_trace_setup, BLKTRACESETUP, BLKTRACESTART, BLKTRACESTOP, BLKTRACETEARDOWN,
 };

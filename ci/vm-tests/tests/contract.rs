@@ -12,7 +12,7 @@
 //! returns it anyway. Every reader gets a freshly loaded channel, since
 //! reading consumes.
 //!
-//! Records are the readtest events (`relay_examples::readtest`): per CPU,
+//! Records are the readtest events (`relay_readtest_event`): per CPU,
 //! sequence numbers strictly increasing, none twice, every payload intact,
 //! each record the size it was written with; received plus what the client
 //! counted as refused equals what it wrote.
@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command};
 use std::time::{Duration, Instant};
 
-use relay_examples::readtest::{Event, HEADER_LEN};
+use relay_readtest_event::{Event, HEADER_LEN};
 use relay_vm_tests::{
     bin, in_vm, online_cpus, patched_kernel, start_recording, write_control, Modules,
 };

@@ -10,8 +10,6 @@ use anyhow::{Context, Result};
 use relay_recorder::stop::Stop;
 use relay_recorder::Recording;
 
-pub mod readtest;
-
 /// A recording of `channel` (see [`relay_recorder::Recording`]) that
 /// stops on SIGINT or SIGTERM, or after `-w SECONDS` when given.
 pub fn recording(channel: impl Into<PathBuf>, seconds: Option<f64>) -> Result<Recording> {

@@ -30,9 +30,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use relay_examples::readtest::{Event, HEADER_LEN};
 use relay_examples::{load_hint, read_control, write_control};
 use relay_reader::{Mode, SubBuf};
+use relay_readtest_event::{Event, HEADER_LEN};
 use relay_recorder::sink::Sink;
 use relay_recorder::stop::Stop;
 use relay_recorder::{Recording, Threads};

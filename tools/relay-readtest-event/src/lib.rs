@@ -3,6 +3,7 @@
 //! byte order) followed by `size - 16` payload bytes, each the low byte of
 //! `seq`. One parser for the example program and the tests that check the
 //! same events.
+#![deny(missing_docs)]
 
 /// Bytes of `struct relay_readtest_event`.
 pub const HEADER_LEN: usize = 16;
