@@ -102,11 +102,7 @@ fn record(args: RecordArgs) -> Result<()> {
     let output = if args.stdout {
         Output::Stdout
     } else {
-        Output::PerCpuFiles {
-            dir: args.output.clone(),
-            prefix: "cpu".into(),
-            rotate_at: None,
-        }
+        Output::cpu_files(args.output)
     };
     // Like relay-apps' klog program: one reader per CPU, each on its CPU
     // (the recorder's default), counting records on their way out.

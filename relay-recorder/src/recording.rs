@@ -13,7 +13,7 @@
 //!
 //! let stop = Stop::on_signals(&[signal_hook::consts::SIGINT])?;
 //! let outcome = Recording::new("/sys/kernel/debug/relay_klog/cpu")
-//!     .output(Output::PerCpuFiles { dir: "trace".into(), prefix: "cpu".into(), rotate_at: None })
+//!     .output(Output::cpu_files("trace"))
 //!     .stop(&stop)
 //!     .duration(Duration::from_secs(10))
 //!     .run()?;
@@ -102,6 +102,16 @@ pub enum Output {
 }
 
 impl Output {
+    /// `<dir>/cpu<N>` for every buffer, as relay-apps names them, without
+    /// rotation.
+    pub fn cpu_files(dir: impl Into<PathBuf>) -> Output {
+        Output::PerCpuFiles {
+            dir: dir.into(),
+            prefix: "cpu".into(),
+            rotate_at: None,
+        }
+    }
+
     /// A sink for each buffer: its own files, or a handle on the one
     /// stream they share.
     pub fn sinks(&self) -> relay_reader::Result<SinkFactory> {
@@ -279,12 +289,7 @@ impl Recording {
         let sinks = match (self.sinks, &self.output) {
             (Some(sinks), _) => sinks,
             (None, Some(output)) => output.sinks()?,
-            (None, None) => Output::PerCpuFiles {
-                dir: ".".into(),
-                prefix: "cpu".into(),
-                rotate_at: None,
-            }
-            .sinks()?,
+            (None, None) => Output::cpu_files(".").sinks()?,
         };
         // Whatever ends the recording raises `drain`: the reading threads
         // watch it alone, so a caller of `start` decides when they take the

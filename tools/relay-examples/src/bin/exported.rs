@@ -46,11 +46,7 @@ fn main() -> Result<()> {
     for name in ["percpu", "global"] {
         let running = recording(cli.dir.join(name).join("cpu"), cli.duration)?
             .threads(Threads::One)
-            .output(Output::PerCpuFiles {
-                dir: cli.output.join(name),
-                prefix: "cpu".into(),
-                rotate_at: None,
-            })
+            .output(Output::cpu_files(cli.output.join(name)))
             .start()
             .context(load_hint("relay_exported"))?;
         eprintln!(

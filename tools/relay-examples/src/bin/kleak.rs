@@ -242,11 +242,7 @@ fn analyse(mut recs: Vec<Rec>, syms: &Symbols) -> Report {
 fn record(dir: &Path, output: &Path, duration: Option<f64>) -> Result<()> {
     let mut running = recording(dir.join("cpu"), duration)?
         .threads(Threads::One)
-        .output(Output::PerCpuFiles {
-            dir: output.into(),
-            prefix: "cpu".into(),
-            rotate_at: None,
-        })
+        .output(Output::cpu_files(output))
         .start()
         .context(load_hint("relay_kleak"))?;
     write_control(dir.join("trace"), 1)?;

@@ -53,11 +53,7 @@ fn main() -> Result<()> {
     let output = if cli.stdout {
         Output::Stdout
     } else {
-        Output::PerCpuFiles {
-            dir: cli.output.clone(),
-            prefix: "cpu".into(),
-            rotate_at: None,
-        }
+        Output::cpu_files(cli.output)
     };
     // One thread: read mode drains every buffer after each wait (on a
     // stock kernel, partly filled sub-buffers included). At the end a
