@@ -635,3 +635,132 @@ impl Sink for Limited {
         self.inner.finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A sink that records what it got, and can fail its finish.
+    struct Probe {
+        cpu: u32,
+        log: Arc<Mutex<Vec<(u32, u32, usize)>>>,
+        fail_finish: bool,
+    }
+
+    impl Sink for Probe {
+        fn write(&mut self, sb: &SubBuf<'_>) -> relay_reader::Result<()> {
+            self.log
+                .lock()
+                .unwrap()
+                .push((self.cpu, sb.cpu, sb.data.len()));
+            Ok(())
+        }
+
+        fn finish(&mut self) -> relay_reader::Result<()> {
+            if self.fail_finish {
+                return Err(relay_reader::Error::Sink {
+                    target: format!("probe {}", self.cpu),
+                    source: std::io::Error::other("full"),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    fn probes(log: &Arc<Mutex<Vec<(u32, u32, usize)>>>, failing: u32) -> SinkFactory {
+        let log = Arc::clone(log);
+        Box::new(move |cpu| {
+            Ok(Box::new(Probe {
+                cpu,
+                log: Arc::clone(&log),
+                fail_finish: cpu == failing,
+            }) as Box<dyn Sink + Send>)
+        })
+    }
+
+    fn sb(cpu: u32, data: &[u8]) -> SubBuf<'_> {
+        SubBuf { cpu, seq: 0, data }
+    }
+
+    #[test]
+    fn one_thread_gives_each_buffer_its_own_sink_and_finishes_them_all() {
+        let log = Arc::default();
+        let mut sinks = SinkPerBuffer {
+            make: probes(&log, 1),
+            sinks: BTreeMap::new(),
+        };
+        sinks.write(&sb(0, b"ab")).unwrap();
+        sinks.write(&sb(1, b"c")).unwrap();
+        sinks.write(&sb(0, b"d")).unwrap();
+        // Every sink's sub-buffers reached that sink only.
+        assert_eq!(*log.lock().unwrap(), vec![(0, 0, 2), (1, 1, 1), (0, 0, 1)]);
+        // The failing sink's error comes back, and the other one was
+        // finished too (no early return).
+        let err = sinks.finish().unwrap_err();
+        assert!(err.to_string().contains("probe 1"), "{err}");
+    }
+
+    #[test]
+    fn the_size_limit_raises_the_drain_once_reached_across_sinks() {
+        let log = Arc::default();
+        let reached = Stop::new();
+        let limit = ByteLimit {
+            written: Arc::new(AtomicU64::new(0)),
+            limit: Some(10),
+            reached: reached.clone(),
+        };
+        let mut make = limit.wrap(probes(&log, u32::MAX));
+        let (mut a, mut b) = (make(0).unwrap(), make(1).unwrap());
+        a.write(&sb(0, &[0; 4])).unwrap();
+        b.write(&sb(1, &[0; 5])).unwrap();
+        assert!(!reached.is_raised(), "9 of 10 bytes");
+        a.write(&sb(0, &[0; 1])).unwrap();
+        assert!(reached.is_raised(), "10 of 10 bytes");
+        assert_eq!(log.lock().unwrap().len(), 3, "the data still went through");
+    }
+
+    #[test]
+    fn no_limit_wraps_nothing() {
+        let log = Arc::default();
+        let reached = Stop::new();
+        let limit = ByteLimit {
+            written: Arc::new(AtomicU64::new(0)),
+            limit: None,
+            reached: reached.clone(),
+        };
+        let mut make = limit.wrap(probes(&log, u32::MAX));
+        make(0).unwrap().write(&sb(0, &[0; 1 << 20])).unwrap();
+        assert!(!reached.is_raised());
+    }
+
+    #[test]
+    fn per_cpu_output_makes_its_directory_before_anything_is_read() {
+        let dir = std::env::temp_dir().join(format!("relay-rec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut make = Output::cpu_files(dir.join("a/b")).sinks().unwrap();
+        assert!(dir.join("a/b").is_dir());
+        let mut sink = make(3).unwrap();
+        sink.write(&sb(3, b"xyz")).unwrap();
+        sink.finish().unwrap();
+        assert_eq!(std::fs::read(dir.join("a/b/cpu3")).unwrap(), b"xyz");
+        // A directory that cannot be made is an error at once.
+        std::fs::write(dir.join("file"), b"").unwrap();
+        let err = Output::cpu_files(dir.join("file/sub"))
+            .sinks()
+            .err()
+            .expect("a directory under a file");
+        assert!(err.to_string().contains("create directory"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn scheduling_names_what_the_summary_reports() {
+        assert_eq!(Scheduling::Inherit.to_string(), "inherited policy");
+        assert_eq!(Scheduling::Fifo(10).to_string(), "SCHED_FIFO priority 10");
+        assert_eq!(
+            Scheduling::Slice(Duration::from_micros(100)).to_string(),
+            "100 µs slice"
+        );
+    }
+}
