@@ -641,10 +641,13 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    /// (sink's CPU, sub-buffer's CPU, bytes) of every write.
+    type Log = Arc<Mutex<Vec<(u32, u32, usize)>>>;
+
     /// A sink that records what it got, and can fail its finish.
     struct Probe {
         cpu: u32,
-        log: Arc<Mutex<Vec<(u32, u32, usize)>>>,
+        log: Log,
         fail_finish: bool,
     }
 
@@ -668,7 +671,7 @@ mod tests {
         }
     }
 
-    fn probes(log: &Arc<Mutex<Vec<(u32, u32, usize)>>>, failing: u32) -> SinkFactory {
+    fn probes(log: &Log, failing: u32) -> SinkFactory {
         let log = Arc::clone(log);
         Box::new(move |cpu| {
             Ok(Box::new(Probe {
