@@ -491,6 +491,8 @@ impl AsFd for Reader {
 }
 
 /// The same fd as [`AsFd`], for APIs that take a raw fd (tokio's `AsyncFd`).
+/// It stays open and is the same fd for as long as the reader lives, as
+/// `AsyncFd::register` asks of it.
 impl AsRawFd for Reader {
     fn as_raw_fd(&self) -> RawFd {
         self.waiter.as_raw_fd()
