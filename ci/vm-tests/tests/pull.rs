@@ -129,6 +129,34 @@ fn pull_every_record(mode: Mode) {
     }
 }
 
+#[test]
+fn pull_api_reader_finishes_when_the_module_goes_away() {
+    if !in_vm() {
+        return;
+    }
+    // The README's program: wait, next until None, until `finished()`.
+    let mut modules = Modules::klog(GEOMETRY);
+    let mut reader = Reader::open(CHANNEL, Mode::Mmap).expect("opening the channel");
+    generate_klog(N);
+    // relay_app flushes and closes the channel: poll reports the buffers
+    // closed, `next` takes what they hold, then the reader is finished.
+    modules.unload("relay_klog");
+    let mut per_cpu = BTreeMap::new();
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
+    while !reader.finished() {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the reader is not finished 60 s after its channel was removed"
+        );
+        reader.wait(Duration::from_secs(1)).expect("Reader::wait");
+        pull_ready(&mut reader, &mut per_cpu);
+    }
+    check_records(&per_cpu, "after the module went away");
+    for stats in reader.stats() {
+        assert_eq!(stats.lost_subbufs, 0, "{stats:?}");
+    }
+}
+
 /// One `cpu N: key=value ...` line of the example's summary.
 fn summary_line(line: &str) -> Option<(u32, BTreeMap<String, String>)> {
     let (cpu, rest) = line.strip_prefix("cpu ")?.split_once(": ")?;
