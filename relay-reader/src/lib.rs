@@ -2,7 +2,9 @@
 //! padding stripped, consumption told to the kernel, losses counted, and the
 //! partly filled last sub-buffer taken when a recording stops.
 //!
-//! Three ways to read, one callback for all of them ([`SubBuf`]):
+//! Three ways to read, behind one [`Reader`] that hands out sub-buffers
+//! through callbacks ([`SubBuf`]) or one at a time ([`Reader::next`],
+//! [`SubBufGuard`]):
 //! - **mmap** through the relay ioctl ABI (`include/uapi/linux/relay.h`, from
 //!   the kernel series or the `relay_app` sample helper on stock kernels):
 //!   zero-copy, padding known from the kernel, overwrite laps detected; where
@@ -19,6 +21,13 @@
 //! use std::time::Duration;
 //!
 //! let mut reader = Reader::open("/sys/kernel/debug/relay_klog/cpu", Mode::Auto)?;
+//! // Pulling: wait, then take what is ready; each sub-buffer goes back to
+//! // the kernel once dropped.
+//! reader.wait(Duration::from_millis(100))?;
+//! while let Some(sb) = reader.next()? {
+//!     println!("cpu {} sub-buffer {}: {} bytes", sb.cpu(), sb.seq(), sb.len());
+//! }
+//! // Or callbacks: wait and deliver in one call.
 //! reader.poll(Duration::from_millis(100), &mut |sb| {
 //!     println!("cpu {} sub-buffer {}: {} bytes", sb.cpu, sb.seq, sb.data.len());
 //!     Ok(())
@@ -47,5 +56,5 @@ pub use error::{Error, Result};
 pub use mapped::BufState;
 pub use reader::Reader;
 pub use source::Mode;
-pub use subbuf::{BufStats, SubBuf};
+pub use subbuf::{BufStats, SubBuf, SubBufGuard};
 pub use wait::{Waiter, Waker};

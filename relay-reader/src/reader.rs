@@ -1,18 +1,34 @@
 //! [`Reader`]: every buffer of a channel behind one `poll(timeout)`, in the
 //! spirit of libbpf-rs `RingBuffer`: callbacks get zero-copy sub-buffer data,
-//! and sub-buffers go back to the kernel when the callback returns.
+//! and sub-buffers go back to the kernel when the callback returns. And, in
+//! the spirit of aya's `RingBuf`, a pull API: [`Reader::next`] returns one
+//! sub-buffer at a time, given back when it is dropped.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::channel::{buffer_files, BufferFile};
 use crate::source::{Mode, Source};
-use crate::subbuf::{BufStats, SubBuf};
+use crate::subbuf::{BufStats, SubBuf, SubBufGuard};
 use crate::wait::{Waiter, Waker};
 use crate::{Error, Result};
 
-/// All buffers of one relay channel.
+/// All buffers of one relay channel, or one buffer ([`Reader::open_buffer`]).
+///
+/// Two ways to take the data, which can be mixed:
+/// - callbacks, as libbpf-rs `RingBuffer`: [`Reader::poll`] waits and
+///   delivers, [`Reader::consume`] delivers what is ready without waiting,
+///   [`Reader::flush_and_drain`] takes the partly filled sub-buffers too;
+/// - pulling, as aya `RingBuf`: [`Reader::wait`] waits, [`Reader::next`]
+///   returns the next ready sub-buffer without waiting, as a
+///   [`SubBufGuard`] that gives it back when dropped; [`Reader::flush`]
+///   makes the partly filled ones ready for `next`.
+///
+/// A `Reader` is `Send` (one thread per reader, as relay-recorder's
+/// thread per buffer does) and implements
+/// `AsFd`/`AsRawFd` for an event loop: the fd is readable when a buffer has
+/// data (see [`Reader::wait`]).
 ///
 /// ```no_run
 /// use relay_reader::{Mode, Reader};
@@ -45,7 +61,20 @@ pub struct Reader {
     /// Opened on one buffer file: no other files join it. (Looking for
     /// `<file><cpu>` would take `cpu1` for the base of `cpu10`.)
     one_file: bool,
+    /// Per source: poll reported it closed (or its file is gone) and the
+    /// pull API has not yet taken what is left; it is no longer polled.
+    closing: Vec<bool>,
+    /// The source `next` takes from first.
+    current: usize,
 }
+
+/// A `Reader` moves to the thread that reads it.
+const _: () = {
+    fn _assert_send<T: Send>() {}
+    fn _reader_is_send() {
+        _assert_send::<Reader>();
+    }
+};
 
 /// How often `poll` looks for buffer files that appeared (CPU hotplug).
 const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
@@ -57,8 +86,29 @@ impl Reader {
         Reader::with_files(base, mode, base.is_file(), &buffer_files(base)?)
     }
 
-    /// Opens one buffer of a channel (an element of [`buffer_files`]), for
-    /// a reader per buffer such as relay-recorder's thread per buffer.
+    /// Opens one buffer of a channel (an element of [`buffer_files`]): the
+    /// one-buffer reader, as aya's `RingBuf` is one map, for a reader per
+    /// buffer such as relay-recorder's thread per buffer. It is a `Reader`
+    /// like any other, over one file, which it never rescans.
+    ///
+    /// ```no_run
+    /// use relay_reader::{channel::buffer_files, Mode, Reader};
+    ///
+    /// for file in buffer_files("/sys/kernel/debug/relay_klog/cpu".as_ref())? {
+    ///     let mut reader = Reader::open_buffer(&file, Mode::Auto)?;
+    ///     std::thread::spawn(move || -> relay_reader::Result<u64> {
+    ///         let mut bytes = 0;
+    ///         while !reader.finished() {
+    ///             reader.wait(std::time::Duration::from_secs(1))?;
+    ///             while let Some(sb) = reader.next()? {
+    ///                 bytes += sb.len() as u64;
+    ///             }
+    ///         }
+    ///         Ok(bytes)
+    ///     });
+    /// }
+    /// # Ok::<(), relay_reader::Error>(())
+    /// ```
     pub fn open_buffer(file: &BufferFile, mode: Mode) -> Result<Reader> {
         Reader::with_files(&file.path, mode, true, std::slice::from_ref(file))
     }
@@ -74,6 +124,8 @@ impl Reader {
             last_scan: Instant::now(),
             read_finished_only: false,
             one_file,
+            closing: Vec::new(),
+            current: 0,
         };
         for file in files {
             reader.add(file)?;
@@ -98,6 +150,7 @@ impl Reader {
                 _ => Error::io(&file.path, "poll registration", e),
             })?;
         self.sources.push(source);
+        self.closing.push(false);
         Ok(())
     }
 
@@ -164,48 +217,192 @@ impl Reader {
         timeout: Duration,
         f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,
     ) -> Result<u64> {
-        let mut ready = Vec::new();
-        if self.last_scan.elapsed() >= RESCAN_INTERVAL {
-            self.rescan()?;
-            // relay_close() finalizes a buffer without waking its pollers
-            // unless a partly filled sub-buffer is flushed, so poll may
-            // never report POLLERR: a buffer whose file is gone is closed.
-            ready.extend(
-                self.sources
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| !s.finished() && !s.path().exists())
-                    .map(|(key, _)| (key, true)),
-            );
-        }
-        if ready.is_empty() {
-            ready = self
-                .waiter
-                .wait(timeout.min(RESCAN_INTERVAL.saturating_sub(self.last_scan.elapsed())))
-                .map_err(|e| Error::io(&self.base, "poll", e))?;
-        }
+        let ready = self.wait_ready(timeout)?;
         let mut delivered = 0;
-        for &(key, closed) in &ready {
-            if !closed {
-                continue;
-            }
-            // relay_close() marked the buffer finalized: take what is left,
-            // then stop watching it, or level-triggered poll would spin.
-            if let Some(source) = self.sources.get_mut(key) {
-                delivered += source.drain(f)?;
-                source.mark_finalized();
-                let _ = self.waiter.remove(source.as_fd());
+        for key in 0..self.sources.len() {
+            if self.closing[key] {
+                // relay_close() marked the buffer finalized: take what is
+                // left; it is no longer polled.
+                delivered += self.sources[key].drain(f)?;
+                self.sources[key].mark_finalized();
+                self.closing[key] = false;
             }
         }
         if self.mode() == Mode::Read {
             return Ok(delivered + self.consume(f)?);
         }
-        for (key, closed) in ready {
-            if let (false, Some(source)) = (closed, self.sources.get_mut(key)) {
+        for key in ready {
+            if let Some(source) = self.sources.get_mut(key) {
                 delivered += source.drain(f)?;
             }
         }
         Ok(delivered)
+    }
+
+    /// Waits up to `timeout` until a buffer has data for [`Reader::next`],
+    /// without taking any: the pull API's `poll`. Returns at once when a
+    /// buffer already has data (what an earlier `next` left behind
+    /// included). First releases to the kernel what `next` was given back
+    /// and had not released yet.
+    ///
+    /// Like [`Reader::poll`], it ends early for a [`Waker`], looks for
+    /// buffer files of CPUs that came online once a second, and notes the
+    /// buffers the kernel closed (their module went away): `next` takes
+    /// what they hold, then [`Reader::finished`] tells when all are done.
+    /// In read mode poll does not announce the data of a partly filled
+    /// sub-buffer, which `next` returns anyway: call `next` after every
+    /// wait, whatever woke it.
+    ///
+    /// In an event loop that waits on the reader's fd itself (tokio's
+    /// `AsyncFd`, mio, epoll), call `wait(Duration::ZERO)` when the fd is
+    /// readable, then `next` until it returns `None`.
+    ///
+    /// ```no_run
+    /// use relay_reader::{Mode, Reader};
+    /// use std::time::Duration;
+    ///
+    /// let mut reader = Reader::open("/sys/kernel/debug/relay_klog/cpu", Mode::Auto)?;
+    /// while !reader.finished() {
+    ///     reader.wait(Duration::from_secs(1))?;
+    ///     while let Some(sb) = reader.next()? {
+    ///         println!("cpu {}: {} bytes", sb.cpu(), sb.len());
+    ///     }
+    /// }
+    /// # Ok::<(), relay_reader::Error>(())
+    /// ```
+    pub fn wait(&mut self, timeout: Duration) -> Result<()> {
+        self.wait_ready(timeout).map(|_| ())
+    }
+
+    /// The waiting half of `poll` and `wait`: releases what the pull API
+    /// left pending, looks for new buffer files once a second, waits, and
+    /// flags the buffers the kernel closed (no longer polled: level-
+    /// triggered poll would report them forever). Returns the keys of the
+    /// other ready buffers.
+    fn wait_ready(&mut self, timeout: Duration) -> Result<Vec<usize>> {
+        for source in &mut self.sources {
+            source.release_pending()?;
+        }
+        if self.last_scan.elapsed() >= RESCAN_INTERVAL {
+            self.rescan()?;
+            // relay_close() finalizes a buffer without waking its pollers
+            // unless a partly filled sub-buffer is flushed, so poll may
+            // never report POLLERR: a buffer whose file is gone is closed.
+            for key in 0..self.sources.len() {
+                let source = &self.sources[key];
+                if !source.finished() && !self.closing[key] && !source.path().exists() {
+                    self.close(key);
+                }
+            }
+        }
+        // A closed buffer with data left is not polled: no waiting then.
+        let timeout = if self.closing.contains(&true) {
+            Duration::ZERO
+        } else {
+            timeout.min(RESCAN_INTERVAL.saturating_sub(self.last_scan.elapsed()))
+        };
+        let events = self
+            .waiter
+            .wait(timeout)
+            .map_err(|e| Error::io(&self.base, "poll", e))?;
+        let mut ready = Vec::with_capacity(events.len());
+        for (key, closed) in events {
+            if key >= self.sources.len() {
+                continue;
+            }
+            if closed {
+                self.close(key);
+            } else {
+                ready.push(key);
+            }
+        }
+        Ok(ready)
+    }
+
+    /// Poll reported buffer `key` closed: flag it, stop polling it.
+    fn close(&mut self, key: usize) {
+        if !self.closing[key] {
+            self.closing[key] = true;
+            let _ = self.waiter.remove(self.sources[key].as_fd());
+        }
+    }
+
+    /// The pull API: the next ready sub-buffer (mmap modes) or read(2)
+    /// chunk (read mode) of any buffer, or `None` when none has data now.
+    /// Never waits ([`Reader::wait`] does). The data stays where the kernel
+    /// wrote it while the [`SubBufGuard`] lives (a validated copy in
+    /// overwrite mode); dropping the guard gives the sub-buffer back. Only
+    /// one guard lives at a time: it borrows the reader.
+    ///
+    /// Order: a buffer's sub-buffers in sequence. The buffers take turns:
+    /// `next` goes on with one buffer through what was ready when it last
+    /// looked at that buffer's counters, then looks at the next buffer, so
+    /// a busy buffer cannot starve the others.
+    ///
+    /// Release to the kernel, in mmap modes with the meta area: the
+    /// sub-buffers given back are released with one `RELAY_IOC_CONSUME`
+    /// when `next` has gone through what that look found ready (so always
+    /// before it returns `None`), and without overwrite also after every
+    /// half ring, so that a slow consumer does not hold the writer off the
+    /// whole ring; also by [`Reader::wait`], [`Reader::poll`] and when the
+    /// reader is dropped. A reader that keeps up so makes one system call
+    /// per batch, not per sub-buffer, as the callback API does. Without the
+    /// meta area (relay-app mode) each sub-buffer is released on its own;
+    /// read(2) consumes as it reads.
+    ///
+    /// ```no_run
+    /// use relay_reader::{Mode, Reader};
+    /// use std::io::Write;
+    /// use std::time::Duration;
+    ///
+    /// let mut reader = Reader::open("/sys/kernel/debug/relay_klog/cpu", Mode::Auto)?;
+    /// let mut out = std::io::stdout().lock();
+    /// for _ in 0..100 {
+    ///     reader.wait(Duration::from_millis(100))?;
+    ///     while let Some(sb) = reader.next()? {
+    ///         out.write_all(&sb)?; // zero-copy, padding and header stripped
+    ///     } // each `sb` is given back here, as it is dropped
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[allow(clippy::should_implement_trait)] // fallible, and the item borrows the reader
+    pub fn next(&mut self) -> Result<Option<SubBufGuard<'_>>> {
+        let n = self.sources.len();
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut found = None;
+        // The current buffer's batch first: what its last look found ready.
+        if !self.sources[self.current].finished() {
+            found = self.sources[self.current]
+                .take(false)?
+                .map(|taken| (self.current, taken));
+        }
+        // Then each buffer in turn, from the next one on, looking again.
+        for i in 1..=n {
+            if found.is_some() {
+                break;
+            }
+            let key = (self.current + i) % n;
+            let source = &mut self.sources[key];
+            if source.finished() {
+                continue;
+            }
+            match source.take(true)? {
+                Some(taken) => found = Some((key, taken)),
+                None if self.closing[key] => {
+                    // Closed by the kernel and now empty: done.
+                    source.mark_finalized();
+                    self.closing[key] = false;
+                }
+                None => {}
+            }
+        }
+        let Some((key, taken)) = found else {
+            return Ok(None);
+        };
+        self.current = key;
+        Ok(Some(SubBufGuard::new(&mut self.sources[key], taken)))
     }
 
     /// Delivers what every buffer has ready now, without waiting.
@@ -215,6 +412,27 @@ impl Reader {
             delivered += source.drain(f)?;
         }
         Ok(delivered)
+    }
+
+    /// For stopping without losing the tail, with the pull API: makes every
+    /// partly filled sub-buffer ready; [`Reader::next`] then returns them
+    /// with the rest. In read mode, `next` reads everything there is from
+    /// then on until each buffer runs dry, even with
+    /// [`Reader::read_finished_only`].
+    ///
+    /// ```no_run
+    /// # let mut reader = relay_reader::Reader::open("/sys/kernel/debug/relay_klog/cpu", relay_reader::Mode::Auto)?;
+    /// reader.flush()?;
+    /// while let Some(sb) = reader.next()? {
+    ///     // the last sub-buffers, the partly filled ones included
+    /// }
+    /// # Ok::<(), relay_reader::Error>(())
+    /// ```
+    pub fn flush(&mut self) -> Result<()> {
+        for source in &mut self.sources {
+            source.flush()?;
+        }
+        Ok(())
     }
 
     /// For stopping without losing the tail: makes every partly filled
@@ -262,10 +480,21 @@ impl Drop for Reader {
     }
 }
 
-/// The poller's fd: readable when a buffer has data, for tokio's `AsyncFd`,
-/// mio or a hand-written epoll loop; then call [`Reader::consume`].
+/// The poller's fd (an epoll fd): readable when a buffer has data, for
+/// tokio's `AsyncFd`, mio or a hand-written epoll loop; then call
+/// `wait(Duration::ZERO)` and [`Reader::next`] until `None` (or
+/// [`Reader::consume`]). See `examples/tokio_asyncfd.rs`.
 impl AsFd for Reader {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.waiter.as_fd()
+    }
+}
+
+/// The same fd as [`AsFd`], for APIs that take a raw fd (tokio's `AsyncFd`).
+/// It stays open and is the same fd for as long as the reader lives, as
+/// `AsyncFd::register` asks of it.
+impl AsRawFd for Reader {
+    fn as_raw_fd(&self) -> RawFd {
+        self.waiter.as_raw_fd()
     }
 }

@@ -1,7 +1,10 @@
 //! The reading logic against the kernel-free relay model: sub-buffer switch,
 //! padding, produced/consumed, no-overwrite and overwrite modes, laps.
 
-use relay_reader::mapped::MappedBuffer;
+use std::cell::Cell;
+use std::rc::Rc;
+
+use relay_reader::mapped::{BufInfo, BufState, MappedBuffer, Released, SubbufLoc, SubbufLookup};
 use relay_reader::model::{CallRecorder, ModelBuffer};
 use relay_reader::source::MappedSource;
 use relay_reader::SubBuf;
@@ -111,6 +114,19 @@ fn overwrite_reader_lapped_counts_lost_subbufs_and_keeps_newest() {
     assert!(kernel.lost_overwritten >= stats.lost_subbufs - 1);
 }
 
+/// Sub-buffer 0 was lapped while it was copied: counted lost, and none of
+/// its records delivered.
+fn assert_lap_detected(stats: &relay_reader::BufStats, got: &[u64], what: &str) {
+    assert!(
+        stats.lost_subbufs >= 1,
+        "{what}: the lapped sub-buffer was not counted"
+    );
+    assert!(
+        !got.contains(&0),
+        "{what}: data of a lapped sub-buffer was delivered"
+    );
+}
+
 #[test]
 fn overwrite_lap_during_copy_discards_the_torn_subbuf() {
     let mut src = MappedSource::new(ModelBuffer::new(256, 4, true)).unwrap();
@@ -123,15 +139,7 @@ fn overwrite_lap_during_copy_discards_the_torn_subbuf() {
     let racing: Vec<Vec<u8>> = (1000..1200).map(record).collect();
     src.buffer_mut().race_before_consume(racing);
     let got = drain(&mut src, false);
-    let stats = *src.stats();
-    assert!(
-        stats.lost_subbufs >= 1,
-        "the lapped sub-buffer was not counted"
-    );
-    assert!(
-        !got.contains(&0),
-        "data of a lapped sub-buffer was delivered"
-    );
+    assert_lap_detected(src.stats(), &got, "callbacks");
     let produced = src.buffer_mut().state().unwrap().produced;
     let _ = drain(&mut src, true);
     assert_eq!(
@@ -210,9 +218,47 @@ fn fill(model: &mut ModelBuffer, n: u64, seq: &mut u64) {
     }
 }
 
+// ---- the pull API ---------------------------------------------------------
+
+/// Takes every sub-buffer through the pull API, each dropped before the
+/// next is taken, checking that each holds whole records.
+fn pull_all<B: MappedBuffer>(src: &mut MappedSource<B>) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    let mut last_seq = None;
+    while let Some(sb) = src.next().unwrap() {
+        assert!(
+            sb.ends_with(b"\n") || sb.is_empty(),
+            "sub-buffer ends inside a record"
+        );
+        assert!(last_seq < Some(sb.seq()), "sub-buffers out of order");
+        last_seq = Some(sb.seq());
+        assert_eq!(sb.as_subbuf().data, sb.data());
+        seqs.extend(parse(&sb));
+    }
+    seqs
+}
+
+/// Every sub-buffer ready in `src`, flushed first with `flush`, through
+/// the pull API or the callbacks.
+fn take_all(src: &mut MappedSource<CallRecorder>, pull: bool, flush: bool) -> Vec<u64> {
+    if flush {
+        src.flush().unwrap();
+    }
+    if pull {
+        return pull_all(src);
+    }
+    let mut got = Vec::new();
+    src.drain(&mut |sb| {
+        got.extend(parse(sb.data));
+        Ok(())
+    })
+    .unwrap();
+    got
+}
+
 #[test]
 fn meta_area_drain_releases_a_batch_with_one_consume() {
-    for overwrite in [false, true] {
+    for (pull, overwrite) in [(false, false), (false, true), (true, false), (true, true)] {
         let mut src =
             MappedSource::new(CallRecorder::new(ModelBuffer::new(256, 8, overwrite))).unwrap();
         let mut seq = 0;
@@ -220,17 +266,13 @@ fn meta_area_drain_releases_a_batch_with_one_consume() {
         for round in 0..5u64 {
             fill(&mut src.buffer_mut().model, 7, &mut seq);
             let before = src.buffer().consumes.len();
-            let n = src
-                .drain(&mut |sb| {
-                    got.extend(parse(sb.data));
-                    Ok(())
-                })
-                .unwrap();
-            assert_eq!(n, 7, "overwrite {overwrite}");
+            got.extend(take_all(&mut src, pull, false));
+            assert_eq!(src.stats().subbufs, (round + 1) * 7, "pull {pull}");
             let calls = &src.buffer().consumes[before..];
             // No-overwrite releases every half ring (8 / 2), so that a
-            // slow callback does not hold the whole ring; overwrite mode
-            // once per batch.
+            // slow consumer does not hold the whole ring; overwrite mode
+            // once per batch. The pull API releases as the callbacks do,
+            // everything before `next` returns None.
             let expected: &[(u64, u64)] = if overwrite {
                 &[(round * 7, 7)]
             } else {
@@ -238,67 +280,72 @@ fn meta_area_drain_releases_a_batch_with_one_consume() {
             };
             assert_eq!(
                 calls, expected,
-                "overwrite {overwrite}: one CONSUME per half ring at most"
+                "pull {pull}, overwrite {overwrite}: one CONSUME per half ring at most"
             );
         }
-        assert!(got.windows(2).all(|w| w[1] == w[0] + 1));
-        assert_eq!(src.stats().subbufs, 35);
+        // The last record written opened the sub-buffer still being filled.
+        assert_eq!(got, (0..seq - 1).collect::<Vec<_>>(), "pull {pull}");
         assert_eq!(src.stats().lost_subbufs, 0);
+        // Far fewer system calls than sub-buffers: the meta area is read
+        // from memory.
+        assert_eq!(src.buffer().syscalls(), if overwrite { 5 } else { 10 });
         // Nothing ready: no CONSUME at all.
         let before = src.buffer().consumes.len();
-        src.drain(&mut |_| Ok(())).unwrap();
+        assert!(take_all(&mut src, pull, false).is_empty());
         assert_eq!(src.buffer().consumes.len(), before);
     }
 }
 
 #[test]
 fn ioctl_fallback_consumes_each_subbuf() {
-    for overwrite in [false, true] {
+    for (pull, overwrite) in [(false, false), (false, true), (true, false), (true, true)] {
         let model = ModelBuffer::without_meta(256, 8, overwrite);
         assert!(!model.validates_in_place());
         let mut src = MappedSource::new(CallRecorder::new(model)).unwrap();
         let mut seq = 0;
         fill(&mut src.buffer_mut().model, 7, &mut seq);
-        assert_eq!(src.drain(&mut |_| Ok(())).unwrap(), 7);
+        assert_eq!(
+            take_all(&mut src, pull, false),
+            (0..seq - 1).collect::<Vec<_>>()
+        );
         let expect: Vec<(u64, u64)> = (0..7).map(|s| (s, 1)).collect();
-        assert_eq!(src.buffer().consumes, expect, "overwrite {overwrite}");
+        assert_eq!(
+            src.buffer().consumes,
+            expect,
+            "pull {pull}, overwrite {overwrite}"
+        );
         assert_eq!(src.buffer().subbufs, 7);
     }
 }
 
 #[test]
 fn overwrite_lap_is_found_by_the_slot_check() {
-    // CONSUME hides the loss: only the slot's sequence number can tell
-    // that the writer reused the slot while the reader copied it.
-    let mut calls = CallRecorder::new(ModelBuffer::new(256, 4, true));
-    calls.consume_hides_loss = true;
-    let mut src = MappedSource::new(calls).unwrap();
-    let mut seq = 0;
-    fill(&mut src.buffer_mut().model, 2, &mut seq);
-    let racing: Vec<Vec<u8>> = (1000..1200).map(record).collect();
-    src.buffer_mut().model.race_before_consume(racing);
-    let mut got = Vec::new();
-    src.drain(&mut |sb| {
-        got.extend(parse(sb.data));
-        Ok(())
-    })
-    .unwrap();
-    let stats = *src.stats();
-    assert!(stats.lost_subbufs >= 1, "the lap was not detected");
-    assert!(
-        !got.contains(&0),
-        "data of a lapped sub-buffer was delivered"
-    );
-    // One CONSUME for the batch, covering the lost sub-buffers too.
-    assert_eq!(src.buffer().consumes.len(), 1);
-    src.flush_and_drain(&mut |sb| {
-        got.extend(parse(sb.data));
-        Ok(())
-    })
-    .unwrap();
-    let state = src.buffer_mut().model.state().unwrap();
-    assert_eq!(src.stats().accounted(), state.produced);
-    assert_eq!(src.stats().lost_subbufs, state.lost_overwritten);
+    for pull in [false, true] {
+        // CONSUME hides the loss: only the slot's sequence number can tell
+        // that the writer reused the slot while the reader copied it.
+        let mut calls = CallRecorder::new(ModelBuffer::new(256, 4, true));
+        calls.consume_hides_loss = true;
+        let mut src = MappedSource::new(calls).unwrap();
+        let mut seq = 0;
+        fill(&mut src.buffer_mut().model, 2, &mut seq);
+        let racing: Vec<Vec<u8>> = (1000..1200).map(record).collect();
+        src.buffer_mut().model.race_before_consume(racing);
+        let mut got = take_all(&mut src, pull, false);
+        assert_lap_detected(src.stats(), &got, &format!("pull {pull}"));
+        if !pull {
+            // One CONSUME for the batch, covering the lost sub-buffers too.
+            assert_eq!(src.buffer().consumes.len(), 1);
+        }
+        got.extend(take_all(&mut src, pull, true));
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "pull {pull}");
+        let state = src.buffer_mut().model.state().unwrap();
+        assert_eq!(src.stats().accounted(), state.produced, "pull {pull}");
+        assert_eq!(
+            src.stats().lost_subbufs,
+            state.lost_overwritten,
+            "pull {pull}"
+        );
+    }
 }
 
 #[test]
@@ -353,4 +400,148 @@ fn slots_tell_where_writes_were_dropped() {
     let stats = *src.stats();
     assert_eq!(stats.kernel.unwrap().lost_full, 5);
     assert_eq!((stats.drops_before, stats.subbufs_after_drops), (5, 1));
+}
+
+/// The model, with its consumed count readable while the reader holds a
+/// sub-buffer (and so the source) borrowed.
+struct Watched {
+    model: ModelBuffer,
+    consumed: Rc<Cell<u64>>,
+}
+
+impl MappedBuffer for Watched {
+    fn info(&self) -> &BufInfo {
+        self.model.info()
+    }
+    fn state(&mut self) -> relay_reader::Result<BufState> {
+        self.model.state()
+    }
+    fn subbuf(&mut self, seq: u64) -> relay_reader::Result<SubbufLookup> {
+        self.model.subbuf(seq)
+    }
+    fn release(&mut self, seq: u64, count: u64) -> relay_reader::Result<Released> {
+        let released = self.model.release(seq, count)?;
+        self.consumed.set(released.consumed);
+        Ok(released)
+    }
+    fn flush(&mut self) -> relay_reader::Result<()> {
+        self.model.flush()
+    }
+    fn data(&self, loc: &SubbufLoc) -> &[u8] {
+        self.model.data(loc)
+    }
+    fn validates_in_place(&self) -> bool {
+        self.model.validates_in_place()
+    }
+    fn still_holds(&self, loc: &SubbufLoc) -> bool {
+        self.model.still_holds(loc)
+    }
+}
+
+/// A source over `model` and its consumed count, watched.
+fn watched(model: ModelBuffer) -> (MappedSource<Watched>, Rc<Cell<u64>>) {
+    let consumed = Rc::new(Cell::new(0));
+    let src = MappedSource::new(Watched {
+        model,
+        consumed: Rc::clone(&consumed),
+    })
+    .unwrap();
+    (src, consumed)
+}
+
+/// Writes records until the writer refuses one (no-overwrite: the ring is
+/// full); returns how many it took.
+fn fill_ring(model: &mut ModelBuffer) -> u64 {
+    let mut seq = 0;
+    while model.write(&record(seq)) {
+        seq += 1;
+    }
+    seq
+}
+
+#[test]
+fn held_subbuf_is_not_released_until_dropped() {
+    for meta in [true, false] {
+        let (mut src, consumed) = watched(if meta {
+            ModelBuffer::new(256, 4, false)
+        } else {
+            ModelBuffer::without_meta(256, 4, false)
+        });
+        // The writer stops until the reader releases.
+        let seq = fill_ring(&mut src.buffer_mut().model);
+        let produced = src.buffer().model.produced();
+        assert_eq!(produced, 4);
+        let mut got = Vec::new();
+        for expect in 0..produced {
+            let sb = src.next().unwrap().expect("a ready sub-buffer");
+            assert_eq!(sb.seq(), expect);
+            // Held: neither it nor anything after it went back to the
+            // writer, so the writer cannot have reused its slot.
+            assert!(
+                consumed.get() <= expect,
+                "meta {meta}: sub-buffer {expect} released while held (consumed {})",
+                consumed.get()
+            );
+            got.extend(parse(&sb));
+            drop(sb);
+        }
+        assert!(src.next().unwrap().is_none());
+        assert_eq!(
+            consumed.get(),
+            produced,
+            "meta {meta}: all released at the end"
+        );
+        assert_eq!(got, (0..seq).collect::<Vec<_>>());
+        // The writer has room again.
+        assert!(src.buffer_mut().model.write(&record(seq)));
+    }
+}
+
+#[test]
+fn forgotten_guard_is_never_given_back() {
+    let (mut src, consumed) = watched(ModelBuffer::new(256, 4, false));
+    let seq = fill_ring(&mut src.buffer_mut().model);
+    let sb = src.next().unwrap().unwrap();
+    assert_eq!(sb.seq(), 0);
+    std::mem::forget(sb);
+    // Not given back: not counted, not released, and the writer still
+    // has no room; the next `next` hands out the same sub-buffer.
+    assert_eq!(src.stats().subbufs, 0);
+    assert_eq!(consumed.get(), 0);
+    assert!(!src.buffer_mut().model.write(&record(seq)));
+    assert_eq!(src.next().unwrap().unwrap().seq(), 0);
+    assert_eq!(src.stats().subbufs, 1);
+}
+
+#[test]
+fn pull_and_callbacks_share_one_position() {
+    let mut src = MappedSource::new(CallRecorder::new(ModelBuffer::new(256, 8, false))).unwrap();
+    let mut seq = 0;
+    fill(&mut src.buffer_mut().model, 6, &mut seq);
+    let mut got = Vec::new();
+    // Two through the pull API, then the callbacks take the rest.
+    for _ in 0..2 {
+        got.extend(parse(&src.next().unwrap().unwrap()));
+    }
+    src.drain(&mut |sb| {
+        got.extend(parse(sb.data));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(got, (0..seq - 1).collect::<Vec<_>>());
+    assert_eq!(src.stats().subbufs, 6);
+    // The pulled pair went back with the drain's releases.
+    assert_eq!(src.buffer().consumes, vec![(0, 4), (4, 2)]);
+}
+
+#[test]
+fn dropping_the_source_releases_what_was_given_back() {
+    let (mut src, consumed) = watched(ModelBuffer::new(256, 8, false));
+    fill(&mut src.buffer_mut().model, 3, &mut 0);
+    drop(src.next().unwrap().unwrap());
+    drop(src.next().unwrap().unwrap());
+    // Within the batch: not released yet.
+    assert_eq!(consumed.get(), 0);
+    drop(src);
+    assert_eq!(consumed.get(), 2);
 }

@@ -4,7 +4,7 @@
 //! Steps: fmt, clippy, codegen drift (when `relay-sys-gen` exists), kernel
 //! series (they carry `kernel-patches/src/`), host tests, module build,
 //! in-VM integration tests. The VM tests build the `relay-vm-tests` test
-//! binaries and the workspace binaries on the host, boot the kernel once and
+//! binaries and the workspace binaries and examples on the host, boot the kernel once and
 //! run `ci/guest/run-tests.sh` in the guest. Unless `--kernel` names another
 //! kernel (or `--no-patched-kernel`), the stock kernel's run is followed by
 //! the patched 7.3 kernel (`kernel::CI_BASE`, the primary series): built
@@ -237,12 +237,14 @@ fn vm_tests(
     modules_dir: &Path,
     selection: &TestSelection,
 ) -> Result<Option<String>> {
+    // The examples too: tests run some (relay-reader's tokio_asyncfd).
     util::run(Command::new(util::cargo()).current_dir(root).args([
         "build",
         "--workspace",
         "--bins",
+        "--examples",
     ]))
-    .context("building the workspace binaries")?;
+    .context("building the workspace binaries and examples")?;
     let mut binaries = vm_test_binaries(root)?;
     if let Some(only) = selection.only {
         binaries.retain(|bin| {

@@ -3,7 +3,8 @@
 //!
 //! `cargo xtask test` builds these test binaries on the host and runs them in
 //! the guest with `RELAY_IN_VM=1`, `RELAY_MODULES_DIR` (the out-of-tree module
-//! build) and `RELAY_BIN_DIR` (the workspace binaries). Outside a guest every
+//! build) and `RELAY_BIN_DIR` (the workspace binaries, examples in its
+//! `examples/`). Outside a guest every
 //! test returns at once, saying so: they load modules into the running kernel.
 //! Failures panic with a message that says what broke.
 
@@ -38,6 +39,12 @@ pub fn bin(name: &str) -> PathBuf {
     let path = env_dir("RELAY_BIN_DIR").join(name);
     assert!(path.exists(), "binary {} was not built", path.display());
     path
+}
+
+/// A workspace example built for the guest (`cargo build --examples`), e.g.
+/// `example("tokio_asyncfd")`.
+pub fn example(name: &str) -> PathBuf {
+    bin(&format!("examples/{name}"))
 }
 
 /// Modules loaded for one test, unloaded in reverse order on drop.
@@ -181,6 +188,27 @@ pub fn klog_gen_records(per_cpu: &BTreeMap<u32, Vec<u8>>) -> BTreeMap<u32, Vec<u
         out.insert(cpu, seqs);
     }
     out
+}
+
+/// Checks that every CPU of `cpus` delivered exactly klog_gen's records
+/// `0..n`, in order; `what` names the reader in a failure.
+pub fn assert_klog_gen_complete(
+    per_cpu: &BTreeMap<u32, Vec<u8>>,
+    cpus: &[u32],
+    n: u64,
+    what: &str,
+) {
+    let records = klog_gen_records(per_cpu);
+    for cpu in cpus {
+        let seqs = records
+            .get(cpu)
+            .unwrap_or_else(|| panic!("{what}: no records from cpu {cpu}"));
+        assert!(
+            seqs.iter().copied().eq(0..n),
+            "{what}: cpu {cpu}: {} records, not 0..{n} in order",
+            seqs.len()
+        );
+    }
 }
 
 /// The kernel stack of every thread of this process, for the failure

@@ -7,8 +7,8 @@ use std::process::Command;
 
 use relay_reader::{Error, Mode, Reader};
 use relay_vm_tests::{
-    bin, generate_klog, in_vm, klog_gen_records, online_cpus, start_recording, write_control,
-    Modules,
+    assert_klog_gen_complete, bin, generate_klog, in_vm, klog_gen_records, online_cpus,
+    start_recording, write_control, Modules,
 };
 
 const CHANNEL: &str = "/sys/kernel/debug/relay_klog/cpu";
@@ -251,13 +251,5 @@ fn buffer_of_a_cpu_brought_online_later_is_picked_up() {
     generate_klog(N);
     let mut per_cpu = BTreeMap::new();
     record_all(&mut reader, &mut per_cpu);
-    let records = klog_gen_records(&per_cpu);
-    let seqs = records
-        .get(&last)
-        .unwrap_or_else(|| panic!("no records from cpu{last} after it came online"));
-    assert!(
-        seqs.iter().copied().eq(0..N),
-        "cpu{last}: {} records, expected 0..{N}",
-        seqs.len()
-    );
+    assert_klog_gen_complete(&per_cpu, &[last], N, "after it came online");
 }

@@ -8,17 +8,30 @@
 //! per drain. Otherwise (the relay-apps control files) it releases each
 //! sub-buffer on its own, since the lost count of that `consume` is what validates an
 //! overwrite-mode copy.
+//!
+//! The callback API ([`MappedSource::drain`]) and the pull API
+//! ([`MappedSource::next`]) go through the same steps: look at the counters,
+//! take the next ready sub-buffer, give it back when the consumer is done
+//! with it, release what was given back.
 
 use crate::mapped::{BufState, MappedBuffer, SubbufLoc, SubbufLookup};
-use crate::subbuf::{BufStats, SubBuf};
+use crate::subbuf::{BufStats, Lender, SubBuf, SubBufGuard, Taken};
 use crate::Result;
 
 /// Drains one buffer through [`MappedBuffer`], keeping its counters.
 #[derive(Debug)]
-pub struct MappedSource<B> {
+pub struct MappedSource<B: MappedBuffer> {
     buf: B,
     /// The next sequence number to deliver.
     next: u64,
+    /// The kernel's consumed count as this reader left it: the sub-buffers
+    /// from here to `next` were delivered or lost and are to be released.
+    released: u64,
+    /// The produced count at the last look at the counters: what is ready
+    /// without looking again.
+    ready_until: u64,
+    /// That look found the buffer finalized.
+    closed: bool,
     stats: BufStats,
     scratch: Vec<u8>,
     finalized: bool,
@@ -36,6 +49,9 @@ impl<B: MappedBuffer> MappedSource<B> {
         };
         Ok(MappedSource {
             next: state.consumed,
+            released: state.consumed,
+            ready_until: state.consumed,
+            closed: false,
             buf,
             stats,
             scratch: Vec::with_capacity(info.subbuf_size as usize),
@@ -75,24 +91,93 @@ impl<B: MappedBuffer> MappedSource<B> {
     /// overwrite), each on its own otherwise. Returns how many were
     /// delivered.
     pub fn drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
+        self.look()?;
+        let mut delivered = 0;
+        let result = self.deliver(f, &mut delivered);
+        let release = self.release();
+        result?;
+        release?;
+        self.note_finalized();
+        Ok(delivered)
+    }
+
+    /// The pull API over this one buffer: the next ready sub-buffer, or
+    /// `None` when there is none; never waits. Dropping the guard gives the
+    /// sub-buffer back; what was given back is released to the writer in
+    /// batches, as by [`drain`](MappedSource::drain): with one `consume`
+    /// once every sub-buffer seen ready at the last look at the counters
+    /// was taken (before looking again, and so always before `next`
+    /// returns `None`), and in no-overwrite mode also every half ring; each
+    /// on its own where the backend does not validate in place. Dropping
+    /// the source releases what is left.
+    ///
+    /// ```
+    /// use relay_reader::model::ModelBuffer;
+    /// use relay_reader::source::MappedSource;
+    ///
+    /// let mut src = MappedSource::new(ModelBuffer::new(256, 4, false))?;
+    /// src.buffer_mut().write(b"hello\n");
+    /// src.buffer_mut().flush_writer();
+    /// while let Some(sb) = src.next()? {
+    ///     assert_eq!(&*sb, b"hello\n");
+    /// }
+    /// assert_eq!(src.stats().subbufs, 1);
+    /// # Ok::<(), relay_reader::Error>(())
+    /// ```
+    #[allow(clippy::should_implement_trait)] // fallible, and the item borrows the source
+    pub fn next(&mut self) -> Result<Option<SubBufGuard<'_>>> {
+        Ok(self.take(true)?.map(|taken| SubBufGuard::new(self, taken)))
+    }
+
+    /// The next ready sub-buffer for the pull API. Without `look`, only what
+    /// the last look at the counters found ready; with it, once that is
+    /// exhausted, releases what was given back and looks again. When
+    /// nothing is ready, releases what was given back.
+    pub(crate) fn take(&mut self, look: bool) -> Result<Option<Taken>> {
+        if let Some(taken) = self.step()? {
+            return Ok(Some(taken));
+        }
+        if look {
+            self.release()?;
+            self.look()?;
+            if let Some(taken) = self.step()? {
+                return Ok(Some(taken));
+            }
+        }
+        self.release()?;
+        self.note_finalized();
+        Ok(None)
+    }
+
+    /// Hands back to the writer what was delivered or lost and not yet
+    /// released (the pull API's batch), as dropping the source does.
+    pub fn release_pending(&mut self) -> Result<()> {
+        self.release().map(|_| ())
+    }
+
+    /// Looks at the counters: what is ready, what another reader consumed
+    /// meanwhile, what an overwrite lap took (lost).
+    fn look(&mut self) -> Result<()> {
         let state = self.buf.state()?;
         self.stats.kernel = Some(state);
         let lapped = self.catch_up(&state);
         // Overwrite mode: what the writer took is lost; the next release
         // hands it back with the rest.
         self.lose(lapped);
-        // Releases start at the kernel's consumed count, where the previous
-        // drain left it (or another reader); `next` is not below it.
-        let mut released = state.consumed;
-        let mut delivered = 0;
-        let result = self.deliver(state.produced, f, &mut delivered, &mut released);
-        let release = self.release(&mut released);
-        result?;
-        release?;
-        if state.finalized && self.next >= state.produced {
+        // Releases start at the kernel's consumed count, where this reader
+        // left it (or another reader); `next` is not below it.
+        self.released = state.consumed;
+        self.ready_until = state.produced;
+        self.closed = state.finalized;
+        Ok(())
+    }
+
+    /// The buffer is finished once the kernel finalized it and everything
+    /// it produced was read.
+    fn note_finalized(&mut self) {
+        if self.closed && self.next >= self.ready_until {
             self.finalized = true;
         }
-        Ok(delivered)
     }
 
     /// Another reader may have consumed meanwhile (what it took is not
@@ -126,39 +211,54 @@ impl<B: MappedBuffer> MappedSource<B> {
         self.next += count;
     }
 
-    /// Hands the sub-buffers from `*released` up to `next` back to the
+    /// Hands the sub-buffers from `released` up to `next` back to the
     /// writer with one `consume`. Returns the kernel's count of those
     /// overwritten meanwhile (0 with a meta area, where the reader checks
     /// the slot itself).
-    fn release(&mut self, released: &mut u64) -> Result<u64> {
-        if self.next <= *released {
+    fn release(&mut self) -> Result<u64> {
+        if self.next <= self.released {
             return Ok(0);
         }
-        let consumed = self.buf.release(*released, self.next - *released)?;
-        *released = self.next;
+        let consumed = self.buf.release(self.released, self.next - self.released)?;
+        self.released = self.next;
         Ok(consumed.lost)
     }
 
-    /// Delivers the ready sub-buffers from `next` on, releasing them as it
-    /// goes: one at a time without a meta area (relay-apps' control files,
-    /// whose consume also says whether an overwrite-mode copy survived);
-    /// with one, in no-overwrite mode every half ring, so that a slow
-    /// callback does not keep the writer from the whole ring until the
-    /// drain ends, and in overwrite mode (where the writer does not wait)
-    /// not before the drain ends.
+    /// Delivers the ready sub-buffers to `f`, giving each back when `f`
+    /// returns.
     fn deliver(
         &mut self,
-        produced: u64,
         f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,
         delivered: &mut u64,
-        released: &mut u64,
     ) -> Result<()> {
+        while let Some(taken) = self.step()? {
+            f(SubBuf {
+                cpu: taken.cpu,
+                seq: taken.seq,
+                data: self.lent(&taken),
+            })?;
+            self.give_back(&taken);
+            *delivered += 1;
+        }
+        Ok(())
+    }
+
+    /// Takes the next sub-buffer the last look found ready, releasing what
+    /// is due first: one at a time without a meta area (relay-apps' control
+    /// files, whose consume also says whether an overwrite-mode copy
+    /// survived); with one, in no-overwrite mode every half ring, so that a
+    /// slow consumer does not keep the writer from the whole ring until the
+    /// batch ends, and in overwrite mode (where the writer does not wait)
+    /// not before the batch ends. In overwrite mode the data is copied and
+    /// validated here, and counted; a no-overwrite sub-buffer is counted
+    /// when it is given back.
+    fn step(&mut self) -> Result<Option<Taken>> {
         let info = *self.buf.info();
         let each = !self.buf.validates_in_place();
         let release_every = if each { 1 } else { (info.n_subbufs / 2).max(1) };
-        while self.next < produced {
-            if (each || !info.overwrite) && self.next - *released >= release_every {
-                self.release(released)?;
+        while self.next < self.ready_until {
+            if (each || !info.overwrite) && self.next - self.released >= release_every {
+                self.release()?;
             }
             let seq = self.next;
             let loc = match self.buf.subbuf(seq)? {
@@ -168,49 +268,70 @@ impl<B: MappedBuffer> MappedSource<B> {
                     self.lose(1);
                     continue;
                 }
-                SubbufLookup::NotReady => break,
+                SubbufLookup::NotReady => return Ok(None),
             };
-            if info.overwrite {
-                self.buf.copy_data(&loc, &mut self.scratch);
-                self.next = seq + 1;
-                // Without a meta area, the consume's lost count tells
-                // whether the writer took the sub-buffer during the copy.
-                let taken = if each {
-                    self.release(released)? > 0
-                } else {
-                    false
-                };
-                if taken || !self.buf.still_holds(&loc) {
-                    // The writer reused the slot while it was copied.
-                    self.stats.lost_subbufs += 1;
-                    continue;
-                }
-                self.delivered(&loc, self.scratch.len() as u64);
-                *delivered += 1;
-                f(SubBuf {
-                    cpu: info.cpu,
-                    seq,
-                    data: &self.scratch,
-                })?;
-            } else {
+            let mut taken = Taken {
+                cpu: info.cpu,
+                seq,
+                loc,
+                copied: false,
+            };
+            if !info.overwrite {
                 // No-overwrite: the writer never touches a ready sub-buffer
                 // before it is consumed, so the mapping can be lent out.
-                f(SubBuf {
-                    cpu: info.cpu,
-                    seq,
-                    data: self.buf.data(&loc),
-                })?;
-                self.next = seq + 1;
-                self.delivered(&loc, loc.data_len);
-                *delivered += 1;
+                return Ok(Some(taken));
             }
+            self.buf.copy_data(&loc, &mut self.scratch);
+            self.next = seq + 1;
+            // Without a meta area, the consume's lost count tells whether
+            // the writer took the sub-buffer during the copy.
+            let gone = if each { self.release()? > 0 } else { false };
+            if gone || !self.buf.still_holds(&loc) {
+                // The writer reused the slot while it was copied.
+                self.stats.lost_subbufs += 1;
+                continue;
+            }
+            self.delivered(&loc, self.scratch.len() as u64);
+            taken.copied = true;
+            return Ok(Some(taken));
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// Makes the partly filled sub-buffer ready (the pull API then takes
+    /// it with the rest).
+    pub fn flush(&mut self) -> Result<()> {
+        self.buf.flush()
     }
 
     /// Makes the partly filled sub-buffer ready, then drains everything.
     pub fn flush_and_drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
-        self.buf.flush()?;
+        self.flush()?;
         self.drain(f)
+    }
+}
+
+impl<B: MappedBuffer> Lender for MappedSource<B> {
+    fn lent(&self, taken: &Taken) -> &[u8] {
+        if taken.copied {
+            &self.scratch
+        } else {
+            self.buf.data(&taken.loc)
+        }
+    }
+
+    fn give_back(&mut self, taken: &Taken) {
+        if !taken.copied && taken.seq == self.next {
+            self.next = taken.seq + 1;
+            self.delivered(&taken.loc, taken.loc.data_len);
+        }
+    }
+}
+
+/// Releases what was delivered and not yet released: the sub-buffers go
+/// back to the writer and a later reader starts after them.
+impl<B: MappedBuffer> Drop for MappedSource<B> {
+    fn drop(&mut self) {
+        let _ = self.release();
     }
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use crate::kernel::{query_info, KernelBuffer};
 use crate::mapped::{BufInfo, BufState, MappedBuffer};
-use crate::subbuf::{BufStats, SubBuf};
+use crate::subbuf::{BufStats, Lender, SubBuf, Taken};
 use crate::{Error, Result};
 
 /// `DEBUGFS_MAGIC` and `TRACEFS_MAGIC` of `include/uapi/linux/magic.h`: the
@@ -170,6 +170,37 @@ impl Source {
         }
     }
 
+    /// Makes the partly filled sub-buffer ready for the next drain or pulls
+    /// (see [`MappedSource::flush`], [`ReadSource::flush`]).
+    pub fn flush(&mut self) -> Result<()> {
+        match self {
+            Source::Mmap(s) => s.flush(),
+            Source::RelayApp(s) => s.flush(),
+            Source::Read(s) => s.flush(),
+        }
+    }
+
+    /// The pull API's next sub-buffer (see [`MappedSource::next`]); read
+    /// mode reads a chunk only when asked to `look`.
+    pub(crate) fn take(&mut self, look: bool) -> Result<Option<Taken>> {
+        match self {
+            Source::Mmap(s) => s.take(look),
+            Source::RelayApp(s) => s.take(look),
+            Source::Read(s) if look => s.take(),
+            Source::Read(_) => Ok(None),
+        }
+    }
+
+    /// Releases to the kernel what the pull API was given back and has not
+    /// released yet (nothing to do in read mode).
+    pub fn release_pending(&mut self) -> Result<()> {
+        match self {
+            Source::Mmap(s) => s.release_pending(),
+            Source::RelayApp(s) => s.release_pending(),
+            Source::Read(_) => Ok(()),
+        }
+    }
+
     /// Read mode: see [`ReadSource::set_finished_only`]; the mmap modes
     /// deliver finished sub-buffers only anyway.
     pub fn set_read_finished_only(&mut self, on: bool) {
@@ -215,6 +246,24 @@ impl Source {
             Source::Mmap(s) => s.mark_finalized(),
             Source::RelayApp(s) => s.mark_finalized(),
             Source::Read(s) => s.mark_finalized(),
+        }
+    }
+}
+
+impl Lender for Source {
+    fn lent(&self, taken: &Taken) -> &[u8] {
+        match self {
+            Source::Mmap(s) => s.lent(taken),
+            Source::RelayApp(s) => s.lent(taken),
+            Source::Read(s) => s.lent(taken),
+        }
+    }
+
+    fn give_back(&mut self, taken: &Taken) {
+        match self {
+            Source::Mmap(s) => s.give_back(taken),
+            Source::RelayApp(s) => s.give_back(taken),
+            Source::Read(s) => s.give_back(taken),
         }
     }
 }

@@ -6,7 +6,8 @@ use std::io::{ErrorKind, Read};
 use std::path::PathBuf;
 
 use crate::kernel::MetaView;
-use crate::subbuf::{BufStats, SubBuf};
+use crate::mapped::SubbufLoc;
+use crate::subbuf::{BufStats, Lender, SubBuf, Taken};
 use crate::{Error, Result};
 
 /// Bytes asked for per read(2); relay returns at most one sub-buffer's worth
@@ -22,6 +23,9 @@ pub struct ReadSource {
     stats: BufStats,
     finalized: bool,
     finished_only: bool,
+    /// Flushed: read everything, the sub-buffer being written included,
+    /// until the file runs dry once.
+    flushed: bool,
     /// The file's meta area, for its counters: `None` before the first
     /// look, `Some(None)` where it has none (or stopped answering).
     meta: Option<Option<MetaView>>,
@@ -36,6 +40,7 @@ impl ReadSource {
             buf: vec![0; READ_CHUNK],
             finalized: false,
             finished_only: false,
+            flushed: false,
             meta: None,
             stats: BufStats {
                 cpu,
@@ -90,30 +95,65 @@ impl ReadSource {
 
     /// Reads until the kernel has nothing more (relay's read never blocks),
     /// delivering each chunk; only finished sub-buffers with
-    /// [`ReadSource::set_finished_only`].
+    /// [`ReadSource::set_finished_only`], unless [`ReadSource::flush`]
+    /// came first.
     pub fn drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
-        self.read_until_empty(self.finished_only, f)
+        let mut delivered = 0;
+        while let Some(taken) = self.take()? {
+            delivered += 1;
+            f(SubBuf {
+                cpu: taken.cpu,
+                seq: taken.seq,
+                data: self.lent(&taken),
+            })?;
+        }
+        Ok(delivered)
     }
 
-    /// Reads everything there is, the sub-buffer being written included.
-    /// Asks the writer to flush that sub-buffer first where the channel
+    /// Makes the next drain (or the pull API until the file runs dry) read
+    /// everything there is, the sub-buffer being written included. Asks
+    /// the writer to flush that sub-buffer first where the channel
     /// supports `RELAY_IOC_FLUSH`: kernels whose read(2) is safe against a
     /// concurrent writer (the kernel series) return its data only once it
     /// is flushed or the channel is closed, since before that some of its
     /// reserved bytes may not be written yet.
-    pub fn flush_and_drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
+    pub fn flush(&mut self) -> Result<()> {
         crate::kernel::request_flush(&self.file, &self.path)?;
-        self.read_until_empty(false, f)
+        self.flushed = true;
+        Ok(())
     }
 
-    fn read_until_empty(
-        &mut self,
-        finished_only: bool,
-        f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,
-    ) -> Result<u64> {
-        let delivered = self.read_chunks(finished_only, f)?;
-        self.refresh_kernel_counters();
-        Ok(delivered)
+    /// [`ReadSource::flush`], then [`ReadSource::drain`].
+    pub fn flush_and_drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
+        self.flush()?;
+        self.drain(f)
+    }
+
+    /// Reads one chunk for the pull API (and the drain): counted as it is
+    /// read, since read(2) consumed it in the kernel. At the end, refreshes
+    /// the kernel's counters.
+    pub(crate) fn take(&mut self) -> Result<Option<Taken>> {
+        let finished_only = self.finished_only && !self.flushed;
+        let Some(n) = self.read_chunk(finished_only)? else {
+            self.flushed = false;
+            self.refresh_kernel_counters();
+            return Ok(None);
+        };
+        let seq = self.stats.subbufs;
+        self.stats.subbufs += 1;
+        self.stats.bytes += n as u64;
+        Ok(Some(Taken {
+            cpu: self.stats.cpu,
+            seq,
+            loc: SubbufLoc {
+                seq,
+                data_offset: 0,
+                data_len: n as u64,
+                padding: 0,
+                lost_before: 0,
+            },
+            copied: true,
+        }))
     }
 
     /// The kernel's counters, where the file has a meta area.
@@ -129,12 +169,9 @@ impl ReadSource {
         }
     }
 
-    fn read_chunks(
-        &mut self,
-        finished_only: bool,
-        f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,
-    ) -> Result<u64> {
-        let mut delivered = 0;
+    /// One read(2) into the buffer; `None` when the kernel has nothing (or,
+    /// with `finished_only`, nothing of finished sub-buffers).
+    fn read_chunk(&mut self, finished_only: bool) -> Result<Option<usize>> {
         loop {
             let mut want = self.buf.len();
             if finished_only {
@@ -145,33 +182,31 @@ impl ReadSource {
                     .len();
                 want = want.min(size.saturating_sub(self.stats.bytes) as usize);
                 if want == 0 {
-                    return Ok(delivered);
+                    return Ok(None);
                 }
             }
-            let n = match self.file.read(&mut self.buf[..want]) {
-                Ok(0) => return Ok(delivered),
-                Ok(n) => n,
+            return match self.file.read(&mut self.buf[..want]) {
+                Ok(0) => Ok(None),
+                Ok(n) => Ok(Some(n)),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 // relay_file_read() never fails with EINVAL; a file without
                 // a read method (a write-only control file) does.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    return Err(Error::NotRelayFile {
-                        path: self.path.clone(),
-                        why: "read(2) refuses it with EINVAL, which a relay buffer file never does"
-                            .into(),
-                    })
-                }
-                Err(e) => return Err(Error::io(&self.path, "read", e)),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(Error::NotRelayFile {
+                    path: self.path.clone(),
+                    why: "read(2) refuses it with EINVAL, which a relay buffer file never does"
+                        .into(),
+                }),
+                Err(e) => Err(Error::io(&self.path, "read", e)),
             };
-            let seq = self.stats.subbufs;
-            self.stats.subbufs += 1;
-            self.stats.bytes += n as u64;
-            delivered += 1;
-            f(SubBuf {
-                cpu: self.stats.cpu,
-                seq,
-                data: &self.buf[..n],
-            })?;
         }
     }
+}
+
+impl Lender for ReadSource {
+    fn lent(&self, taken: &Taken) -> &[u8] {
+        &self.buf[..taken.loc.data_len as usize]
+    }
+
+    /// read(2) consumed the chunk in the kernel and it was counted.
+    fn give_back(&mut self, _taken: &Taken) {}
 }
