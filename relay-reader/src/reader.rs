@@ -129,9 +129,11 @@ impl Reader {
         };
         for file in files {
             reader.add(file)?;
+            // The one rule: the mode is resolved once, on the channel's
+            // first buffer, and every other buffer (CPUs that come online
+            // later included) is opened in that mode, or refused.
+            reader.mode = reader.sources[0].mode();
         }
-        // Every buffer of a channel is read the same way.
-        reader.mode = reader.sources[0].mode();
         Ok(reader)
     }
 
