@@ -21,8 +21,9 @@ Examples:
   relay-reader record --stdout --mode read -w 10 /sys/kernel/debug/relay_klog/cpu
   # per-CPU files of at most 64 MiB each (cpu0.0, cpu0.1, ...), stop after 1 GiB
   relay-reader record -o trace --rotate-size 64M --size-limit 1G /sys/kernel/debug/relay_klog/cpu
-  # keep up with a producer that writes flat out on every CPU (real-time reader)
+  # as root the reader runs under SCHED_FIFO 10 by default; insist on it, or keep the normal policy
   relay-reader record -o trace --realtime 10 /sys/kernel/debug/relay_klog/cpu
+  relay-reader record -o trace --no-realtime /sys/kernel/debug/relay_klog/cpu
   # dump a flight-recorder (overwrite mode) channel once
   relay-reader snapshot -o crash /sys/kernel/debug/relay_klog/cpu
   # geometry and counters of every buffer
@@ -105,13 +106,17 @@ struct RecordArgs {
     #[arg(short, long)]
     quiet: bool,
     /// Read under SCHED_FIFO at this priority (1-99), as `perf record
-    /// --realtime`: the woken reader runs at once instead of waiting for a
-    /// CPU that a producer writing flat out keeps busy. It narrows the time
-    /// in which buffers can fill; it does not guarantee zero loss. Needs
-    /// root or CAP_SYS_NICE.
+    /// --realtime`, and fail where that is not permitted. By default the
+    /// reader asks for SCHED_FIFO priority 10 where it is permitted (root,
+    /// CAP_SYS_NICE, ulimit -r) and keeps its policy otherwise: the woken
+    /// reader then runs at once instead of waiting for a CPU that a producer
+    /// writing flat out keeps busy. The summary says which it got.
     #[arg(long, value_name = "PRIO",
           value_parser = clap::value_parser!(u8).range(1..=99))]
     realtime: Option<u8>,
+    /// Keep the normal scheduling policy (no SCHED_FIFO by default).
+    #[arg(long, conflicts_with_all = ["realtime", "slice_us"])]
+    no_realtime: bool,
     /// Read under the normal policy with a scheduling slice of this many
     /// microseconds (100-100000): Linux 6.12's EEVDF lets a woken task with
     /// a shorter slice than the running one preempt it, so a short slice
@@ -189,6 +194,10 @@ impl OutputArgs {
     }
 }
 
+/// The SCHED_FIFO priority the reader asks for by default, where permitted:
+/// `perf record --realtime`'s usual choice, low among real-time tasks.
+const DEFAULT_PRIORITY: u8 = 10;
+
 /// How often the progress line is refreshed.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -218,10 +227,11 @@ fn record(args: RecordArgs) -> Result<()> {
     let stop = Stop::on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
         .context("installing signal handlers")?;
     let out = &args.out;
-    let scheduling = match (args.realtime, args.slice_us) {
-        (Some(priority), _) => Scheduling::Fifo(priority),
-        (None, Some(us)) => Scheduling::Slice(Duration::from_micros(us.into())),
-        (None, None) => Scheduling::Inherit,
+    let scheduling = match (args.realtime, args.slice_us, args.no_realtime) {
+        (Some(priority), _, _) => Scheduling::Fifo(priority),
+        (None, Some(us), _) => Scheduling::Slice(Duration::from_micros(us.into())),
+        (None, None, true) => Scheduling::Inherit,
+        (None, None, false) => Scheduling::FifoIfPermitted(DEFAULT_PRIORITY),
     };
     let mut recording = Recording::new(&out.channel)
         .mode(out.mode.into())
@@ -255,14 +265,11 @@ fn record(args: RecordArgs) -> Result<()> {
         (false, false) => "",
     };
     eprintln!(
-        "relay-reader: recording {} ({} buffers{threads}, {} mode{}); Ctrl-C stops",
+        "relay-reader: recording {} ({} buffers{threads}, {} mode, {}); Ctrl-C stops",
         out.channel.display(),
         running.buffers(),
         running.mode(),
-        match scheduling {
-            Scheduling::Inherit => String::new(),
-            other => format!(", {other}"),
-        }
+        running.scheduling()
     );
     let recorded = running.record();
     // Everything read is saved, whatever ended the recording.
@@ -281,11 +288,11 @@ fn record(args: RecordArgs) -> Result<()> {
             } else {
                 ""
             },
-            if args.realtime.is_some() {
+            if outcome.summary.scheduling.starts_with("SCHED_FIFO") {
                 ""
             } else {
-                ", or let the reader run sooner once woken (--slice-us 100, or --realtime PRIO \
-                 for SCHED_FIFO)"
+                ", or let the reader run sooner once woken (SCHED_FIFO: run as root or with \
+                 CAP_SYS_NICE, or --realtime PRIO; without privileges --slice-us 100)"
             }
         );
     }

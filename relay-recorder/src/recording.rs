@@ -35,7 +35,7 @@ use crate::pinned::{PinnedReaders, SinkFactory};
 use crate::sink::{OneStream, PerCpuFiles, Shared, Sink};
 use crate::stop::Stop;
 use crate::summary::Summary;
-use crate::{realtime, Result};
+use crate::{realtime, Error, Result};
 
 /// How the buffers are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,8 +65,14 @@ pub enum Scheduling {
     /// Whatever the process runs under.
     #[default]
     Inherit,
-    /// `SCHED_FIFO` at this priority (1-99).
+    /// `SCHED_FIFO` at this priority (1-99): an error where the process
+    /// may not use it.
     Fifo(u8),
+    /// `SCHED_FIFO` at this priority where the process may use it (root,
+    /// `CAP_SYS_NICE`, an `RLIMIT_RTPRIO` of at least the priority), the
+    /// inherited policy otherwise: what a recorder that should lose nothing
+    /// by default asks for. The summary says which it got.
+    FifoIfPermitted(u8),
     /// The normal policy with this custom slice (Linux 6.12 and later).
     Slice(Duration),
 }
@@ -76,6 +82,9 @@ impl fmt::Display for Scheduling {
         match self {
             Scheduling::Inherit => f.write_str("inherited policy"),
             Scheduling::Fifo(priority) => write!(f, "SCHED_FIFO priority {priority}"),
+            Scheduling::FifoIfPermitted(priority) => {
+                write!(f, "SCHED_FIFO priority {priority} where permitted")
+            }
             Scheduling::Slice(slice) => write!(f, "{} µs slice", slice.as_micros()),
         }
     }
@@ -281,11 +290,26 @@ impl Recording {
     /// Opens every buffer and its sink, sets the scheduling and starts the
     /// reading threads. An error here means nothing was read.
     pub fn start(self) -> Result<Running> {
-        match self.scheduling {
-            Scheduling::Inherit => {}
-            Scheduling::Fifo(priority) => realtime::set_fifo_priority(priority)?,
-            Scheduling::Slice(slice) => realtime::set_slice(slice)?,
-        }
+        let scheduling = match self.scheduling {
+            Scheduling::Inherit => Scheduling::Inherit.to_string(),
+            Scheduling::Fifo(priority) => {
+                realtime::set_fifo_priority(priority)?;
+                Scheduling::Fifo(priority).to_string()
+            }
+            Scheduling::FifoIfPermitted(priority) => match realtime::set_fifo_priority(priority) {
+                Ok(()) => Scheduling::Fifo(priority).to_string(),
+                Err(Error::Realtime { source, .. })
+                    if source.raw_os_error() == Some(libc::EPERM) =>
+                {
+                    format!("{} (SCHED_FIFO not permitted)", Scheduling::Inherit)
+                }
+                Err(e) => return Err(e),
+            },
+            Scheduling::Slice(slice) => {
+                realtime::set_slice(slice)?;
+                Scheduling::Slice(slice).to_string()
+            }
+        };
         let sinks = match (self.sinks, &self.output) {
             (Some(sinks), _) => sinks,
             (None, Some(output)) => output.sinks()?,
@@ -336,7 +360,7 @@ impl Recording {
         Ok(Running {
             channel: self.channel,
             threads: self.threads,
-            scheduling: self.scheduling,
+            scheduling,
             engine,
             stop: self.stop,
             drain,
@@ -367,7 +391,8 @@ pub struct Outcome {
 pub struct Running {
     channel: PathBuf,
     threads: Threads,
-    scheduling: Scheduling,
+    /// The scheduling the reading threads got, as the summary says it.
+    scheduling: String,
     engine: Engine,
     stop: Option<Stop>,
     drain: Stop,
@@ -424,6 +449,12 @@ impl Running {
         matches!(self.engine, Engine::PerBuffer(_)) && self.buffers() > 1
     }
 
+    /// The scheduling the reading threads got (for a
+    /// [`Scheduling::FifoIfPermitted`], whether they got `SCHED_FIFO`).
+    pub fn scheduling(&self) -> &str {
+        &self.scheduling
+    }
+
     /// The channel's path.
     pub fn channel(&self) -> &Path {
         &self.channel
@@ -443,7 +474,7 @@ impl Running {
             channel: self.channel.clone(),
             mode: self.mode().name().into(),
             threads: self.threads.name().into(),
-            scheduling: self.scheduling.to_string(),
+            scheduling: self.scheduling.clone(),
             seconds: self.started.elapsed().as_secs_f64(),
             cpus: self.stats().iter().map(Into::into).collect(),
         }
@@ -547,7 +578,7 @@ impl Running {
                 channel,
                 mode: mode.name().into(),
                 threads: threads.name().into(),
-                scheduling: scheduling.to_string(),
+                scheduling,
                 seconds: started.elapsed().as_secs_f64(),
                 cpus: stats.iter().map(Into::into).collect(),
             },
@@ -761,6 +792,10 @@ mod tests {
     fn scheduling_names_what_the_summary_reports() {
         assert_eq!(Scheduling::Inherit.to_string(), "inherited policy");
         assert_eq!(Scheduling::Fifo(10).to_string(), "SCHED_FIFO priority 10");
+        assert_eq!(
+            Scheduling::FifoIfPermitted(10).to_string(),
+            "SCHED_FIFO priority 10 where permitted"
+        );
         assert_eq!(
             Scheduling::Slice(Duration::from_micros(100)).to_string(),
             "100 µs slice"

@@ -25,13 +25,18 @@ use crate::rounds::{median_run, runs_cell, take_turns};
 
 const CHANNEL: &str = "/sys/kernel/debug/relay_bench/cpu";
 const CTL: &str = "/sys/kernel/debug/relay_bench_ctl";
+/// The row of relay-reader with no scheduling flag: SCHED_FIFO priority 10
+/// where permitted (the guest runs it as root).
+pub const DEFAULT_ROW: &str = "relay-reader --mode mmap";
+/// The row of relay-reader under the normal policy (`--no-realtime`).
+pub const NORMAL_ROW: &str = "relay-reader --mode mmap --no-realtime";
 /// The row of relay-reader under SCHED_FIFO (`--realtime`).
 pub const REALTIME_ROW: &str = "relay-reader --mode mmap --realtime 10";
 /// The row of relay-reader under the normal policy with a short slice.
 pub const SLICE_ROW: &str = "relay-reader --mode mmap --slice-us 100";
 /// The row of relay-reader with one thread for every buffer (the default
-/// is a thread per buffer, pinned to its CPU).
-const SINGLE_THREAD_ROW: &str = "relay-reader --mode mmap --single-thread";
+/// is a thread per buffer, pinned to its CPU), under the normal policy.
+const SINGLE_THREAD_ROW: &str = "relay-reader --mode mmap --single-thread --no-realtime";
 /// The same under SCHED_FIFO.
 const SINGLE_THREAD_REALTIME_ROW: &str = "relay-reader --mode mmap --single-thread --realtime 10";
 
@@ -280,11 +285,14 @@ pub fn run(bench: &RunArgs) -> Result<()> {
         cmd
     };
     // The plain mmap row comes first: `row` finds rows by prefix.
-    let contenders: [(&str, &dyn Fn() -> Command); 7] = [
-        ("relay-reader --mode mmap", &|| reader("mmap", &[])),
+    let contenders: [(&str, &dyn Fn() -> Command); 8] = [
+        (DEFAULT_ROW, &|| reader("mmap", &[])),
+        (NORMAL_ROW, &|| reader("mmap", &["--no-realtime"])),
         (SLICE_ROW, &|| reader("mmap", &["--slice-us", "100"])),
         (REALTIME_ROW, &|| reader("mmap", &["--realtime", "10"])),
-        (SINGLE_THREAD_ROW, &|| reader("mmap", &["--single-thread"])),
+        (SINGLE_THREAD_ROW, &|| {
+            reader("mmap", &["--single-thread", "--no-realtime"])
+        }),
         (SINGLE_THREAD_REALTIME_ROW, &|| {
             reader("mmap", &["--single-thread", "--realtime", "10"])
         }),

@@ -61,7 +61,7 @@ fn stall_note(row: &Row, full: &RunResult) -> String {
 
 /// mmap mode's CPU per GiB over the cat loop's in one `run` result.
 fn mmap_vs_cat(run: &RunResult) -> Option<f64> {
-    let ratio = per_gib(row(run, "relay-reader --mode mmap")?) / per_gib(row(run, "cat loop")?);
+    let ratio = per_gib(row(run, readers::DEFAULT_ROW)?) / per_gib(row(run, "cat loop")?);
     ratio.is_finite().then_some(ratio)
 }
 
@@ -129,7 +129,14 @@ fn aims(
     }
 
     for (name, how) in [
-        ("relay-reader --mode mmap", "mmap mode, normal scheduling"),
+        (
+            readers::DEFAULT_ROW,
+            "mmap mode, no flag: SCHED_FIFO priority 10 where permitted (root here)",
+        ),
+        (
+            readers::NORMAL_ROW,
+            "mmap mode, normal scheduling: `--no-realtime`",
+        ),
         (
             readers::SLICE_ROW,
             "mmap mode, normal scheduling with a 100 µs slice: `--slice-us 100`",

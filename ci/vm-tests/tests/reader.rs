@@ -507,6 +507,51 @@ fn relay_reader_unprivileged(args: &[&str]) -> Output {
 }
 
 #[test]
+fn reader_runs_under_sched_fifo_by_default_where_permitted() {
+    if !in_vm() {
+        return;
+    }
+    let _modules = Modules::klog("");
+    // As root: SCHED_FIFO 10 without asking, every reading thread.
+    let dir = fresh_dir("relay-default-policy-test");
+    let (child, log) = start_recording(&dir, &[]);
+    assert_eq!(
+        sched_policy(child.id()),
+        libc::SCHED_FIFO as u32,
+        "relay-reader as root is not under SCHED_FIFO by default"
+    );
+    for (cpu, tid, _) in reading_threads(child.id()) {
+        assert_eq!(
+            sched_policy(tid),
+            libc::SCHED_FIFO as u32,
+            "the reading thread of cpu{cpu} is not under SCHED_FIFO by default"
+        );
+    }
+    generate_stop_and_check(child, log, &dir, 1500);
+
+    // --no-realtime keeps the normal policy.
+    let dir = fresh_dir("relay-no-realtime-test");
+    let (child, log) = start_recording(&dir, &["--no-realtime"]);
+    assert_eq!(
+        sched_policy(child.id()),
+        libc::SCHED_OTHER as u32,
+        "relay-reader --no-realtime left the normal policy"
+    );
+    generate_stop_and_check(child, log, &dir, 1500);
+
+    // Without the privilege the default records all the same, and the
+    // summary says it got no SCHED_FIFO.
+    let out = relay_reader_unprivileged(&["record", "--json", "--duration", "0", CHANNEL]);
+    let err = stderr(&out);
+    // The channel is root's: the unprivileged run fails on permission, but
+    // only after choosing its policy, which must not be the failure.
+    assert!(
+        !err.contains("SCHED_FIFO priority 10:") && err.contains("permission denied"),
+        "the default policy failed an unprivileged run instead of falling back: {err}"
+    );
+}
+
+#[test]
 fn realtime_reader_runs_under_sched_fifo_and_records_everything() {
     if !in_vm() {
         return;
@@ -570,8 +615,14 @@ fn writes_dropped_on_a_full_buffer_are_reported_with_what_to_do() {
         .find(|l| l.contains("because a buffer was full"))
         .unwrap_or_else(|| panic!("no word on the dropped writes: {err}"));
     assert!(
-        hint.contains("larger sub-buffers") && hint.contains("--realtime"),
+        hint.contains("larger sub-buffers"),
         "the hint does not say what to do: {hint}"
+    );
+    // As root the reader ran under SCHED_FIFO by default, and says so; the
+    // hint then does not suggest it again.
+    assert!(
+        err.contains("SCHED_FIFO priority 10") && !hint.contains("--realtime"),
+        "no word of the default real-time policy, or a hint to ask for it: {err}"
     );
     // The count is the kernel's, as in the summary line.
     let dropped: u64 = err
