@@ -107,7 +107,7 @@ fn record(args: RecordArgs) -> Result<()> {
     // Like relay-apps' klog program: one reader per CPU, each on its CPU
     // (the recorder's default), counting records on their way out.
     let counts: Arc<Mutex<BTreeMap<u32, Arc<AtomicU64>>>> = Arc::default();
-    let mut inner = output.sinks()?;
+    let mut inner = output.sinks();
     let sinks = {
         let counts = Arc::clone(&counts);
         Box::new(move |cpu| {

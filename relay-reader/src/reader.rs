@@ -388,6 +388,10 @@ impl Reader {
             let key = (self.current + i) % n;
             let source = &mut self.sources[key];
             if source.finished() {
+                // Finished through the meta area's flag before poll said
+                // so: nothing is left to wait for (a flag left set would
+                // make `wait` return at once).
+                self.closing[key] = false;
                 continue;
             }
             match source.take(true)? {
@@ -438,13 +442,24 @@ impl Reader {
     }
 
     /// For stopping without losing the tail: makes every partly filled
-    /// sub-buffer ready and delivers everything.
+    /// sub-buffer ready and delivers everything. A buffer that fails (its
+    /// callback's destination is full, say) does not keep the others from
+    /// being drained: every buffer is tried, and the first error returned.
     pub fn flush_and_drain(&mut self, f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>) -> Result<u64> {
         let mut delivered = 0;
+        let mut first_error = None;
         for source in &mut self.sources {
-            delivered += source.flush_and_drain(f)?;
+            match source.flush_and_drain(f) {
+                Ok(n) => delivered += n,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(delivered)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(delivered),
+        }
     }
 
     /// True when every buffer was finalized by the kernel and fully read.

@@ -22,6 +22,7 @@
 //! is the way in.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -75,6 +76,9 @@ impl std::fmt::Debug for PinnedReaders {
 struct BufferThread {
     path: PathBuf,
     stats: Arc<Mutex<BufStats>>,
+    /// Set by the thread as it ends (see [`Ended`]), before it wakes the
+    /// waiter: `JoinHandle::is_finished` turns true only later.
+    done: Arc<AtomicBool>,
     handle: Option<JoinHandle<Result<()>>>,
 }
 
@@ -112,16 +116,21 @@ impl PinnedReaders {
             finished_only,
             last_scan: Instant::now(),
         };
-        // Open everything before any thread starts, so that a bad channel is
-        // an error here and not a half-started recording.
+        // Open every buffer, then every sink, before any thread starts: a
+        // bad channel is an error here, before an output file is made, and
+        // not a half-started recording.
         let mut opened = Vec::new();
         for file in &files {
             let reader = readers.open_buffer(file)?;
             readers.mode = reader.mode();
-            let sink = (readers.sink_for)(file.cpu)?;
-            opened.push((file, reader, sink));
+            opened.push((file, reader));
         }
-        for (file, reader, sink) in opened {
+        let mut ready = Vec::new();
+        for (file, reader) in opened {
+            let sink = (readers.sink_for)(file.cpu)?;
+            ready.push((file, reader, sink));
+        }
+        for (file, reader, sink) in ready {
             readers.spawn(file, reader, sink)?;
         }
         Ok(readers)
@@ -145,12 +154,17 @@ impl PinnedReaders {
         sink: Box<dyn Sink + Send>,
     ) -> Result<()> {
         let stats = Arc::new(Mutex::new(*reader.sources()[0].stats()));
+        let done = Arc::new(AtomicBool::new(false));
         let thread = BufferRun {
             reader,
             sink,
             stop: self.stop.clone(),
             stats: Arc::clone(&stats),
-            ended: self.waiter.waker(),
+            _ended: Ended {
+                done: Arc::clone(&done),
+                stop: self.stop.clone(),
+                waker: self.waiter.waker(),
+            },
             pin_to: self.pin.then_some(file.cpu),
         };
         let handle = std::thread::Builder::new()
@@ -160,6 +174,7 @@ impl PinnedReaders {
         self.threads.push(BufferThread {
             path: file.path.clone(),
             stats,
+            done,
             handle: Some(handle),
         });
         Ok(())
@@ -203,7 +218,7 @@ impl PinnedReaders {
             && self
                 .threads
                 .iter()
-                .any(|t| t.handle.as_ref().is_some_and(|h| !h.is_finished()))
+                .any(|t| t.handle.is_some() && !t.done.load(Ordering::Acquire))
     }
 
     /// Starts threads for buffer files that appeared since the last look.
@@ -276,8 +291,30 @@ struct BufferRun {
     sink: Box<dyn Sink + Send>,
     stop: Stop,
     stats: Arc<Mutex<BufStats>>,
-    ended: Waker,
+    /// Dropped with the run, however it ends.
+    _ended: Ended,
     pin_to: Option<u32>,
+}
+
+/// Tells the controller that a buffer's thread ended, however it ended:
+/// dropped when the thread returns or unwinds. A panic raises the stop, as
+/// an error does, so the other threads save their data and end too.
+struct Ended {
+    done: Arc<AtomicBool>,
+    stop: Stop,
+    waker: Waker,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.stop.raise();
+        }
+        // Release: pairs with the Acquire load in `running()`, which then
+        // sees the thread's last published counters.
+        self.done.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+    }
 }
 
 impl BufferRun {
@@ -296,19 +333,24 @@ impl BufferRun {
         if result.is_err() {
             self.stop.raise();
         }
-        let _ = self.ended.wake();
+        // `self._ended` is dropped on the way out: the controller learns it.
         result
     }
 
     fn record(&mut self) -> Result<()> {
+        let polled = self.poll_until_stopped();
+        // What the kernel already holds is saved too, after a failed poll
+        // as well (the sink may be fine).
+        let drained = self.reader.flush_and_drain(&mut |sb| self.sink.write(&sb));
+        polled.and(drained.map(drop))
+    }
+
+    fn poll_until_stopped(&mut self) -> Result<()> {
         while !self.stop.is_raised() && !self.reader.finished() {
             self.reader
                 .poll(THREAD_POLL, &mut |sb| self.sink.write(&sb))?;
             self.publish();
         }
-        // What the kernel already holds is saved too.
-        self.reader
-            .flush_and_drain(&mut |sb| self.sink.write(&sb))?;
         Ok(())
     }
 

@@ -122,36 +122,37 @@ impl Output {
     }
 
     /// A sink for each buffer: its own files, or a handle on the one
-    /// stream they share.
-    pub fn sinks(&self) -> relay_reader::Result<SinkFactory> {
-        Ok(match self {
+    /// stream they share. Nothing is created until the first sink is made
+    /// (a recording makes them once its channel is open), so a channel that
+    /// cannot be opened leaves no empty or truncated output behind.
+    pub fn sinks(&self) -> SinkFactory {
+        match self.clone() {
             Output::PerCpuFiles {
                 dir,
                 prefix,
                 rotate_at,
-            } => {
-                // Made now, so that a directory that cannot be made is an
-                // error before anything is read.
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| relay_reader::Error::io(dir, "create directory", e))?;
-                let (dir, prefix, rotate_at) = (dir.clone(), prefix.clone(), *rotate_at);
-                Box::new(move |_cpu| {
-                    let files = PerCpuFiles::create(&dir, prefix.clone())?;
-                    Ok(Box::new(match rotate_at {
-                        Some(bytes) => files.rotate_at(bytes),
-                        None => files,
-                    }) as Box<dyn Sink + Send>)
-                })
-            }
+            } => Box::new(move |_cpu| {
+                let files = PerCpuFiles::create(&dir, prefix.clone())?;
+                Ok(Box::new(match rotate_at {
+                    Some(bytes) => files.rotate_at(bytes),
+                    None => files,
+                }) as Box<dyn Sink + Send>)
+            }),
             Output::File(path) => {
-                let shared = Shared::new(OneStream::create(path)?);
-                Box::new(move |_cpu| Ok(Box::new(shared.clone()) as Box<dyn Sink + Send>))
+                let mut shared = None;
+                Box::new(move |_cpu| {
+                    if shared.is_none() {
+                        shared = Some(Shared::new(OneStream::create(&path)?));
+                    }
+                    let stream = shared.clone().expect("made above");
+                    Ok(Box::new(stream) as Box<dyn Sink + Send>)
+                })
             }
             Output::Stdout => {
                 let shared = Shared::new(OneStream::stdout());
                 Box::new(move |_cpu| Ok(Box::new(shared.clone()) as Box<dyn Sink + Send>))
             }
-        })
+        }
     }
 }
 
@@ -296,6 +297,8 @@ impl Recording {
                 realtime::set_fifo_priority(priority)?;
                 Scheduling::Fifo(priority).to_string()
             }
+            // Whatever refuses SCHED_FIFO (no privilege, a sandbox without
+            // sched_setscheduler), the recording goes on, and says so.
             Scheduling::FifoIfPermitted(priority) => match realtime::set_fifo_priority(priority) {
                 Ok(()) => Scheduling::Fifo(priority).to_string(),
                 Err(Error::Realtime { source, .. })
@@ -303,7 +306,7 @@ impl Recording {
                 {
                     format!("{} (SCHED_FIFO not permitted)", Scheduling::Inherit)
                 }
-                Err(e) => return Err(e),
+                Err(e) => format!("{} (SCHED_FIFO refused: {e})", Scheduling::Inherit),
             },
             Scheduling::Slice(slice) => {
                 realtime::set_slice(slice)?;
@@ -312,8 +315,8 @@ impl Recording {
         };
         let sinks = match (self.sinks, &self.output) {
             (Some(sinks), _) => sinks,
-            (None, Some(output)) => output.sinks()?,
-            (None, None) => Output::cpu_files(".").sinks()?,
+            (None, Some(output)) => output.sinks(),
+            (None, None) => Output::cpu_files(".").sinks(),
         };
         // Whatever ends the recording raises `drain`: the reading threads
         // watch it alone, so a caller of `start` decides when they take the
@@ -447,6 +450,14 @@ impl Running {
     /// buffer of a per-CPU channel).
     pub fn pinned(&self) -> bool {
         matches!(self.engine, Engine::PerBuffer(_)) && self.buffers() > 1
+    }
+
+    /// Ends the recording at `deadline` instead of the
+    /// [`duration`](Recording::duration) from [`start`](Recording::start):
+    /// for a caller that starts its writers after opening several
+    /// recordings and wants one end for all.
+    pub fn end_at(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
     }
 
     /// The scheduling the reading threads got (for a
@@ -769,22 +780,32 @@ mod tests {
     }
 
     #[test]
-    fn per_cpu_output_makes_its_directory_before_anything_is_read() {
+    fn outputs_create_nothing_until_a_sink_is_made() {
         let dir = std::env::temp_dir().join(format!("relay-rec-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut make = Output::cpu_files(dir.join("a/b")).sinks().unwrap();
-        assert!(dir.join("a/b").is_dir());
-        let mut sink = make(3).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        // A file that exists is not truncated by making the factory (the
+        // channel may turn out not to open)...
+        std::fs::write(dir.join("out"), b"keep").unwrap();
+        let mut make = Output::File(dir.join("out")).sinks();
+        let mut files = Output::cpu_files(dir.join("a/b")).sinks();
+        assert_eq!(std::fs::read(dir.join("out")).unwrap(), b"keep");
+        assert!(!dir.join("a").exists());
+        // ...only by making a sink, once for every buffer's handle.
+        let (mut s0, mut s1) = (make(0).unwrap(), make(1).unwrap());
+        s0.write(&sb(0, b"x")).unwrap();
+        s1.write(&sb(1, b"y")).unwrap();
+        s0.finish().unwrap();
+        s1.finish().unwrap();
+        assert_eq!(std::fs::read(dir.join("out")).unwrap(), b"xy");
+        let mut sink = files(3).unwrap();
         sink.write(&sb(3, b"xyz")).unwrap();
         sink.finish().unwrap();
         assert_eq!(std::fs::read(dir.join("a/b/cpu3")).unwrap(), b"xyz");
-        // A directory that cannot be made is an error at once.
-        std::fs::write(dir.join("file"), b"").unwrap();
-        let err = Output::cpu_files(dir.join("file/sub"))
-            .sinks()
-            .err()
-            .expect("a directory under a file");
-        assert!(err.to_string().contains("create directory"), "{err}");
+        // A directory that cannot be made is an error of the first sink.
+        let mut bad = Output::cpu_files(dir.join("out/sub")).sinks();
+        let err = bad(0).err().expect("a directory under a file");
+        assert!(err.to_string().contains("out/sub"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -256,7 +256,7 @@ impl Device {
             ModeArg::Read => Mode::Read,
             ModeArg::Mmap => Mode::Mmap,
         };
-        let mut recording = Recording::new(&channel)
+        let recording = Recording::new(&channel)
             .mode(mode)
             .threads(Threads::One)
             // blktrace fills each record after relay_reserve(): read(2) of
@@ -268,12 +268,9 @@ impl Device {
             .scheduling(cli.realtime.map_or(Scheduling::Inherit, Scheduling::Fifo))
             .stop(stop)
             .sinks(sinks);
-        if let Some(s) = cli.seconds {
-            recording = recording.duration(Duration::from_secs_f64(s.max(0.0)));
-        }
         let running = recording
             .start()
-            .with_context(|| format!("opening the relay channel {}", channel.display()))?;
+            .with_context(|| format!("starting the recording of {}", channel.display()))?;
         Ok(Device {
             tracer,
             running,
@@ -470,6 +467,15 @@ fn run(cli: Cli) -> Result<bool> {
                 "; Ctrl-C stops"
             }
         );
+    }
+    // One end for every device, counted from the start of the traces.
+    if let Some(s) = cli.seconds {
+        let seconds = Duration::try_from_secs_f64(s.max(0.0))
+            .with_context(|| format!("-w {s}: not a duration"))?;
+        let deadline = std::time::Instant::now() + seconds;
+        for device in &mut devices {
+            device.running.end_at(deadline);
+        }
     }
     let reports: Vec<Report> = std::thread::scope(|scope| {
         let handles: Vec<_> = devices

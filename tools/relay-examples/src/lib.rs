@@ -10,12 +10,20 @@ use anyhow::{Context, Result};
 use relay_recorder::stop::Stop;
 use relay_recorder::Recording;
 
-/// A recording of `channel` (see [`relay_recorder::Recording`]) that
-/// stops on SIGINT or SIGTERM, or after `-w SECONDS` when given.
-pub fn recording(channel: impl Into<PathBuf>, seconds: Option<f64>) -> Result<Recording> {
-    let stop = Stop::on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .context("installing signal handlers")?;
-    let mut recording = Recording::new(channel).stop(&stop);
+/// A stop raised by SIGINT or SIGTERM.
+pub fn stop_on_signals() -> Result<Stop> {
+    Stop::on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .context("installing signal handlers")
+}
+
+/// A recording of `channel` (see [`relay_recorder::Recording`]) that ends
+/// when `stop` is raised, or after `-w SECONDS` when given.
+pub fn recording(
+    channel: impl Into<PathBuf>,
+    seconds: Option<f64>,
+    stop: &Stop,
+) -> Result<Recording> {
+    let mut recording = Recording::new(channel).stop(stop);
     if let Some(s) = seconds {
         recording = recording.duration(
             Duration::try_from_secs_f64(s).with_context(|| format!("-w {s}: not a duration"))?,

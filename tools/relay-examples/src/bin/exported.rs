@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use relay_examples::{load_hint, recording};
+use relay_examples::{load_hint, recording, stop_on_signals};
 use relay_recorder::{Output, Threads};
 
 /// Record the per-CPU and the global channel of relay_exported until Ctrl-C.
@@ -42,9 +42,11 @@ struct Cli {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // One stop for both: a signal, or either channel failing, ends both.
+    let stop = stop_on_signals()?;
     let mut channels = Vec::new();
     for name in ["percpu", "global"] {
-        let running = recording(cli.dir.join(name).join("cpu"), cli.duration)?
+        let running = recording(cli.dir.join(name).join("cpu"), cli.duration, &stop)?
             .threads(Threads::One)
             .output(Output::cpu_files(cli.output.join(name)))
             .start()
@@ -61,21 +63,35 @@ fn main() -> Result<()> {
     let outcomes: Vec<_> = std::thread::scope(|scope| {
         let threads: Vec<_> = channels
             .into_iter()
-            .map(|(name, running)| (name, scope.spawn(move || running.run_to_end())))
+            .map(|(name, running)| {
+                let stop = &stop;
+                let thread = scope.spawn(move || {
+                    let outcome = running.run_to_end();
+                    if outcome.result.is_err() {
+                        stop.raise();
+                    }
+                    outcome
+                });
+                (name, thread)
+            })
             .collect();
         threads
             .into_iter()
             .map(|(name, t)| (name, t.join().expect("a recording thread panicked")))
             .collect()
     });
+    // Both summaries, then the first error.
+    let mut result = Ok(());
     for (name, outcome) in outcomes {
-        outcome.result?;
         for c in &outcome.summary.cpus {
             eprintln!(
                 "{name}/cpu{}: {} bytes in {} sub-buffers",
                 c.cpu, c.bytes, c.subbufs
             );
         }
+        if result.is_ok() {
+            result = outcome.result.with_context(|| format!("recording {name}"));
+        }
     }
-    Ok(())
+    result
 }

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use relay_examples::{load_hint, read_control, recording, write_control};
+use relay_examples::{load_hint, read_control, recording, stop_on_signals, write_control};
 use relay_recorder::{Output, Threads};
 use serde::Serialize;
 
@@ -240,7 +240,7 @@ fn analyse(mut recs: Vec<Rec>, syms: &Symbols) -> Report {
 }
 
 fn record(dir: &Path, output: &Path, duration: Option<f64>) -> Result<()> {
-    let mut running = recording(dir.join("cpu"), duration)?
+    let mut running = recording(dir.join("cpu"), duration, &stop_on_signals()?)?
         .threads(Threads::One)
         .output(Output::cpu_files(output))
         .start()

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use relay_examples::{load_hint, recording};
+use relay_examples::{load_hint, recording, stop_on_signals};
 use relay_reader::Mode;
 use relay_recorder::{Output, Threads};
 
@@ -59,7 +59,7 @@ fn main() -> Result<()> {
     // stock kernel, partly filled sub-buffers included). At the end a
     // kernel with the series returns a partly filled sub-buffer only once
     // it is flushed: the recording asks for that (RELAY_IOC_FLUSH).
-    let running = recording(&cli.channel, cli.duration)?
+    let running = recording(&cli.channel, cli.duration, &stop_on_signals()?)?
         .mode(Mode::Read)
         .threads(Threads::One)
         .output(output)

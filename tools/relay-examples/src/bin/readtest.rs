@@ -246,13 +246,15 @@ fn run(cli: &Cli) -> Result<Report> {
     }
     let outcome = std::thread::scope(|scope| {
         let watcher = scope.spawn(|| -> Result<()> {
-            while !writers_done.is_raised() {
-                if done(dir)? {
-                    writers_done.raise();
+            let watched = (|| -> Result<()> {
+                while !writers_done.is_raised() && !done(dir)? {
+                    std::thread::sleep(Duration::from_millis(10));
                 }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Ok(())
+                Ok(())
+            })();
+            // On an error too: the recording must not wait for it forever.
+            writers_done.raise();
+            watched
         });
         let outcome = running.run_to_end();
         writers_done.raise();

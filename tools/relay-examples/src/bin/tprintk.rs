@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use relay_examples::{load_hint, recording};
+use relay_examples::{load_hint, recording, stop_on_signals};
 use relay_reader::SubBuf;
 use relay_recorder::sink::{Inspect, Sink};
 use relay_recorder::{Output, Threads};
@@ -49,7 +49,7 @@ fn main() -> Result<()> {
         None => Output::Stdout,
     };
     let lines = Arc::new(AtomicU64::new(0));
-    let mut inner = output.sinks()?;
+    let mut inner = output.sinks();
     let counted = Arc::clone(&lines);
     let sinks = Box::new(move |cpu| {
         let counted = Arc::clone(&counted);
@@ -58,7 +58,7 @@ fn main() -> Result<()> {
             counted.fetch_add(n, Ordering::Relaxed);
         })) as Box<dyn Sink + Send>)
     });
-    let running = recording(&cli.channel, cli.duration)?
+    let running = recording(&cli.channel, cli.duration, &stop_on_signals()?)?
         .threads(Threads::One)
         .sinks(sinks)
         .start()
