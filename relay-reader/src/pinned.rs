@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use crate::channel::{buffer_files, BufferFile};
 use crate::sink::Sink;
-use crate::source::Mode;
+use crate::source::{Mode, OpenOptions, PaddingWord, SharedPadding};
 use crate::stop::Stop;
 use crate::subbuf::BufStats;
 use crate::wait::{Waiter, Waker};
@@ -70,6 +70,10 @@ const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 pub struct PinnedReaders {
     base: PathBuf,
     mode: Mode,
+    /// Relay-app mode: the padding word asked for, and the size the
+    /// channel's buffers decided on.
+    padding_word: PaddingWord,
+    padding: SharedPadding,
     stop: Stop,
     /// Woken by `stop` and by every thread that ends.
     waiter: Waiter,
@@ -113,13 +117,25 @@ impl PinnedReaders {
         stop: &Stop,
         sink_for: SinkFactory,
     ) -> Result<PinnedReaders> {
+        PinnedReaders::start_with(base, OpenOptions::new(mode), stop, sink_for)
+    }
+
+    /// [`PinnedReaders::start`] with the buffers opened as `options` say.
+    pub fn start_with(
+        base: impl AsRef<Path>,
+        options: OpenOptions,
+        stop: &Stop,
+        sink_for: SinkFactory,
+    ) -> Result<PinnedReaders> {
         let base = base.as_ref();
         let waiter = Waiter::new().map_err(|e| Error::io(base, "create poller", e))?;
         stop.wake_on_stop(waiter.waker());
         let files = buffer_files(base)?;
         let mut readers = PinnedReaders {
             base: base.into(),
-            mode,
+            mode: options.mode,
+            padding_word: options.padding_word,
+            padding: SharedPadding::default(),
             stop: stop.clone(),
             waiter,
             threads: Vec::new(),
@@ -133,7 +149,7 @@ impl PinnedReaders {
         // an error here and not a half-started recording.
         let mut opened = Vec::new();
         for file in &files {
-            let reader = Reader::open_buffer(file, readers.mode)?;
+            let reader = Reader::open_buffer_in(file, readers.options(), readers.padding.clone())?;
             readers.mode = reader.mode();
             let sink = (readers.sink_for)(file.cpu)?;
             opened.push((file, reader, sink));
@@ -179,6 +195,17 @@ impl PinnedReaders {
     /// The mode the channel is read in (never [`Mode::Auto`]).
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// In relay-app mode, the channel's padding-word size (see
+    /// [`Reader::padding_word`]); `None` in the other modes.
+    pub fn padding_word(&self) -> Option<PaddingWord> {
+        (self.mode == Mode::RelayApp).then(|| self.padding.get())
+    }
+
+    /// How buffers are opened: in the mode the first one resolved to.
+    fn options(&self) -> OpenOptions {
+        OpenOptions::new(self.mode).padding_word(self.padding_word)
     }
 
     /// How many buffers are read (one thread each).
@@ -231,7 +258,7 @@ impl PinnedReaders {
         let mut started = 0;
         for file in files {
             if self.threads.iter().all(|t| t.path != file.path) {
-                let reader = Reader::open_buffer(&file, self.mode)?;
+                let reader = Reader::open_buffer_in(&file, self.options(), self.padding.clone())?;
                 let sink = (self.sink_for)(file.cpu)?;
                 self.spawn(&file, reader, sink)?;
                 started += 1;

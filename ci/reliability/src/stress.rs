@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use relay_reader::pinned::PinnedReaders;
 use relay_reader::sink::Sink;
 use relay_reader::stop::Stop;
-use relay_reader::{BufStats, Mode, Reader, SubBuf};
+use relay_reader::{BufStats, Mode, OpenOptions, PaddingWord, Reader, SubBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::events::{Checker, Counts};
@@ -91,7 +91,11 @@ fn read_in_one_thread(
     checker: &mut Checker,
     started: Instant,
 ) -> Result<(Vec<BufStats>, Mode)> {
-    let mut reader = Reader::open(guest::channel(), mode)
+    // relay_readtest writes 4-byte padding words; its cpu0 events start
+    // with 4 zero bytes, so a reader started before the other CPUs wrote
+    // could not tell them from 8-byte words.
+    let options = OpenOptions::new(mode).padding_word(PaddingWord::Four);
+    let mut reader = Reader::open_with(guest::channel(), options)
         .with_context(|| format!("opening the readtest channel in {} mode", mode.name()))?;
     let stream = reader.mode() == Mode::Read;
     let mut check = |sb: SubBuf<'_>| {
