@@ -13,7 +13,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use relay_reader::pinned::{PinnedReaders, SinkFactory};
 use relay_reader::sink::{OneStream, PerCpuFiles, Shared, Sink};
 use relay_reader::stop::Stop;
-use relay_reader::{BufStats, Mode, Reader, SubBuf};
+use relay_reader::{BufStats, Mode, OpenOptions, PaddingWord, Reader, SubBuf};
 use serde::Serialize;
 
 const EXAMPLES: &str = "\
@@ -74,6 +74,12 @@ struct OutputArgs {
     /// read(2), or the first of those that works.
     #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
     mode: ModeArg,
+    /// relay-app mode: bytes of the padding word at the head of every
+    /// sub-buffer, 4 (an `unsigned int`, as relay.rst's example writes) or
+    /// 8 (a `size_t`, as some copies of relay-apps' klog write), or detected
+    /// from the sub-buffers, which fails where they fit both.
+    #[arg(long, value_enum, default_value_t = PaddingArg::Auto)]
+    padding_word: PaddingArg,
     /// Directory for per-CPU files `<prefix><cpu>`.
     #[arg(short, long, default_value = ".")]
     output: PathBuf,
@@ -148,6 +154,28 @@ enum ModeArg {
     Read,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PaddingArg {
+    /// Detected from the sub-buffers.
+    Auto,
+    /// An `unsigned int`.
+    #[value(name = "4")]
+    Four,
+    /// A `size_t` of a 64-bit kernel.
+    #[value(name = "8")]
+    Eight,
+}
+
+impl OutputArgs {
+    fn options(&self) -> OpenOptions {
+        OpenOptions::new(self.mode.into()).padding_word(match self.padding_word {
+            PaddingArg::Auto => PaddingWord::Auto,
+            PaddingArg::Four => PaddingWord::Four,
+            PaddingArg::Eight => PaddingWord::Eight,
+        })
+    }
+}
+
 impl From<ModeArg> for Mode {
     fn from(m: ModeArg) -> Mode {
         match m {
@@ -209,15 +237,25 @@ impl From<&BufStats> for CpuSummary {
 struct Summary {
     channel: PathBuf,
     mode: &'static str,
+    /// relay-app mode: bytes of the padding words, once known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    padding_word: Option<u64>,
     seconds: f64,
     cpus: Vec<CpuSummary>,
 }
 
 impl Summary {
-    fn of(channel: &Path, mode: Mode, stats: &[BufStats], started: Instant) -> Summary {
+    fn of(
+        channel: &Path,
+        mode: Mode,
+        padding: Option<PaddingWord>,
+        stats: &[BufStats],
+        started: Instant,
+    ) -> Summary {
         Summary {
             channel: channel.into(),
             mode: mode.name(),
+            padding_word: padding.and_then(PaddingWord::bytes),
             seconds: started.elapsed().as_secs_f64(),
             cpus: stats.iter().map(CpuSummary::from).collect(),
         }
@@ -229,9 +267,11 @@ impl Summary {
             return Ok(());
         }
         eprintln!(
-            "relay-reader: {} ({} mode, {:.1} s)",
+            "relay-reader: {} ({} mode{}, {:.1} s)",
             self.channel.display(),
             self.mode,
+            self.padding_word
+                .map_or_else(String::new, |n| format!(", {n}-byte padding words")),
             self.seconds
         );
         eprintln!(
@@ -428,7 +468,7 @@ fn record(args: RecordArgs) -> Result<()> {
             stop: stop.clone(),
         };
         let sinks = sink_factory(out, args.rotate_size, limit)?;
-        let mut readers = PinnedReaders::start(&out.channel, out.mode.into(), &stop, sinks)?;
+        let mut readers = PinnedReaders::start_with(&out.channel, out.options(), &stop, sinks)?;
         // A global buffer (one file) is written from every CPU: its one
         // thread is not pinned.
         let threads = if readers.buffers() > 1 {
@@ -436,19 +476,21 @@ fn record(args: RecordArgs) -> Result<()> {
         } else {
             ""
         };
-        announce(&args, readers.buffers(), readers.mode(), threads);
+        let how = (readers.mode(), readers.padding_word());
+        announce(&args, readers.buffers(), how, threads);
         let running = (|| -> Result<()> {
             while !timed_out() && readers.wait(next_wake())? {
                 progress.update(&readers.stats(), started);
             }
             Ok(())
         })();
-        let (mode, base) = (readers.mode(), readers.base().to_owned());
+        let (mode, padding) = (readers.mode(), readers.padding_word());
+        let base = readers.base().to_owned();
         // Every thread saves its tail, whatever ended the recording.
         let (stats, finished) = readers.finish();
         progress.done();
         (
-            Summary::of(&base, mode, &stats, started),
+            Summary::of(&base, mode, padding, &stats, started),
             running.and(finished.map_err(Into::into)),
         )
     };
@@ -474,12 +516,19 @@ fn record(args: RecordArgs) -> Result<()> {
     result
 }
 
-/// Says what is being recorded, and how.
-fn announce(args: &RecordArgs, buffers: usize, mode: Mode, threads: &str) {
+/// Says what is being recorded, and how: the mode, and in relay-app mode
+/// the padding word.
+fn announce(args: &RecordArgs, buffers: usize, how: (Mode, Option<PaddingWord>), threads: &str) {
+    let (mode, padding) = how;
     eprintln!(
-        "relay-reader: recording {} ({buffers} buffers{threads}, {} mode{}); Ctrl-C stops",
+        "relay-reader: recording {} ({buffers} buffers{threads}, {} mode{}{}); Ctrl-C stops",
         args.out.channel.display(),
         mode.name(),
+        match padding.map(PaddingWord::bytes) {
+            Some(Some(n)) => format!(", {n}-byte padding words"),
+            Some(None) => ", padding words of a size the first sub-buffers tell".into(),
+            None => String::new(),
+        },
         match (args.realtime, args.slice_us) {
             (Some(p), _) => format!(", SCHED_FIFO priority {p}"),
             (None, Some(us)) => format!(", {us} µs slice"),
@@ -498,11 +547,12 @@ fn record_in_one_thread(
     timed_out: &dyn Fn() -> bool,
 ) -> Result<(Summary, Result<()>)> {
     let out = &args.out;
-    let mut reader = Reader::open(&out.channel, out.mode.into())?;
+    let mut reader = Reader::open_with(&out.channel, out.options())?;
     // A signal wakes the reader: it sleeps while the channel is idle.
     stop.wake_on_stop(reader.waker());
     let mut sink = open_sink(out, args.rotate_size)?;
-    announce(args, reader.sources().len(), reader.mode(), ", one thread");
+    let how = (reader.mode(), reader.padding_word());
+    announce(args, reader.sources().len(), how, ", one thread");
     let mut write = |sb: SubBuf<'_>| sink.write(&sb);
     let result = (|| -> Result<()> {
         loop {
@@ -521,18 +571,32 @@ fn record_in_one_thread(
     progress.done();
     // Save what was read even when reading failed.
     let finished = sink.finish();
-    let summary = Summary::of(reader.base(), reader.mode(), &reader.stats(), started);
+    let summary = Summary::of(
+        reader.base(),
+        reader.mode(),
+        reader.padding_word(),
+        &reader.stats(),
+        started,
+    );
     Ok((summary, result.and(finished.map_err(Into::into))))
 }
 
 fn snapshot(args: SnapshotArgs) -> Result<()> {
     let out = &args.out;
     let started = Instant::now();
-    let mut reader = Reader::open(&out.channel, out.mode.into())?;
+    let mut reader = Reader::open_with(&out.channel, out.options())?;
     let mut sink = open_sink(out, None)?;
     let result = reader.flush_and_drain(&mut |sb| sink.write(&sb));
     let finished = sink.finish();
-    Summary::of(reader.base(), reader.mode(), &reader.stats(), started).print(out.json)?;
+    let padding = reader.padding_word();
+    Summary::of(
+        reader.base(),
+        reader.mode(),
+        padding,
+        &reader.stats(),
+        started,
+    )
+    .print(out.json)?;
     result?;
     finished?;
     Ok(())
@@ -620,6 +684,9 @@ fn main() -> ExitCode {
         Err(e) => {
             // `{:#}` prints the whole chain of causes on one line.
             eprintln!("relay-reader: error: {e:#}");
+            if let Some(relay_reader::Error::PaddingWordUnknown { .. }) = e.downcast_ref() {
+                eprintln!("relay-reader: give the size with --padding-word 4 or --padding-word 8");
+            }
             ExitCode::FAILURE
         }
     }
