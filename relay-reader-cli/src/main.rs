@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use relay_reader::{Mode, Reader};
+use relay_reader::{Mode, PaddingWord, Reader};
 use relay_recorder::stop::Stop;
 use relay_recorder::{or_dash, Output, Recording, Scheduling, Summary, Threads};
 use serde::Serialize;
@@ -72,6 +72,12 @@ struct OutputArgs {
     /// read(2), or the first of those that works.
     #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
     mode: ModeArg,
+    /// relay-app mode: bytes of the padding word at the head of every
+    /// sub-buffer, 4 (an `unsigned int`, as relay.rst's example writes) or
+    /// 8 (a `size_t`, as some copies of relay-apps' klog write), or detected
+    /// from the sub-buffers, which fails where they fit both.
+    #[arg(long, value_enum, default_value_t = PaddingArg::Auto)]
+    padding_word: PaddingArg,
     /// Directory for per-CPU files `<prefix><cpu>`.
     #[arg(short, long, default_value = ".")]
     output: PathBuf,
@@ -148,6 +154,28 @@ enum ModeArg {
     RelayApp,
     /// read(2): any relay file.
     Read,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PaddingArg {
+    /// Detected from the sub-buffers.
+    Auto,
+    /// An `unsigned int`.
+    #[value(name = "4")]
+    Four,
+    /// A `size_t` of a 64-bit kernel.
+    #[value(name = "8")]
+    Eight,
+}
+
+impl From<PaddingArg> for PaddingWord {
+    fn from(p: PaddingArg) -> PaddingWord {
+        match p {
+            PaddingArg::Auto => PaddingWord::Auto,
+            PaddingArg::Four => PaddingWord::Four,
+            PaddingArg::Eight => PaddingWord::Eight,
+        }
+    }
 }
 
 impl From<ModeArg> for Mode {
@@ -235,6 +263,7 @@ fn record(args: RecordArgs) -> Result<()> {
     };
     let mut recording = Recording::new(&out.channel)
         .mode(out.mode.into())
+        .padding_word(out.padding_word.into())
         .threads(if args.single_thread {
             Threads::One
         } else {
@@ -265,10 +294,15 @@ fn record(args: RecordArgs) -> Result<()> {
         (false, false) => "",
     };
     eprintln!(
-        "relay-reader: recording {} ({} buffers{threads}, {} mode, {}); Ctrl-C stops",
+        "relay-reader: recording {} ({} buffers{threads}, {} mode{}, {}); Ctrl-C stops",
         out.channel.display(),
         running.buffers(),
         running.mode(),
+        match running.padding_word().map(PaddingWord::bytes) {
+            Some(Some(n)) => format!(", {n}-byte padding words"),
+            Some(None) => ", padding words of a size the first sub-buffers tell".into(),
+            None => String::new(),
+        },
         running.scheduling()
     );
     let recorded = running.record();
@@ -306,6 +340,7 @@ fn snapshot(args: SnapshotArgs) -> Result<()> {
     // channel holds, flushed.
     let outcome = Recording::new(&out.channel)
         .mode(out.mode.into())
+        .padding_word(out.padding_word.into())
         .threads(Threads::One)
         .duration(Duration::ZERO)
         .output(out.output(None))
@@ -417,6 +452,9 @@ fn hint(e: &anyhow::Error) -> &'static str {
             " (use --mode read)"
         }
         Some(relay_reader::Error::RelayAppOverwrite { .. }) => " (use --mode mmap)",
+        Some(relay_reader::Error::PaddingWordUnknown { .. }) => {
+            " (give the size with --padding-word 4 or --padding-word 8)"
+        }
         _ => "",
     }
 }

@@ -53,6 +53,15 @@ pub enum Error {
         /// The file.
         path: PathBuf,
     },
+    /// A relay-apps channel read with its padding-word size left to
+    /// detection, whose sub-buffers so far fit both sizes.
+    #[error("{path}: cannot tell whether the padding words are 4 or 8 bytes from the sub-buffers so far (the words of all {subbufs} in the channel's buffers fit both sizes); choose one")]
+    PaddingWordUnknown {
+        /// The buffer that was to deliver data.
+        path: PathBuf,
+        /// How many sub-buffers of the channel's buffers were looked at.
+        subbufs: u64,
+    },
     /// The kernel refused to map the buffer.
     #[error("{path}: mmap of the relay buffer failed; a file created with debugfs_create_file() cannot be mapped (ENODEV), read(2) still reads it")]
     Map {

@@ -13,7 +13,8 @@
 //!   (`RELAY_IOC_CONSUME`) for everything it read;
 //! - **relay-app**: mmap with the relay-apps 0.9x control files
 //!   (`cpuN.produced`, `cpuN.consumed`) and the padding word at the head of
-//!   each sub-buffer, for channels made that way without the ABI;
+//!   each sub-buffer (4 or 8 bytes: chosen, or detected, see
+//!   [`PaddingWord`]), for channels made that way without the ABI;
 //! - **read(2)** on any relay file: the kernel strips padding and consumes.
 //!
 //! ```no_run
@@ -55,6 +56,6 @@ mod wait;
 pub use error::{Error, Result};
 pub use mapped::BufState;
 pub use reader::Reader;
-pub use source::Mode;
+pub use source::{Mode, OpenOptions, PaddingWord};
 pub use subbuf::{BufStats, SubBuf, SubBufGuard};
 pub use wait::{Waiter, Waker};

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::channel::{buffer_files, BufferFile};
-use crate::source::{Mode, Source};
+use crate::source::{Mode, OpenOptions, PaddingWord, SharedPadding, Source};
 use crate::subbuf::{BufStats, SubBuf, SubBufGuard};
 use crate::wait::{Waiter, Waker};
 use crate::{Error, Result};
@@ -54,6 +54,10 @@ use crate::{Error, Result};
 pub struct Reader {
     base: PathBuf,
     mode: Mode,
+    /// Relay-app mode: the padding word asked for, and the size the
+    /// channel's buffers decided on.
+    padding_word: PaddingWord,
+    padding: SharedPadding,
     sources: Vec<Source>,
     waiter: Waiter,
     last_scan: Instant,
@@ -82,8 +86,29 @@ const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 impl Reader {
     /// Opens every buffer of the channel at `base` (see [`buffer_files`]).
     pub fn open(base: impl AsRef<Path>, mode: Mode) -> Result<Reader> {
+        Reader::open_with(base, OpenOptions::new(mode))
+    }
+
+    /// Opens every buffer of the channel at `base` as `options` say: a
+    /// relay-apps channel with 8-byte padding words, say.
+    ///
+    /// ```no_run
+    /// use relay_reader::{Mode, OpenOptions, PaddingWord, Reader};
+    ///
+    /// let options = OpenOptions::new(Mode::RelayApp).padding_word(PaddingWord::Eight);
+    /// let reader = Reader::open_with("/sys/kernel/debug/relay_klog/cpu", options)?;
+    /// # Ok::<(), relay_reader::Error>(())
+    /// ```
+    pub fn open_with(base: impl AsRef<Path>, options: OpenOptions) -> Result<Reader> {
         let base = base.as_ref();
-        Reader::with_files(base, mode, base.is_file(), &buffer_files(base)?)
+        let files = buffer_files(base)?;
+        Reader::with_files(
+            base,
+            options,
+            base.is_file(),
+            &files,
+            SharedPadding::default(),
+        )
     }
 
     /// Opens one buffer of a channel (an element of [`buffer_files`]): the
@@ -110,15 +135,35 @@ impl Reader {
     /// # Ok::<(), relay_reader::Error>(())
     /// ```
     pub fn open_buffer(file: &BufferFile, mode: Mode) -> Result<Reader> {
-        Reader::with_files(&file.path, mode, true, std::slice::from_ref(file))
+        Reader::open_buffer_with(file, OpenOptions::new(mode), SharedPadding::default())
+    }
+
+    /// [`Reader::open_buffer`] as `options` say, for a buffer of a channel
+    /// whose readers share the padding-word size in `padding` (a clone of
+    /// the same [`SharedPadding`] for every buffer of the channel).
+    pub fn open_buffer_with(
+        file: &BufferFile,
+        options: OpenOptions,
+        padding: SharedPadding,
+    ) -> Result<Reader> {
+        let files = std::slice::from_ref(file);
+        Reader::with_files(&file.path, options, true, files, padding)
     }
 
     /// A reader of `files` (at least one), found at `base`.
-    fn with_files(base: &Path, mode: Mode, one_file: bool, files: &[BufferFile]) -> Result<Reader> {
+    fn with_files(
+        base: &Path,
+        options: OpenOptions,
+        one_file: bool,
+        files: &[BufferFile],
+        padding: SharedPadding,
+    ) -> Result<Reader> {
         let waiter = Waiter::new().map_err(|e| Error::io(base, "create poller", e))?;
         let mut reader = Reader {
             base: base.into(),
-            mode,
+            mode: options.mode,
+            padding_word: options.padding_word,
+            padding,
             sources: Vec::new(),
             waiter,
             last_scan: Instant::now(),
@@ -138,7 +183,8 @@ impl Reader {
     }
 
     fn add(&mut self, file: &BufferFile) -> Result<()> {
-        let mut source = Source::open(&file.path, file.cpu, self.mode)?;
+        let options = OpenOptions::new(self.mode).padding_word(self.padding_word);
+        let mut source = Source::open_in(&file.path, file.cpu, options, &self.padding)?;
         source.set_read_finished_only(self.read_finished_only);
         self.waiter
             .add(source.as_fd(), self.sources.len())
@@ -203,6 +249,14 @@ impl Reader {
     /// The mode the channel is read in (never [`Mode::Auto`] once open).
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// In relay-app mode, the channel's padding-word size: chosen, or
+    /// detected from its sub-buffers ([`PaddingWord::Auto`] until they
+    /// tell, at the latest when the first data is delivered); `None` in the
+    /// other modes.
+    pub fn padding_word(&self) -> Option<PaddingWord> {
+        (self.mode == Mode::RelayApp).then(|| self.padding.get())
     }
 
     /// Waits up to `timeout` for ready sub-buffers, then delivers them.

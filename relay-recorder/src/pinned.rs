@@ -28,7 +28,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use relay_reader::channel::{buffer_files, BufferFile};
-use relay_reader::{BufStats, Error, Mode, Reader, Result, Waiter, Waker};
+use relay_reader::source::SharedPadding;
+use relay_reader::{
+    BufStats, Error, Mode, OpenOptions, PaddingWord, Reader, Result, Waiter, Waker,
+};
 
 use crate::sink::Sink;
 use crate::stop::Stop;
@@ -51,6 +54,10 @@ const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 pub struct PinnedReaders {
     base: PathBuf,
     mode: Mode,
+    /// Relay-app mode: the padding word asked for, and the size the
+    /// channel's buffers decided on.
+    padding_word: PaddingWord,
+    padding: SharedPadding,
     stop: Stop,
     /// Woken by `stop` and by every thread that ends.
     waiter: Waiter,
@@ -94,7 +101,7 @@ impl PinnedReaders {
     /// end too, with everything they had read saved.
     pub fn start(
         base: impl AsRef<Path>,
-        mode: Mode,
+        options: OpenOptions,
         finished_only: bool,
         stop: &Stop,
         sink_for: SinkFactory,
@@ -105,7 +112,9 @@ impl PinnedReaders {
         let files = buffer_files(base)?;
         let mut readers = PinnedReaders {
             base: base.into(),
-            mode,
+            mode: options.mode,
+            padding_word: options.padding_word,
+            padding: SharedPadding::default(),
             stop: stop.clone(),
             waiter,
             threads: Vec::new(),
@@ -136,8 +145,10 @@ impl PinnedReaders {
         Ok(readers)
     }
 
+    /// Opens a buffer in the channel's mode, sharing the padding-word
+    /// decision with the other buffers' readers.
     fn open_buffer(&self, file: &BufferFile) -> Result<Reader> {
-        let mut reader = Reader::open_buffer(file, self.mode)?;
+        let mut reader = Reader::open_buffer_with(file, self.options(), self.padding.clone())?;
         reader.read_finished_only(self.finished_only);
         Ok(reader)
     }
@@ -183,6 +194,17 @@ impl PinnedReaders {
     /// The mode the channel is read in (never [`Mode::Auto`]).
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// In relay-app mode, the channel's padding-word size (see
+    /// [`Reader::padding_word`]); `None` in the other modes.
+    pub fn padding_word(&self) -> Option<PaddingWord> {
+        (self.mode == Mode::RelayApp).then(|| self.padding.get())
+    }
+
+    /// How buffers are opened: in the mode the first one resolved to.
+    fn options(&self) -> OpenOptions {
+        OpenOptions::new(self.mode).padding_word(self.padding_word)
     }
 
     /// How many buffers are read (one thread each).

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use relay_reader::{BufStats, Mode, Reader, SubBuf};
+use relay_reader::{BufStats, Mode, OpenOptions, PaddingWord, Reader, SubBuf};
 
 use crate::pinned::{PinnedReaders, SinkFactory};
 use crate::sink::{OneStream, PerCpuFiles, Shared, Sink};
@@ -166,6 +166,7 @@ type ProgressFn = Box<dyn FnMut(&Summary) + Send>;
 pub struct Recording {
     channel: PathBuf,
     mode: Mode,
+    padding_word: PaddingWord,
     threads: Threads,
     scheduling: Scheduling,
     stop: Option<Stop>,
@@ -200,6 +201,7 @@ impl Recording {
         Recording {
             channel: channel.into(),
             mode: Mode::Auto,
+            padding_word: PaddingWord::Auto,
             threads: Threads::default(),
             scheduling: Scheduling::default(),
             stop: None,
@@ -216,6 +218,13 @@ impl Recording {
     /// in the mode the first one resolves to).
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// The size of relay-app mode's padding words (detected by default;
+    /// see [`PaddingWord`]).
+    pub fn padding_word(mut self, word: PaddingWord) -> Self {
+        self.padding_word = word;
         self
     }
 
@@ -329,11 +338,12 @@ impl Recording {
         };
         let sinks = limit.wrap(sinks);
         let started = Instant::now();
+        let options = OpenOptions::new(self.mode).padding_word(self.padding_word);
         let engine = match self.threads {
             Threads::PerBuffer => {
                 let readers = PinnedReaders::start(
                     &self.channel,
-                    self.mode,
+                    options,
                     self.finished_only,
                     &drain,
                     sinks,
@@ -344,7 +354,7 @@ impl Recording {
                 Engine::PerBuffer(readers)
             }
             Threads::One => {
-                let mut reader = Reader::open(&self.channel, self.mode)?;
+                let mut reader = Reader::open_with(&self.channel, options)?;
                 reader.read_finished_only(self.finished_only);
                 if let Some(stop) = &self.stop {
                     stop.wake_on_stop(reader.waker());
@@ -438,6 +448,15 @@ impl Running {
         }
     }
 
+    /// relay-app mode: the size of the padding words, [`PaddingWord::Auto`]
+    /// until the sub-buffers told it; `None` in the other modes.
+    pub fn padding_word(&self) -> Option<PaddingWord> {
+        match &self.engine {
+            Engine::PerBuffer(readers) => readers.padding_word(),
+            Engine::One(one) => one.reader.padding_word(),
+        }
+    }
+
     /// How many buffers are read.
     pub fn buffers(&self) -> usize {
         match &self.engine {
@@ -484,6 +503,7 @@ impl Running {
         Summary {
             channel: self.channel.clone(),
             mode: self.mode().name().into(),
+            padding_word: self.padding_word().and_then(PaddingWord::bytes),
             threads: self.threads.name().into(),
             scheduling: self.scheduling.clone(),
             seconds: self.started.elapsed().as_secs_f64(),
@@ -562,6 +582,7 @@ impl Running {
     /// first error met. The data read before an error is saved.
     pub fn finish(self) -> Outcome {
         let mode = self.mode();
+        let padding_word = self.padding_word();
         let Running {
             channel,
             threads,
@@ -588,6 +609,7 @@ impl Running {
             summary: Summary {
                 channel,
                 mode: mode.name().into(),
+                padding_word: padding_word.and_then(PaddingWord::bytes),
                 threads: threads.name().into(),
                 scheduling,
                 seconds: started.elapsed().as_secs_f64(),

@@ -15,6 +15,9 @@ pub struct Summary {
     pub channel: PathBuf,
     /// The mode it was read in (`mmap`, `relay-app`, `read`).
     pub mode: String,
+    /// relay-app mode: bytes of the padding words, once known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub padding_word: Option<u64>,
     /// How it was read: `per-buffer` (a thread per buffer, pinned to the
     /// buffer's CPU where the channel is per-CPU) or `one` (one thread).
     pub threads: String,
@@ -106,9 +109,11 @@ impl Summary {
     pub fn write_text(&self, program: &str, out: &mut dyn Write) -> io::Result<()> {
         writeln!(
             out,
-            "{program}: {} ({} mode, {:.1} s)",
+            "{program}: {} ({} mode{}, {:.1} s)",
             self.channel.display(),
             self.mode,
+            self.padding_word
+                .map_or_else(String::new, |n| format!(", {n}-byte padding words")),
             self.seconds
         )?;
         writeln!(

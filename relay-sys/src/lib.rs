@@ -158,11 +158,14 @@ pub mod blktrace {
 
 /// The relay-apps 0.9x convention, used by channels without the ioctl ABI.
 ///
-/// Each sub-buffer starts with a native `unsigned int` (4 bytes, not
-/// `size_t`) holding that sub-buffer's padding, written by the kernel client's
-/// `subbuf_start` callback; the data follows it.
+/// Each sub-buffer starts with a native `unsigned int` (4 bytes) holding
+/// that sub-buffer's padding, written by the kernel client's `subbuf_start`
+/// callback as relay.rst's example does; the data follows it. Some copies of
+/// relay-apps' klog module, and drivers derived from them, write a `size_t`
+/// there instead (8 bytes on 64-bit kernels).
 pub mod relay_app {
-    /// Bytes of the padding header at the start of every sub-buffer.
+    /// Bytes of the padding header at the start of every sub-buffer, as
+    /// relay.rst's example writes it.
     pub const PADDING_HEADER_SIZE: usize = core::mem::size_of::<core::ffi::c_uint>();
     /// Control file: sub-buffer size used by the next `create` (text).
     pub const SUBBUF_SIZE_FILE: &str = "subbuf_size";

@@ -266,7 +266,7 @@ fn corrupt_padding(
             // The file-based model of the same parser.
             let mut map = vec![0u8; 4 * setup.subbuf_size as usize];
             map[..4].copy_from_slice(&bad.to_ne_bytes());
-            let got = relay_reader::source::relay_app_locate(&map, 0, setup.subbuf_size, 4);
+            let got = relay_reader::source::relay_app_locate(&map, 0, setup.subbuf_size, 4, 4);
             (
                 got.as_ref().is_err_and(|e| e.contains("exceeds")),
                 format!(

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use relay_reader::{Mode, SubBuf};
+use relay_reader::{Mode, PaddingWord, SubBuf};
 use relay_recorder::sink::Sink;
 use relay_recorder::stop::Stop;
 use relay_recorder::{CpuSummary, Recording, Threads};
@@ -109,8 +109,12 @@ fn read_test(how: Reading, checker: Arc<Mutex<Checker>>) -> Result<(Vec<CpuSumma
             }) as Box<dyn Sink + Send>)
         })
     };
+    // relay_readtest writes 4-byte padding words; its cpu0 events start
+    // with 4 zero bytes, so a reader started before the other CPUs wrote
+    // could not tell them from 8-byte words.
     let running = Recording::new(guest::channel())
         .mode(mode)
+        .padding_word(PaddingWord::Four)
         .threads(threads)
         .stop(&test_done)
         .duration(STRESS_LIMIT)

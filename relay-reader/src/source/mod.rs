@@ -7,8 +7,10 @@ mod relay_app;
 
 pub use mapped::MappedSource;
 pub use read::{ReadSource, READ_CHUNK};
+pub use relay_app::SharedPadding;
 pub use relay_app::{
-    has_control_files, locate as relay_app_locate, relay_app_state, RelayAppBuffer,
+    has_control_files, locate as relay_app_locate, relay_app_state, Misfit, PaddingEvidence,
+    PaddingWord, RelayAppBuffer,
 };
 
 use std::fs::File;
@@ -78,6 +80,48 @@ impl std::fmt::Display for Mode {
     }
 }
 
+/// How to open a channel: the mode and, for a relay-apps channel, the size
+/// of its padding words.
+///
+/// ```
+/// use relay_reader::{Mode, OpenOptions, PaddingWord};
+///
+/// let options = OpenOptions::new(Mode::RelayApp).padding_word(PaddingWord::Eight);
+/// assert_eq!(OpenOptions::from(Mode::Auto).padding_word, PaddingWord::Auto);
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct OpenOptions {
+    /// How to read.
+    pub mode: Mode,
+    /// The padding word of relay-app mode (when chosen, or when
+    /// [`Mode::Auto`] comes to it); ignored in the other modes.
+    pub padding_word: PaddingWord,
+}
+
+impl OpenOptions {
+    /// Options for `mode`, with the padding-word size detected.
+    pub fn new(mode: Mode) -> Self {
+        OpenOptions {
+            mode,
+            padding_word: PaddingWord::Auto,
+        }
+    }
+
+    /// The padding-word size of relay-app mode.
+    pub fn padding_word(mut self, word: PaddingWord) -> Self {
+        self.padding_word = word;
+        self
+    }
+}
+
+impl From<Mode> for OpenOptions {
+    fn from(mode: Mode) -> Self {
+        OpenOptions::new(mode)
+    }
+}
+
 /// One buffer of a channel, read one way or another.
 #[derive(Debug)]
 pub enum Source {
@@ -92,6 +136,25 @@ pub enum Source {
 impl Source {
     /// Opens the relay file `path` (the buffer of `cpu`) in `mode`.
     pub fn open(path: &Path, cpu: u32, mode: Mode) -> Result<Source> {
+        Source::open_with(path, cpu, OpenOptions::new(mode))
+    }
+
+    /// Opens the relay file `path` (the buffer of `cpu`) as `options` say.
+    pub fn open_with(path: &Path, cpu: u32, options: OpenOptions) -> Result<Source> {
+        Source::open_in(path, cpu, options, &SharedPadding::default())
+    }
+
+    /// [`Source::open_with`] for a buffer of a channel whose readers
+    /// share the padding-word size in `padding`.
+    pub(crate) fn open_in(
+        path: &Path,
+        cpu: u32,
+        options: OpenOptions,
+        padding: &SharedPadding,
+    ) -> Result<Source> {
+        let mode = options.mode;
+        let relay_app =
+            |file| RelayAppBuffer::open_in(path, file, cpu, options.padding_word, padding);
         let file = File::open(path).map_err(|e| Error::io(path, "open", e))?;
         let meta = file.metadata().map_err(|e| Error::io(path, "stat", e))?;
         if !meta.is_file() {
@@ -104,8 +167,7 @@ impl Source {
         match mode {
             Mode::Read => return Ok(Source::Read(ReadSource::new(path.into(), file, cpu))),
             Mode::RelayApp => {
-                let buffer = RelayAppBuffer::open(path, file, cpu)?;
-                return Ok(Source::RelayApp(MappedSource::new(buffer)?));
+                return Ok(Source::RelayApp(MappedSource::new(relay_app(file)?)?));
             }
             Mode::Auto | Mode::Mmap => {}
         }
@@ -125,8 +187,7 @@ impl Source {
             },
             None if mode == Mode::Mmap => Err(Error::NoAbi { path: path.into() }),
             None if has_control_files(path) => {
-                let buffer = RelayAppBuffer::open(path, file, cpu)?;
-                Ok(Source::RelayApp(MappedSource::new(buffer)?))
+                Ok(Source::RelayApp(MappedSource::new(relay_app(file)?)?))
             }
             None => Ok(Source::Read(ReadSource::new(path.into(), file, cpu))),
         }
@@ -138,6 +199,16 @@ impl Source {
             Source::Mmap(_) => Mode::Mmap,
             Source::RelayApp(_) => Mode::RelayApp,
             Source::Read(_) => Mode::Read,
+        }
+    }
+
+    /// In relay-app mode, the channel's padding-word size: chosen, or
+    /// detected ([`PaddingWord::Auto`] until the sub-buffers tell); `None`
+    /// in the other modes.
+    pub fn padding_word(&self) -> Option<PaddingWord> {
+        match self {
+            Source::RelayApp(s) => Some(s.buffer().padding_word()),
+            Source::Mmap(_) | Source::Read(_) => None,
         }
     }
 

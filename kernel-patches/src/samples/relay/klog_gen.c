@@ -21,7 +21,6 @@
  */
 
 #include <linux/completion.h>
-#include <linux/cpu.h>
 #include <linux/debugfs.h>
 #include <linux/fs.h>
 #include <linux/irq_work.h>
@@ -36,6 +35,8 @@
 #include <linux/timer.h>
 #include <linux/uaccess.h>
 #include <linux/workqueue.h>
+
+#include "relay_sample.h"
 
 /* Records per timer or irq_work callback. */
 #define KLOG_GEN_CHUNK	64
@@ -54,20 +55,24 @@ static const char * const klog_gen_ctx_names[KLOG_GEN_NR_CTX] = {
 };
 
 struct klog_gen_work {
-	struct work_struct work;
+	struct relay_sample_work on_cpu;
 	struct timer_list timer;
 	struct irq_work irq_work;
 	struct completion chunk_done;
-	unsigned int cpu;
-	unsigned int count;
-	unsigned int ctx_mask;	/* contexts to emit from; 0: untagged */
 	unsigned int seq;	/* next record of the current context */
 	u64 emitted;
 	u64 rejected;
 };
 
+/* What every CPU emits in a run. */
+struct klog_gen_run {
+	unsigned int count;
+	unsigned int ctx_mask;	/* contexts to emit from; 0: untagged */
+};
+
 static DEFINE_PER_CPU(struct klog_gen_work, klog_gen_works);
 static DEFINE_MUTEX(klog_gen_mutex);	/* one run at a time */
+static struct klog_gen_run klog_gen_args;
 static struct dentry *klog_gen_dir;
 
 /* The context the caller runs in, as the record's tag says it. */
@@ -85,7 +90,7 @@ static const char *klog_gen_ctx_now(void)
 /* Emit up to @max tagged records; returns true when all are done. */
 static bool klog_gen_emit_tagged(struct klog_gen_work *w, unsigned int max)
 {
-	unsigned int end = min(w->count, w->seq + max);
+	unsigned int end = min(klog_gen_args.count, w->seq + max);
 
 	for (; w->seq < end; w->seq++) {
 		if (klog_printk("klog_gen cpu=%u ctx=%s seq=%u\n",
@@ -94,7 +99,7 @@ static bool klog_gen_emit_tagged(struct klog_gen_work *w, unsigned int max)
 			WRITE_ONCE(w->rejected, w->rejected + 1);
 		WRITE_ONCE(w->emitted, w->emitted + 1);
 	}
-	return w->seq == w->count;
+	return w->seq == klog_gen_args.count;
 }
 
 static void klog_gen_timer_fn(struct timer_list *t)
@@ -115,13 +120,13 @@ static void klog_gen_irq_work_fn(struct irq_work *iw)
 }
 
 /*
- * Emit w->count tagged records from @ctx on this CPU; runs in the work
- * item bound to it, which waits for each timer or irq_work chunk.
+ * Emit klog_gen_args.count tagged records from @ctx on this CPU; runs in
+ * the work item bound to it, which waits for each timer or irq_work chunk.
  */
 static void klog_gen_run_ctx(struct klog_gen_work *w, enum klog_gen_ctx ctx)
 {
 	w->seq = 0;
-	while (w->seq < w->count) {
+	while (w->seq < klog_gen_args.count) {
 		reinit_completion(&w->chunk_done);
 		switch (ctx) {
 		case KLOG_GEN_PROCESS:
@@ -130,7 +135,7 @@ static void klog_gen_run_ctx(struct klog_gen_work *w, enum klog_gen_ctx ctx)
 			continue;
 		case KLOG_GEN_SOFTIRQ:
 			w->timer.expires = jiffies;
-			add_timer_on(&w->timer, w->cpu);
+			add_timer_on(&w->timer, w->on_cpu.cpu);
 			break;
 		case KLOG_GEN_HARDIRQ:
 			/* Queued on this CPU, which raises an interrupt. */
@@ -146,19 +151,21 @@ static void klog_gen_run_ctx(struct klog_gen_work *w, enum klog_gen_ctx ctx)
 static void klog_gen_work_fn(struct work_struct *work)
 {
 	struct klog_gen_work *w = container_of(work, struct klog_gen_work,
-					       work);
+					       on_cpu.work);
+	const struct klog_gen_run *run = &klog_gen_args;
 	unsigned int seq;
 	int ctx;
 
-	if (w->ctx_mask) {
+	if (run->ctx_mask) {
 		for (ctx = 0; ctx < KLOG_GEN_NR_CTX; ctx++)
-			if (w->ctx_mask & BIT(ctx))
+			if (run->ctx_mask & BIT(ctx))
 				klog_gen_run_ctx(w, ctx);
 		return;
 	}
 
-	for (seq = 0; seq < w->count; seq++) {
-		if (klog_printk("klog_gen cpu=%u seq=%u\n", w->cpu, seq) <= 0)
+	for (seq = 0; seq < run->count; seq++) {
+		if (klog_printk("klog_gen cpu=%u seq=%u\n", w->on_cpu.cpu,
+				seq) <= 0)
 			WRITE_ONCE(w->rejected, w->rejected + 1);
 		WRITE_ONCE(w->emitted, w->emitted + 1);
 		cond_resched();
@@ -193,8 +200,7 @@ static int klog_gen_parse(char *line, unsigned int *n, unsigned int *mask)
 static ssize_t klog_gen_run_write(struct file *file, const char __user *ubuf,
 				  size_t count, loff_t *ppos)
 {
-	struct klog_gen_work *w;
-	unsigned int cpu, n, mask;
+	struct klog_gen_run run;
 	char kbuf[32];
 	int ret;
 
@@ -203,22 +209,13 @@ static ssize_t klog_gen_run_write(struct file *file, const char __user *ubuf,
 	if (copy_from_user(kbuf, ubuf, count))
 		return -EFAULT;
 	kbuf[count] = '\0';
-	ret = klog_gen_parse(kbuf, &n, &mask);
+	ret = klog_gen_parse(kbuf, &run.count, &run.ctx_mask);
 	if (ret)
 		return ret;
 
 	mutex_lock(&klog_gen_mutex);
-	cpus_read_lock();
-	for_each_online_cpu(cpu) {
-		w = per_cpu_ptr(&klog_gen_works, cpu);
-		w->cpu = cpu;
-		w->count = n;
-		w->ctx_mask = mask;
-		schedule_work_on(cpu, &w->work);
-	}
-	for_each_online_cpu(cpu)
-		flush_work(&per_cpu_ptr(&klog_gen_works, cpu)->work);
-	cpus_read_unlock();
+	klog_gen_args = run;
+	relay_sample_run_on_cpus(&klog_gen_works.on_cpu);
 	mutex_unlock(&klog_gen_mutex);
 
 	return count;
@@ -266,7 +263,7 @@ static int __init klog_gen_init(void)
 
 	for_each_possible_cpu(cpu) {
 		w = per_cpu_ptr(&klog_gen_works, cpu);
-		INIT_WORK(&w->work, klog_gen_work_fn);
+		INIT_WORK(&w->on_cpu.work, klog_gen_work_fn);
 		timer_setup(&w->timer, klog_gen_timer_fn, 0);
 		w->irq_work = IRQ_WORK_INIT_HARD(klog_gen_irq_work_fn);
 		init_completion(&w->chunk_done);

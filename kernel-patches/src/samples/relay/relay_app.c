@@ -20,7 +20,10 @@
  *
  * Every sub-buffer starts with an unsigned int holding the number of
  * padding bytes at its end, written when the writer leaves it; its data
- * follows and is subbuf_size - 4 - padding bytes long.
+ * follows and is subbuf_size - 4 - padding bytes long.  With
+ * params.padding_size_t the word is a size_t instead, as some copies of
+ * relay-apps' klog module write it (8 bytes on 64-bit kernels): readers
+ * of the padding-word protocol must be told which.
  *
  * Two options change that layout.  A raw channel (params.raw) has no
  * padding word: its sub-buffers hold records only, as read(2) readers
@@ -79,9 +82,6 @@
 
 #include "relay_app.h"
 
-/* Client header at the start of every sub-buffer: its padding. */
-#define RELAY_APP_HDR_SIZE		sizeof(unsigned int)
-
 /* Committed channels: the count at the start of every sub-buffer's data. */
 #define RELAY_APP_COMMITTED_SIZE	sizeof(u32)
 
@@ -124,6 +124,7 @@ struct relay_app_chan {
 	bool overwrite;
 	bool global;
 	bool raw;
+	bool padding_size_t;
 	bool committed;
 	raw_spinlock_t lock;	/* serialises writers of a global buffer */
 	size_t __percpu *headed;	/* see relay_app_headed() */
@@ -140,10 +141,18 @@ struct relay_app_chan {
 #endif
 };
 
+/* Bytes of the padding word at the start of every sub-buffer. */
+static size_t relay_app_word_size(bool raw, bool padding_size_t)
+{
+	if (raw)
+		return 0;
+	return padding_size_t ? sizeof(size_t) : sizeof(unsigned int);
+}
+
 /* Bytes reserved at the start of every sub-buffer: the padding word. */
 static size_t relay_app_hdr_size(const struct relay_app_chan *ch)
 {
-	return ch->raw ? 0 : RELAY_APP_HDR_SIZE;
+	return relay_app_word_size(ch->raw, ch->padding_size_t);
 }
 
 enum relay_app_ctl_id {
@@ -502,7 +511,10 @@ static int relay_app_subbuf_start(struct rchan_buf *buf, void *subbuf,
 	 * attempt, which is harmless.
 	 */
 	if (prev_subbuf && !ch->raw) {
-		*(unsigned int *)prev_subbuf = prev_padding;
+		if (ch->padding_size_t)
+			*(size_t *)prev_subbuf = prev_padding;
+		else
+			*(unsigned int *)prev_subbuf = prev_padding;
 		/* Pairs with smp_load_acquire() in relay_app_cpu_read(). */
 		smp_store_release(relay_app_headed(ch, buf),
 				  buf->subbufs_produced);
@@ -847,8 +859,8 @@ struct dentry *relay_app_dir(struct relay_app *app)
 	return app->dir;
 }
 EXPORT_SYMBOL_GPL(relay_app_dir);
-
 #ifndef RELAY_HAS_USER_ABI
+
 /*
  * Close the partly filled sub-buffer.  Runs with interrupts disabled on
  * the buffer's CPU, where writers also run with interrupts disabled, or
@@ -925,8 +937,10 @@ static void relay_app_flush_all(struct relay_app_chan *ch)
 
 static int relay_app_check_params(const struct relay_app_params *p)
 {
-	size_t hdr = p->raw ? 0 : RELAY_APP_HDR_SIZE;
+	size_t hdr = relay_app_word_size(p->raw, p->padding_size_t);
 
+	if (p->raw && p->padding_size_t)
+		return -EINVAL;
 	if (p->committed) {
 		/*
 		 * Aligned counts, and no overwrite: a late commit must not
@@ -980,6 +994,7 @@ static int relay_app_open_chan(struct relay_app *app)
 	ch->overwrite = app->params.overwrite;
 	ch->global = app->params.global;
 	ch->raw = app->params.raw;
+	ch->padding_size_t = app->params.padding_size_t;
 	ch->committed = app->params.committed;
 
 #ifndef RELAY_HAS_USER_ABI
@@ -1144,7 +1159,9 @@ static ssize_t relay_app_ctl_write(struct file *file, const char __user *ubuf,
 
 	switch (ctl->id) {
 	case RELAY_APP_CTL_SUBBUF_SIZE:
-		if (val <= RELAY_APP_HDR_SIZE + 1 || val > UINT_MAX)
+		if (val <= relay_app_word_size(app->params.raw,
+					       app->params.padding_size_t) + 1 ||
+		    val > UINT_MAX)
 			ret = -EINVAL;
 		else
 			app->params.subbuf_size = val;
@@ -1620,7 +1637,8 @@ static void relay_app_create_ctl_files(struct relay_app *app)
  * Return: the new relay_app or an ERR_PTR(): -EINVAL for bad @params
  * (@subbuf_size must exceed its headers by at least 2 bytes, 5 bytes by
  * default, @subbuf_size * @n_subbufs must fit in 32 bits, and see struct
- * relay_app_params for @committed), -ENOMEM, or the error of
+ * relay_app_params for @padding_size_t and @committed), -ENOMEM, or the
+ * error of
  * debugfs_create_dir().
  */
 struct relay_app *relay_app_create(const char *dirname, struct dentry *parent,

@@ -14,7 +14,7 @@ struct relay_app;
 
 /**
  * struct relay_app_params - geometry and mode of a relay_app channel
- * @subbuf_size: bytes per sub-buffer, including the 4-byte header that
+ * @subbuf_size: bytes per sub-buffer, including the padding word that
  *	holds the sub-buffer's padding
  * @n_subbufs: sub-buffers per buffer
  * @overwrite: overwrite unconsumed sub-buffers when the buffer is full
@@ -22,6 +22,9 @@ struct relay_app;
  * @global: one buffer shared by all CPUs instead of one buffer per CPU
  * @raw: no padding word: sub-buffers hold records only (for read(2)
  *	readers; mmap readers need the ioctls to learn the padding)
+ * @padding_size_t: the padding word is a size_t, as some copies of
+ *	relay-apps' klog module write it, instead of the unsigned int of
+ *	relay.rst's example; not with @raw
  * @committed: every sub-buffer's data starts with a u32 counting the
  *	bytes of records after it whose writers are done, for records
  *	filled in place (relay_app_reserve()); needs a multiple of 4 as
@@ -33,6 +36,7 @@ struct relay_app_params {
 	bool overwrite;
 	bool global;
 	bool raw;
+	bool padding_size_t;
 	bool committed;
 };
 

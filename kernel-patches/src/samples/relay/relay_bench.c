@@ -24,7 +24,6 @@
  * number, so that a reader can check every record it got.
  */
 
-#include <linux/cpu.h>
 #include <linux/debugfs.h>
 #include <linux/delay.h>
 #include <linux/err.h>
@@ -42,6 +41,7 @@
 #include <linux/workqueue.h>
 
 #include "relay_app.h"
+#include "relay_sample.h"
 
 static ulong subbuf_size = 262144;
 module_param(subbuf_size, ulong, 0444);
@@ -66,39 +66,45 @@ struct relay_bench_record {
 };
 
 struct relay_bench_work {
-	struct work_struct work;
-	unsigned int cpu;
-	u64 bytes;
-	u32 size;
-	u32 rate;	/* MiB/s, 0 for full speed */
+	struct relay_sample_work on_cpu;
 	u64 seq;
 	u64 written;
 	u64 dropped;
 	u64 max_pause;	/* ns, this run */
 };
 
+/* What every CPU writes in a run. */
+struct relay_bench_run {
+	u64 bytes;
+	u32 size;
+	u32 rate;	/* MiB/s, 0 for full speed */
+};
+
 static DEFINE_PER_CPU(struct relay_bench_work, relay_bench_works);
 static DEFINE_MUTEX(relay_bench_mutex);	/* one run at a time */
+static struct relay_bench_run relay_bench_args;
 static struct relay_app *relay_bench_app;
 static struct dentry *relay_bench_dir;
 
 static void relay_bench_work_fn(struct work_struct *work)
 {
 	struct relay_bench_work *w = container_of(work, struct relay_bench_work,
-						  work);
+						  on_cpu.work);
+	const struct relay_bench_run *run = &relay_bench_args;
 	struct relay_bench_record *rec;
 	u64 offered, start = ktime_get_ns(), due, now, last = start;
 
-	rec = kmalloc(w->size, GFP_KERNEL);
+	WRITE_ONCE(w->max_pause, 0);
+	rec = kmalloc(run->size, GFP_KERNEL);
 	if (!rec)
 		return;
-	rec->cpu = w->cpu;
-	rec->len = w->size;
-	for (offered = 0; offered < w->bytes; offered += w->size) {
-		if (w->rate) {
+	rec->cpu = w->on_cpu.cpu;
+	rec->len = run->size;
+	for (offered = 0; offered < run->bytes; offered += run->size) {
+		if (run->rate) {
 			/* When this record is due at RATE MiB/s. */
 			due = start + div_u64(offered * NSEC_PER_SEC,
-					      (u64)w->rate << 20);
+					      (u64)run->rate << 20);
 			if (ktime_get_ns() + NSEC_PER_MSEC < due) {
 				usleep_range(1000, 2000);
 				last = ktime_get_ns();
@@ -106,8 +112,8 @@ static void relay_bench_work_fn(struct work_struct *work)
 		}
 		rec->seq = w->seq++;
 		/* The payload byte pattern follows the sequence number. */
-		memset(rec + 1, (u8)rec->seq, w->size - sizeof(*rec));
-		if (relay_app_write(relay_bench_app, rec, w->size))
+		memset(rec + 1, (u8)rec->seq, run->size - sizeof(*rec));
+		if (relay_app_write(relay_bench_app, rec, run->size))
 			WRITE_ONCE(w->dropped, w->dropped + 1);
 		else
 			WRITE_ONCE(w->written, w->written + 1);
@@ -127,35 +133,22 @@ static ssize_t relay_bench_run_write(struct file *file,
 				     const char __user *ubuf, size_t count,
 				     loff_t *ppos)
 {
-	struct relay_bench_work *w;
-	unsigned int cpu;
+	struct relay_bench_run run = {};
 	char kbuf[64];
-	u32 size, rate = 0;
-	u64 bytes;
 
 	if (count >= sizeof(kbuf))
 		return -EINVAL;
 	if (copy_from_user(kbuf, ubuf, count))
 		return -EFAULT;
 	kbuf[count] = '\0';
-	if (sscanf(kbuf, "%llu %u %u", &bytes, &size, &rate) < 2 ||
-	    size < RELAY_BENCH_MIN_RECORD || size > RELAY_BENCH_MAX_RECORD)
+	if (sscanf(kbuf, "%llu %u %u", &run.bytes, &run.size, &run.rate) < 2 ||
+	    run.size < RELAY_BENCH_MIN_RECORD ||
+	    run.size > RELAY_BENCH_MAX_RECORD)
 		return -EINVAL;
 
 	mutex_lock(&relay_bench_mutex);
-	cpus_read_lock();
-	for_each_online_cpu(cpu) {
-		w = per_cpu_ptr(&relay_bench_works, cpu);
-		w->cpu = cpu;
-		w->bytes = bytes;
-		w->size = size;
-		w->rate = rate;
-		w->max_pause = 0;
-		schedule_work_on(cpu, &w->work);
-	}
-	for_each_online_cpu(cpu)
-		flush_work(&per_cpu_ptr(&relay_bench_works, cpu)->work);
-	cpus_read_unlock();
+	relay_bench_args = run;
+	relay_sample_run_on_cpus(&relay_bench_works.on_cpu);
 	mutex_unlock(&relay_bench_mutex);
 
 	return count;
@@ -222,7 +215,7 @@ static int __init relay_bench_init(void)
 	unsigned int cpu;
 
 	for_each_possible_cpu(cpu)
-		INIT_WORK(&per_cpu_ptr(&relay_bench_works, cpu)->work,
+		INIT_WORK(&per_cpu_ptr(&relay_bench_works, cpu)->on_cpu.work,
 			  relay_bench_work_fn);
 
 	relay_bench_app = relay_app_create("relay_bench", NULL, &params);

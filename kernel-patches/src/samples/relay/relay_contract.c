@@ -54,6 +54,8 @@
 #include <linux/uaccess.h>
 #include <linux/workqueue.h>
 
+#include "relay_sample.h"
+
 static ulong subbuf_size = 4096;
 module_param(subbuf_size, ulong, 0444);
 MODULE_PARM_DESC(subbuf_size, "Sub-buffer size in bytes (default 4096)");
@@ -92,11 +94,7 @@ struct contract_rec {
 };
 
 struct contract_cpu {
-	struct work_struct work;
-	unsigned int cpu;
-	u32 n;			/* records to write */
-	u32 size;		/* their size */
-	bool toobig;		/* records larger than a sub-buffer */
+	struct relay_sample_work on_cpu;
 	u64 seq;		/* records handed out: the next number */
 	u64 dropped_full;
 	u64 dropped_toobig;
@@ -111,7 +109,15 @@ enum contract_ctl {
 	CONTRACT_REOPEN,
 };
 
+/* What every CPU writes in a run. */
+struct contract_run_args {
+	u32 n;			/* records to write */
+	u32 size;		/* their size */
+	bool toobig;		/* records larger than a sub-buffer */
+};
+
 static DEFINE_PER_CPU(struct contract_cpu, contract_cpus);
+static struct contract_run_args contract_args;
 static DEFINE_MUTEX(contract_lock);	/* control files, channel lifetime */
 static DEFINE_SPINLOCK(contract_wlock);	/* writers of a global buffer */
 static struct rchan *contract_chan;
@@ -205,24 +211,26 @@ static bool contract_write_rec(const void *rec, size_t len)
 
 static void contract_work_fn(struct work_struct *work)
 {
-	struct contract_cpu *c = container_of(work, struct contract_cpu, work);
+	struct contract_cpu *c = container_of(work, struct contract_cpu,
+					      on_cpu.work);
+	const struct contract_run_args *run = &contract_args;
 	struct contract_rec *rec;
 	u32 i;
 
-	rec = kvmalloc(c->size, GFP_KERNEL);
+	rec = kvmalloc(run->size, GFP_KERNEL);
 	if (!rec)
 		return;
-	for (i = 0; i < c->n; i++) {
-		rec->cpu = c->cpu;
-		rec->size = c->size;
+	for (i = 0; i < run->n; i++) {
+		rec->cpu = c->on_cpu.cpu;
+		rec->size = run->size;
 		rec->seq = c->seq;
-		memset(rec + 1, (u8)c->seq, c->size - sizeof(*rec));
-		if (c->toobig) {
+		memset(rec + 1, (u8)c->seq, run->size - sizeof(*rec));
+		if (run->toobig) {
 			/* Dropped by relay; takes no sequence number. */
-			contract_write_rec(rec, c->size);
+			contract_write_rec(rec, run->size);
 			c->dropped_toobig++;
 		} else {
-			if (!contract_write_rec(rec, c->size))
+			if (!contract_write_rec(rec, run->size))
 				c->dropped_full++;
 			c->seq++;
 		}
@@ -234,21 +242,10 @@ static void contract_work_fn(struct work_struct *work)
 /* Every online CPU writes @n records of @size bytes; contract_lock held. */
 static void contract_run(u32 n, u32 size, bool toobig)
 {
-	struct contract_cpu *c;
-	unsigned int cpu;
-
-	cpus_read_lock();
-	for_each_online_cpu(cpu) {
-		c = per_cpu_ptr(&contract_cpus, cpu);
-		c->cpu = cpu;
-		c->n = n;
-		c->size = size;
-		c->toobig = toobig;
-		schedule_work_on(cpu, &c->work);
-	}
-	for_each_online_cpu(cpu)
-		flush_work(&per_cpu_ptr(&contract_cpus, cpu)->work);
-	cpus_read_unlock();
+	contract_args = (struct contract_run_args){
+		.n = n, .size = size, .toobig = toobig,
+	};
+	relay_sample_run_on_cpus(&contract_cpus.on_cpu);
 }
 
 static int contract_open_chan(void)
@@ -382,7 +379,7 @@ static int __init relay_contract_init(void)
 	contract_callbacks.overwrite = overwrite;
 #endif
 	for_each_possible_cpu(cpu)
-		INIT_WORK(&per_cpu_ptr(&contract_cpus, cpu)->work,
+		INIT_WORK(&per_cpu_ptr(&contract_cpus, cpu)->on_cpu.work,
 			  contract_work_fn);
 
 	contract_dir = debugfs_create_dir("relay_contract", NULL);

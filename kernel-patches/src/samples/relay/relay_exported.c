@@ -22,7 +22,6 @@
  * each CPU's in order, interleaved.
  */
 
-#include <linux/cpu.h>
 #include <linux/debugfs.h>
 #include <linux/err.h>
 #include <linux/fs.h>
@@ -34,6 +33,7 @@
 #include <linux/workqueue.h>
 
 #include "relay_app.h"
+#include "relay_sample.h"
 
 static ulong subbuf_size = 16384;
 module_param(subbuf_size, ulong, 0444);
@@ -43,14 +43,9 @@ static ulong n_subbufs = 8;
 module_param(n_subbufs, ulong, 0444);
 MODULE_PARM_DESC(n_subbufs, "Sub-buffers per buffer (default 8)");
 
-struct relay_exported_work {
-	struct work_struct work;
-	unsigned int cpu;
-	unsigned int count;
-};
-
-static DEFINE_PER_CPU(struct relay_exported_work, relay_exported_works);
+static DEFINE_PER_CPU(struct relay_sample_work, relay_exported_works);
 static DEFINE_MUTEX(relay_exported_mutex);	/* one run at a time */
+static unsigned int relay_exported_count;	/* records per CPU in a run */
 static struct relay_app *relay_exported_percpu;
 static struct relay_app *relay_exported_global;
 static struct dentry *relay_exported_dir;
@@ -58,13 +53,13 @@ static struct dentry *relay_exported_run;
 
 static void relay_exported_work_fn(struct work_struct *work)
 {
-	struct relay_exported_work *w =
-		container_of(work, struct relay_exported_work, work);
+	struct relay_sample_work *w =
+		container_of(work, struct relay_sample_work, work);
 	unsigned int seq;
 	char rec[64];
 	int len;
 
-	for (seq = 0; seq < w->count; seq++) {
+	for (seq = 0; seq < relay_exported_count; seq++) {
 		len = scnprintf(rec, sizeof(rec),
 				"relay_exported cpu=%u seq=%u\n", w->cpu, seq);
 		/* Refused records show in each channel's "dropped" file. */
@@ -78,8 +73,7 @@ static ssize_t relay_exported_run_write(struct file *file,
 					const char __user *ubuf, size_t count,
 					loff_t *ppos)
 {
-	struct relay_exported_work *w;
-	unsigned int cpu, n;
+	unsigned int n;
 	int ret;
 
 	ret = kstrtouint_from_user(ubuf, count, 10, &n);
@@ -87,16 +81,8 @@ static ssize_t relay_exported_run_write(struct file *file,
 		return ret;
 
 	mutex_lock(&relay_exported_mutex);
-	cpus_read_lock();
-	for_each_online_cpu(cpu) {
-		w = per_cpu_ptr(&relay_exported_works, cpu);
-		w->cpu = cpu;
-		w->count = n;
-		schedule_work_on(cpu, &w->work);
-	}
-	for_each_online_cpu(cpu)
-		flush_work(&per_cpu_ptr(&relay_exported_works, cpu)->work);
-	cpus_read_unlock();
+	relay_exported_count = n;
+	relay_sample_run_on_cpus(&relay_exported_works);
 	mutex_unlock(&relay_exported_mutex);
 
 	return count;

@@ -9,6 +9,11 @@
  * With headers=1 every record starts with struct relay_klog_hdr, so that
  * records can be told apart (raw klog() records need not be text) and
  * decoded with their CPU, context and time (relay-klog decode).
+ *
+ * With padding_size_t=1 the padding word at the start of every sub-buffer
+ * is a size_t, as some copies of relay-apps' klog module write it,
+ * instead of an unsigned int: a channel of the other kind for readers of
+ * the padding-word protocol.
  */
 
 #include <linux/err.h>
@@ -42,6 +47,10 @@ MODULE_PARM_DESC(global, "One buffer for all CPUs instead of one per CPU (defaul
 static bool headers;
 module_param(headers, bool, 0444);
 MODULE_PARM_DESC(headers, "Start every record with struct relay_klog_hdr (default 0)");
+
+static bool padding_size_t;
+module_param(padding_size_t, bool, 0444);
+MODULE_PARM_DESC(padding_size_t, "Padding word is a size_t, not an unsigned int (default 0)");
 
 #define RELAY_KLOG_MAGIC	0x6b6c	/* "kl" in a little-endian dump */
 
@@ -127,6 +136,7 @@ static int __init relay_klog_init(void)
 		.n_subbufs	= n_subbufs,
 		.overwrite	= overwrite,
 		.global		= global,
+		.padding_size_t	= padding_size_t,
 	};
 	int ret;
 

@@ -18,7 +18,6 @@
  * "dropped" counts records the channel refused.
  */
 
-#include <linux/cpu.h>
 #include <linux/debugfs.h>
 #include <linux/err.h>
 #include <linux/fs.h>
@@ -30,6 +29,7 @@
 #include <linux/workqueue.h>
 
 #include "relay_app.h"
+#include "relay_sample.h"
 
 static ulong subbuf_size = 16384;
 module_param(subbuf_size, ulong, 0444);
@@ -39,14 +39,9 @@ static ulong n_subbufs = 8;
 module_param(n_subbufs, ulong, 0444);
 MODULE_PARM_DESC(n_subbufs, "Sub-buffers per CPU buffer (default 8)");
 
-struct relay_read_work {
-	struct work_struct work;
-	unsigned int cpu;
-	unsigned int count;
-};
-
-static DEFINE_PER_CPU(struct relay_read_work, relay_read_works);
+static DEFINE_PER_CPU(struct relay_sample_work, relay_read_works);
 static DEFINE_MUTEX(relay_read_mutex);	/* one run at a time */
+static unsigned int relay_read_count;	/* records per CPU in a run */
 static struct relay_app *relay_read_app;
 static struct dentry *relay_read_run;
 
@@ -54,13 +49,13 @@ static void relay_read_work_fn(struct work_struct *work)
 {
 	static const char filler[64] =
 		"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
-	struct relay_read_work *w = container_of(work, struct relay_read_work,
-						 work);
+	struct relay_sample_work *w = container_of(work, struct relay_sample_work,
+						   work);
 	char rec[128];
 	unsigned int seq;
 	int len;
 
-	for (seq = 0; seq < w->count; seq++) {
+	for (seq = 0; seq < relay_read_count; seq++) {
 		len = scnprintf(rec, sizeof(rec), "relay_read cpu=%u seq=%u %.*s\n",
 				w->cpu, seq, (int)(seq % sizeof(filler)),
 				filler);
@@ -73,8 +68,7 @@ static void relay_read_work_fn(struct work_struct *work)
 static ssize_t relay_read_run_write(struct file *file, const char __user *ubuf,
 				    size_t count, loff_t *ppos)
 {
-	struct relay_read_work *w;
-	unsigned int cpu, n;
+	unsigned int n;
 	int ret;
 
 	ret = kstrtouint_from_user(ubuf, count, 10, &n);
@@ -82,16 +76,8 @@ static ssize_t relay_read_run_write(struct file *file, const char __user *ubuf,
 		return ret;
 
 	mutex_lock(&relay_read_mutex);
-	cpus_read_lock();
-	for_each_online_cpu(cpu) {
-		w = per_cpu_ptr(&relay_read_works, cpu);
-		w->cpu = cpu;
-		w->count = n;
-		schedule_work_on(cpu, &w->work);
-	}
-	for_each_online_cpu(cpu)
-		flush_work(&per_cpu_ptr(&relay_read_works, cpu)->work);
-	cpus_read_unlock();
+	relay_read_count = n;
+	relay_sample_run_on_cpus(&relay_read_works);
 	mutex_unlock(&relay_read_mutex);
 
 	return count;
