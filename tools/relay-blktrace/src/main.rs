@@ -654,7 +654,7 @@ fn run(cli: Cli) -> Result<bool> {
     if to_stdout && cli.to.is_none() && devices.iter().any(|d| d.tracer.abi() == Abi::V2) {
         eprintln!(
             "relay-blktrace: note: standard output carries blktrace v2 records, which \
-             blkparse before 1.4 (Debian 12 has 1.2) cannot read: pipe them into \
+             blkparse without v2 support (Debian 12's 1.2) cannot read: pipe them into \
              `relay-blktrace parse -i -`, or add --to v1 for blkparse"
         );
     }
