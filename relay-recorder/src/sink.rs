@@ -104,23 +104,24 @@ impl CpuFile {
     }
 
     fn finish(&mut self) -> Result<()> {
-        let result = match self.out.as_mut() {
-            Some(out) => out.flush().and_then(|()| out.get_ref().sync_data()),
-            None => return Err(self.failed_before()),
-        };
-        match result {
-            Ok(()) => {
-                self.note_durable();
-                Ok(())
-            }
-            Err(source) => Err(self.cut_back(source)),
-        }
+        self.write_out(true)
     }
 
     /// Writes what is buffered (no sync): readers of the file see it.
     fn flush(&mut self) -> Result<()> {
+        self.write_out(false)
+    }
+
+    /// Writes what is buffered and, with `sync`, syncs the file's data.
+    fn write_out(&mut self, sync: bool) -> Result<()> {
         let result = match self.out.as_mut() {
-            Some(out) => out.flush(),
+            Some(out) => out.flush().and_then(|()| {
+                if sync {
+                    out.get_ref().sync_data()
+                } else {
+                    Ok(())
+                }
+            }),
             None => return Err(self.failed_before()),
         };
         match result {

@@ -786,19 +786,10 @@ const WRITTEN_ZONES: (u64, u64) = (16, 3);
 /// Write-zeroes requests issued to the loop device, 1 MiB each.
 const WRITE_ZEROES: u64 = 12;
 
-/// Runs a command, failing the test with its output if it fails.
+/// Runs a command, failing the test with its output if it fails; returns
+/// its standard output.
 fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    output_of(Path::new(program), args, &std::env::temp_dir(), None).0
 }
 
 /// A loop device over a file in a tmpfs of its own, which takes
@@ -1091,6 +1082,41 @@ fn relay_blktrace_records_zone_management_and_write_zeroes() {
 
 // ---- live output -------------------------------------------------------------
 
+/// `tracer args | consumer consumer_args` in `dir`, the consumer's output
+/// into `dir/consumer.stdout` (returned) and its errors into
+/// `dir/consumer.stderr`; returns once the tracer traces.
+fn piped(
+    tracer: &Path,
+    args: &[&str],
+    consumer: &Path,
+    consumer_args: &[&str],
+    dir: &Path,
+) -> (Tracer, Reaped, PathBuf) {
+    let output = dir.join("consumer.stdout");
+    let mut tracer = Tracer::spawn(tracer, args, dir, Stdio::piped());
+    let pipe = tracer
+        .child
+        .stdout
+        .take()
+        .expect("the tracer's stdout pipe");
+    let reader = Reaped(
+        Command::new(consumer)
+            .args(consumer_args)
+            .current_dir(dir)
+            .stdin(pipe)
+            .stdout(File::create(&output).unwrap())
+            .stderr(File::create(dir.join("consumer.stderr")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "running {} (installed by `cargo xtask setup`): {e}",
+                    consumer.display()
+                )
+            }),
+    );
+    (tracer.wait_tracing(), reader, output)
+}
+
 /// What reads `relay-blktrace -o -` in the live test.
 #[derive(Debug, Clone, Copy)]
 enum Consumer {
@@ -1107,7 +1133,6 @@ enum Consumer {
 /// read, so that a slow VM cannot fail it, and reports what it saw.
 fn live_output_shows_each_io(consumer: Consumer) {
     let dir = fresh_dir(&format!("tools-live-{consumer:?}"));
-    let output = dir.join("consumer.stdout");
     let mut args = vec!["-d", DEV, "-o", "-"];
     let consumer_cmd: (PathBuf, Vec<&str>) = match consumer {
         Consumer::Blkparse => {
@@ -1118,23 +1143,13 @@ fn live_output_shows_each_io(consumer: Consumer) {
         }
         Consumer::RelayParse => (bin("relay-blktrace"), vec!["parse", "-i", "-"]),
     };
-    let mut tracer = Tracer::spawn(&bin("relay-blktrace"), &args, &dir, Stdio::piped());
-    let pipe = tracer
-        .child
-        .stdout
-        .take()
-        .expect("relay-blktrace's stdout pipe");
-    let mut reader = Reaped(
-        Command::new(&consumer_cmd.0)
-            .args(&consumer_cmd.1)
-            .current_dir(&dir)
-            .stdin(pipe)
-            .stdout(File::create(&output).unwrap())
-            .stderr(File::create(dir.join("consumer.stderr")).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("running {}: {e}", consumer_cmd.0.display())),
+    let (tracer, mut reader, output) = piped(
+        &bin("relay-blktrace"),
+        &args,
+        &consumer_cmd.0,
+        &consumer_cmd.1,
+        &dir,
     );
-    let tracer = tracer.wait_tracing();
     let mut shown_after = Vec::new();
     for block in BTRACE_BLOCKS {
         let issued = Instant::now();
@@ -1263,24 +1278,13 @@ fn btrace_shows_each_io_while_tracing() {
     let blktrace_bin = debian_blktrace();
     // What Debian's btrace runs: blktrace -d DEV -o - | blkparse -i -.
     let dir = fresh_dir("tools-btrace");
-    let output = dir.join("blkparse.stdout");
-    let mut blktrace = Tracer::spawn(&blktrace_bin, &["-d", DEV, "-o", "-"], &dir, Stdio::piped());
-    let pipe = blktrace
-        .child
-        .stdout
-        .take()
-        .expect("blktrace's stdout pipe");
-    let mut blkparse = Reaped(
-        Command::new("blkparse")
-            .args(["-i", "-"])
-            .current_dir(&dir)
-            .stdin(pipe)
-            .stdout(File::create(&output).unwrap())
-            .stderr(File::create(dir.join("blkparse.stderr")).unwrap())
-            .spawn()
-            .expect("running blkparse (installed by `cargo xtask setup`)"),
+    let (blktrace, mut blkparse, output) = piped(
+        &blktrace_bin,
+        &["-d", DEV, "-o", "-"],
+        Path::new("blkparse"),
+        &["-i", "-"],
+        &dir,
     );
-    let blktrace = blktrace.wait_tracing();
 
     // A quiet device and a few I/Os, spaced out: none fills a sub-buffer
     // (512 KiB by default), so each must reach blkparse while blktrace runs.
@@ -1317,7 +1321,7 @@ fn btrace_shows_each_io_while_tracing() {
     assert!(
         status.success(),
         "blkparse failed ({status}): {}",
-        std::fs::read_to_string(dir.join("blkparse.stderr")).unwrap_or_default()
+        std::fs::read_to_string(dir.join("consumer.stderr")).unwrap_or_default()
     );
     let after = btrace_seen(&text);
     let (seen, shown) = live;

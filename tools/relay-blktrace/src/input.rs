@@ -3,6 +3,7 @@
 //! standard output of a recorder piped in; and whole records out of their
 //! bytes, whatever their version.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -88,6 +89,25 @@ fn cpu_files(name: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files.into_iter().map(|(_, path)| path).collect())
+}
+
+/// Reads `input` (called `what` in errors) to its end, a chunk at a time,
+/// passing each chunk to `f` as it arrives (a pipe's data while its writer
+/// goes on).
+pub fn read_chunks(
+    what: &str,
+    input: &mut dyn Read,
+    f: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => f(&buf[..n])?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {what}")),
+        }
+    }
 }
 
 /// Whole records out of a byte stream that arrives in pieces; bytes that

@@ -807,15 +807,8 @@ fn convert_inputs(inputs: &[Input], sink: &mut dyn Sink) -> Result<(ToV1, u32)> 
                             cpus: &mut u32|
      -> Result<()> {
         let mut records = input::Records::default();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = match data.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e).with_context(|| format!("reading {what}")),
-            };
-            records.feed(&buf[..n], &mut |record| {
+        input::read_chunks(what, data, &mut |chunk| {
+            records.feed(chunk, &mut |record| {
                 out.clear();
                 conversion.convert(&record, &mut out);
                 *cpus = (*cpus).max(record.cpu() + 1);
@@ -830,7 +823,8 @@ fn convert_inputs(inputs: &[Input], sink: &mut dyn Sink) -> Result<(ToV1, u32)> 
             })?;
             // Live: what came so far goes on at once.
             sink.flush()?;
-        }
+            Ok(())
+        })?;
         if let Some(warning) = input::damage_warning(what, &records) {
             eprintln!("relay-blktrace: warning: {warning}");
         }

@@ -40,7 +40,7 @@ use relay_sys::blktrace::{
 };
 
 use crate::convert::{action_code, categories, unfit};
-use crate::input::{damage_warning, Input, Records};
+use crate::input::{damage_warning, read_chunks, Input, Records};
 use crate::record::Record;
 
 /// Bytes of the cgroup id at the head of the pdu of a record whose action
@@ -432,16 +432,9 @@ pub fn stream(
     err: &mut dyn Write,
 ) -> Result<()> {
     let mut cut = Records::default();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).context("reading standard input"),
-        };
+    read_chunks("standard input", input, &mut |chunk| {
         let mut owned: Vec<Vec<u8>> = Vec::new();
-        cut.feed(&buf[..n], &mut |r| {
+        cut.feed(chunk, &mut |r| {
             owned.push(r.bytes().to_vec());
             Ok(())
         })?;
@@ -451,7 +444,8 @@ pub fn stream(
             .collect();
         printer.print(&records, out)?;
         out.flush()?;
-    }
+        Ok(())
+    })?;
     if let Some(warning) = damage_warning("standard input", &cut) {
         writeln!(err, "relay-blktrace: warning: {warning}")?;
     }
