@@ -407,6 +407,10 @@ impl MappedBuffer for KernelBuffer {
         request_flush(&self.file, &self.path).map(|_| ())
     }
 
+    fn flush_live(&mut self) -> Result<bool> {
+        request_flush(&self.file, &self.path)
+    }
+
     fn data(&self, loc: &SubbufLoc) -> &[u8] {
         // Bounds were checked against the mapping in `subbuf`.
         self.map

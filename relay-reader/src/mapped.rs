@@ -133,6 +133,14 @@ pub trait MappedBuffer {
     fn release(&mut self, seq: u64, count: u64) -> Result<Released>;
     /// `RELAY_IOC_FLUSH`: make the partly filled sub-buffer ready.
     fn flush(&mut self) -> Result<()>;
+    /// Makes the partly filled sub-buffer ready while the writer goes on,
+    /// for a live reader; `Ok(false)` where the backend cannot (the default:
+    /// relay-apps' flush is its `enabled` file, which also stops the
+    /// writing, and a kernel client without `flush_buf` refuses
+    /// `RELAY_IOC_FLUSH`).
+    fn flush_live(&mut self) -> Result<bool> {
+        Ok(false)
+    }
     /// The bytes at `loc`, stable until the sub-buffer is consumed. Only for
     /// no-overwrite buffers, whose writer never touches a ready sub-buffer.
     fn data(&self, loc: &SubbufLoc) -> &[u8];

@@ -377,6 +377,11 @@ impl MappedBuffer for ModelBuffer {
         Ok(())
     }
 
+    fn flush_live(&mut self) -> Result<bool> {
+        self.flush_writer();
+        Ok(true)
+    }
+
     fn data(&self, loc: &SubbufLoc) -> &[u8] {
         &self.mem[loc.data_offset as usize..(loc.data_offset + loc.data_len) as usize]
     }
@@ -465,6 +470,10 @@ impl MappedBuffer for CallRecorder {
     fn flush(&mut self) -> Result<()> {
         self.flushes += 1;
         self.model.flush()
+    }
+    fn flush_live(&mut self) -> Result<bool> {
+        self.flushes += 1;
+        self.model.flush_live()
     }
     fn data(&self, loc: &SubbufLoc) -> &[u8] {
         self.model.data(loc)

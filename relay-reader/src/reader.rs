@@ -516,6 +516,27 @@ impl Reader {
         }
     }
 
+    /// For live output while the writers go on: delivers the records
+    /// waiting in every buffer's partly filled sub-buffer (see
+    /// [`Source::take_partial`]; `on_writer_cpu` only for a reader of one
+    /// buffer running on that buffer's CPU). Returns how many sub-buffers
+    /// (or chunks) were delivered, or `None` when some buffer could not
+    /// hand its records over (the others' were delivered).
+    pub fn take_partial(
+        &mut self,
+        on_writer_cpu: bool,
+        f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,
+    ) -> Result<Option<u64>> {
+        let (mut delivered, mut all) = (0, true);
+        for source in &mut self.sources {
+            match source.take_partial(on_writer_cpu, f)? {
+                Some(n) => delivered += n,
+                None => all = false,
+            }
+        }
+        Ok(all.then_some(delivered))
+    }
+
     /// True when every buffer was finalized by the kernel and fully read.
     pub fn finished(&self) -> bool {
         !self.sources.is_empty() && self.sources.iter().all(Source::finished)

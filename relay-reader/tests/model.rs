@@ -545,3 +545,39 @@ fn dropping_the_source_releases_what_was_given_back() {
     drop(src);
     assert_eq!(consumed.get(), 2);
 }
+
+/// A live reader takes the records of the partly filled sub-buffer while
+/// the writer goes on, and the writer carries on in the next sub-buffer:
+/// nothing is lost, duplicated or torn.
+#[test]
+fn take_partial_hands_over_the_sub_buffer_being_written() {
+    let mut src = MappedSource::new(ModelBuffer::new(512, 4, false)).unwrap();
+    let mut got = Vec::new();
+    let take = |src: &mut MappedSource<ModelBuffer>, got: &mut Vec<u64>| {
+        src.take_partial(&mut |sb| {
+            got.extend(parse(sb.data));
+            Ok(())
+        })
+        .unwrap()
+        .expect("the model flushes like RELAY_IOC_FLUSH")
+    };
+    for seq in 0..3 {
+        assert!(src.buffer_mut().write(&record(seq)));
+    }
+    assert!(drain(&mut src, false).is_empty(), "no sub-buffer is full");
+    assert_eq!(take(&mut src, &mut got), 1);
+    assert_eq!(got, [0, 1, 2]);
+    // Nothing waits: nothing is delivered, no empty sub-buffer made.
+    let produced = src.buffer().produced();
+    assert_eq!(take(&mut src, &mut got), 0);
+    assert_eq!(src.buffer().produced(), produced);
+    for seq in 3..200 {
+        assert!(src.buffer_mut().write(&record(seq)));
+        if seq % 7 == 0 {
+            take(&mut src, &mut got);
+        }
+    }
+    got.extend(drain(&mut src, true));
+    assert_eq!(got, (0..200).collect::<Vec<_>>());
+    assert_eq!(src.stats().lost_subbufs, 0);
+}

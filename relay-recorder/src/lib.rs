@@ -26,6 +26,7 @@
 #![deny(unsafe_code)]
 
 mod error;
+mod idle;
 mod pinned;
 pub mod realtime;
 mod recording;

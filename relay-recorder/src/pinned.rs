@@ -33,6 +33,7 @@ use relay_reader::{
     BufStats, Error, Mode, OpenOptions, PaddingWord, Reader, Result, Waiter, Waker,
 };
 
+use crate::idle::IdleFlush;
 use crate::sink::Sink;
 use crate::stop::Stop;
 
@@ -65,6 +66,7 @@ pub struct PinnedReaders {
     sink_for: SinkFactory,
     pin: bool,
     finished_only: bool,
+    idle_flush: Option<Duration>,
     last_scan: Instant,
 }
 
@@ -103,6 +105,7 @@ impl PinnedReaders {
         base: impl AsRef<Path>,
         options: OpenOptions,
         finished_only: bool,
+        idle_flush: Option<Duration>,
         stop: &Stop,
         sink_for: SinkFactory,
     ) -> Result<PinnedReaders> {
@@ -123,6 +126,7 @@ impl PinnedReaders {
             // written from every CPU: no CPU is its own.
             pin: files.len() > 1,
             finished_only,
+            idle_flush,
             last_scan: Instant::now(),
         };
         // Open every buffer, then every sink, before any thread starts: a
@@ -177,6 +181,8 @@ impl PinnedReaders {
                 waker: self.waiter.waker(),
             },
             pin_to: self.pin.then_some(file.cpu),
+            pinned: false,
+            idle_flush: self.idle_flush,
         };
         let handle = std::thread::Builder::new()
             .name(format!("relay-cpu{}", file.cpu))
@@ -316,6 +322,9 @@ struct BufferRun {
     /// Dropped with the run, however it ends.
     _ended: Ended,
     pin_to: Option<u32>,
+    /// The thread runs on `pin_to` only (the affinity took).
+    pinned: bool,
+    idle_flush: Option<Duration>,
 }
 
 /// Tells the controller that a buffer's thread ended, however it ended:
@@ -345,7 +354,7 @@ impl BufferRun {
             // Best effort: a CPU that went offline since its buffer was
             // opened refuses the affinity, and its buffer can still be read
             // from anywhere.
-            let _ = pin_to_cpu(cpu);
+            self.pinned = pin_to_cpu(cpu).is_ok();
         }
         self.stop.wake_on_stop(self.reader.waker());
         let result = self.record();
@@ -368,12 +377,34 @@ impl BufferRun {
     }
 
     fn poll_until_stopped(&mut self) -> Result<()> {
+        let mut idle = self
+            .idle_flush
+            .map(|every| IdleFlush::new(every, Instant::now()));
         while !self.stop.is_raised() && !self.reader.finished() {
-            self.reader
-                .poll(THREAD_POLL, &mut |sb| self.sink.write(&sb))?;
+            let timeout = idle
+                .as_ref()
+                .map_or(THREAD_POLL, |idle| idle.wait(THREAD_POLL, Instant::now()));
+            let delivered = self.reader.poll(timeout, &mut |sb| self.sink.write(&sb))?;
+            if let Some(idle) = &mut idle {
+                let on_writer_cpu = self.on_writer_cpu();
+                let reader = &mut self.reader;
+                idle.after_poll(delivered, &mut self.sink, |f| {
+                    reader.take_partial(on_writer_cpu, f)
+                })?;
+            }
             self.publish();
         }
         Ok(())
+    }
+
+    /// True when this thread runs on the CPU that writes its buffer: pinned
+    /// there, and still there (CPU hotplug breaks an affinity when the CPU
+    /// goes offline).
+    fn on_writer_cpu(&self) -> bool {
+        self.pinned
+            && self
+                .pin_to
+                .is_some_and(|cpu| nix::sched::sched_getcpu().ok() == Some(cpu as usize))
     }
 
     /// Publishes the buffer's counters for [`PinnedReaders::stats`]

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use relay_reader::{BufStats, Mode, OpenOptions, PaddingWord, Reader, SubBuf};
 
+use crate::idle::IdleFlush;
 use crate::pinned::{PinnedReaders, SinkFactory};
 use crate::sink::{OneStream, PerCpuFiles, Shared, Sink};
 use crate::stop::Stop;
@@ -175,6 +176,7 @@ pub struct Recording {
     output: Option<Output>,
     sinks: Option<SinkFactory>,
     finished_only: bool,
+    idle_flush: Option<Duration>,
     progress: Option<(Duration, ProgressFn)>,
 }
 
@@ -188,6 +190,7 @@ impl fmt::Debug for Recording {
             .field("duration", &self.duration)
             .field("size_limit", &self.size_limit)
             .field("output", &self.output)
+            .field("idle_flush", &self.idle_flush)
             .finish_non_exhaustive()
     }
 }
@@ -210,6 +213,7 @@ impl Recording {
             output: None,
             sinks: None,
             finished_only: false,
+            idle_flush: None,
             progress: None,
         }
     }
@@ -287,6 +291,29 @@ impl Recording {
         self
     }
 
+    /// Live output: a buffer that delivered nothing for `interval` hands
+    /// over the records waiting in its partly filled sub-buffer, and its
+    /// sink is flushed ([`Sink::flush`]) after every delivery, so that each
+    /// record reaches the output about `interval` after it was written at
+    /// the latest, however slowly the sub-buffer fills. Off by default:
+    /// data then arrives a sub-buffer at a time.
+    ///
+    /// The records are taken through `RELAY_IOC_FLUSH` where the channel
+    /// has it (the kernel series, `relay_app` channels on stock kernels).
+    /// Elsewhere only read mode can take them, by reading the sub-buffer
+    /// being written, and only from a buffer's own pinned thread
+    /// ([`Threads::PerBuffer`] on a per-CPU channel): that is safe for
+    /// writers that fill each record with preemption or interrupts off on
+    /// their CPU (`relay_write()`, blktrace's `relay_reserve()` and fill),
+    /// so that no record is half written while that thread runs; do not ask
+    /// for it with a writer that fills a reservation later. Buffers that
+    /// can do neither deliver whole sub-buffers as before (see
+    /// [`relay_reader::Reader::take_partial`]).
+    pub fn flush_when_idle(mut self, interval: Duration) -> Self {
+        self.idle_flush = Some(interval);
+        self
+    }
+
     /// Calls `f` about every `interval` with the counters so far.
     pub fn progress(
         mut self,
@@ -345,6 +372,7 @@ impl Recording {
                     &self.channel,
                     options,
                     self.finished_only,
+                    self.idle_flush,
                     &drain,
                     sinks,
                 )?;
@@ -380,6 +408,7 @@ impl Recording {
             started,
             deadline: self.duration.map(|d| started + d),
             progress: self.progress.map(|(interval, f)| (interval, f, started)),
+            idle: self.idle_flush.map(|every| IdleFlush::new(every, started)),
         })
     }
 
@@ -412,6 +441,9 @@ pub struct Running {
     started: Instant,
     deadline: Option<Instant>,
     progress: Option<(Duration, ProgressFn, Instant)>,
+    /// The one-thread engine's idle timer (the per-buffer threads keep
+    /// their own).
+    idle: Option<IdleFlush>,
 }
 
 impl fmt::Debug for Running {
@@ -542,7 +574,13 @@ impl Running {
                 }
                 Engine::One(one) => {
                     let OneThread { reader, sink } = one.as_mut();
-                    reader.poll(timeout, &mut |sb| sink.write(&sb))?;
+                    if let Some(idle) = &self.idle {
+                        timeout = idle.wait(timeout, Instant::now());
+                    }
+                    let delivered = reader.poll(timeout, &mut |sb| sink.write(&sb))?;
+                    if let Some(idle) = &mut self.idle {
+                        idle.after_poll(delivered, sink, |f| reader.take_partial(false, f))?;
+                    }
                 }
             }
             self.report_progress();
@@ -652,6 +690,13 @@ impl Sink for SinkPerBuffer {
         }
         result
     }
+
+    fn flush(&mut self) -> relay_reader::Result<()> {
+        for sink in self.sinks.values_mut() {
+            sink.flush()?;
+        }
+        Ok(())
+    }
 }
 
 /// The size limit: bytes every sink wrote, and the stop raised once they
@@ -697,6 +742,10 @@ impl Sink for Limited {
 
     fn finish(&mut self) -> relay_reader::Result<()> {
         self.inner.finish()
+    }
+
+    fn flush(&mut self) -> relay_reader::Result<()> {
+        self.inner.flush()
     }
 }
 

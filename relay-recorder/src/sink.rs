@@ -20,6 +20,14 @@ pub trait Sink {
     fn write(&mut self, sb: &SubBuf<'_>) -> Result<()>;
     /// Flushes everything to its destination.
     fn finish(&mut self) -> Result<()>;
+    /// Hands what was written so far on to the destination (a pipe, say)
+    /// without ending anything, for live output; the recording calls it
+    /// after every delivery when it flushes idle buffers
+    /// ([`crate::Recording::flush_when_idle`]). The default does nothing,
+    /// for sinks that keep nothing back.
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl<S: Sink + ?Sized> Sink for Box<S> {
@@ -29,6 +37,10 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
 
     fn finish(&mut self) -> Result<()> {
         (**self).finish()
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        (**self).flush()
     }
 }
 
@@ -92,8 +104,24 @@ impl CpuFile {
     }
 
     fn finish(&mut self) -> Result<()> {
+        self.write_out(true)
+    }
+
+    /// Writes what is buffered (no sync): readers of the file see it.
+    fn flush(&mut self) -> Result<()> {
+        self.write_out(false)
+    }
+
+    /// Writes what is buffered and, with `sync`, syncs the file's data.
+    fn write_out(&mut self, sync: bool) -> Result<()> {
         let result = match self.out.as_mut() {
-            Some(out) => out.flush().and_then(|()| out.get_ref().sync_data()),
+            Some(out) => out.flush().and_then(|()| {
+                if sync {
+                    out.get_ref().sync_data()
+                } else {
+                    Ok(())
+                }
+            }),
             None => return Err(self.failed_before()),
         };
         match result {
@@ -202,6 +230,13 @@ impl Sink for PerCpuFiles {
         }
         Ok(())
     }
+
+    fn flush(&mut self) -> Result<()> {
+        for file in self.files.values_mut() {
+            file.flush()?;
+        }
+        Ok(())
+    }
 }
 
 /// Everything into one stream (a file or stdout), sub-buffers in the order
@@ -252,6 +287,10 @@ impl<W: Write> Sink for OneStream<W> {
     }
 
     fn finish(&mut self) -> Result<()> {
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<()> {
         self.out.flush().map_err(|source| Error::Sink {
             target: self.name.clone(),
             source,
@@ -301,6 +340,10 @@ impl<S: Sink, F: FnMut(&SubBuf<'_>)> Sink for Inspect<S, F> {
     fn finish(&mut self) -> Result<()> {
         self.inner.finish()
     }
+
+    fn flush(&mut self) -> Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// One sink written by several threads (one stream for a recording with a
@@ -346,6 +389,10 @@ impl<S: Sink> Sink for Shared<S> {
     fn finish(&mut self) -> Result<()> {
         self.lock().finish()
     }
+
+    fn flush(&mut self) -> Result<()> {
+        self.lock().flush()
+    }
 }
 
 #[cfg(test)]
@@ -390,6 +437,30 @@ mod tests {
             std::fs::read(dir.join("cpu0.2")).unwrap(),
             b"dddddddddddddd"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Live output: what a stream or a file holds back reaches its
+    /// destination on `flush`, before (and without) `finish`.
+    #[test]
+    fn flush_hands_buffered_data_on_without_finishing() {
+        let dir = temp_dir("flush");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stream");
+        let mut stream = Shared::new(OneStream::create(&path).unwrap());
+        stream.write(&sb(0, b"first")).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"", "held in the writer");
+        stream.flush().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        stream.write(&sb(1, b" second")).unwrap();
+        stream.finish().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"first second");
+
+        let mut files = PerCpuFiles::create(&dir, "cpu").unwrap();
+        files.write(&sb(3, b"xyz")).unwrap();
+        assert_eq!(std::fs::read(dir.join("cpu3")).unwrap(), b"");
+        files.flush().unwrap();
+        assert_eq!(std::fs::read(dir.join("cpu3")).unwrap(), b"xyz");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -309,6 +309,19 @@ impl<B: MappedBuffer> MappedSource<B> {
         self.flush()?;
         self.drain(f)
     }
+
+    /// For a live reader while the writer goes on: makes the partly filled
+    /// sub-buffer ready where the backend can ([`MappedBuffer::flush_live`]),
+    /// then drains. `None` (nothing read) where it cannot.
+    pub fn take_partial(
+        &mut self,
+        f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,
+    ) -> Result<Option<u64>> {
+        if !self.buf.flush_live()? {
+            return Ok(None);
+        }
+        self.drain(f).map(Some)
+    }
 }
 
 impl<B: MappedBuffer> Lender for MappedSource<B> {

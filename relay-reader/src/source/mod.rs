@@ -272,6 +272,24 @@ impl Source {
         }
     }
 
+    /// For a live reader while the writer goes on: the records waiting in
+    /// the partly filled sub-buffer, through `RELAY_IOC_FLUSH` where the
+    /// channel has it, else in read mode by reading that sub-buffer when
+    /// `on_writer_cpu` says it is safe (see [`ReadSource::take_partial`]).
+    /// `None` (nothing read) when this buffer cannot hand them over now:
+    /// they come with the next full sub-buffer, or at the end.
+    pub fn take_partial(
+        &mut self,
+        on_writer_cpu: bool,
+        f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,
+    ) -> Result<Option<u64>> {
+        match self {
+            Source::Mmap(s) => s.take_partial(f),
+            Source::RelayApp(s) => s.take_partial(f),
+            Source::Read(s) => s.take_partial(on_writer_cpu, f),
+        }
+    }
+
     /// Read mode: see [`ReadSource::set_finished_only`]; the mmap modes
     /// deliver finished sub-buffers only anyway.
     pub fn set_read_finished_only(&mut self, on: bool) {

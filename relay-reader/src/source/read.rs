@@ -156,6 +156,33 @@ impl ReadSource {
         }))
     }
 
+    /// For a live reader while the writer goes on: the records waiting in
+    /// the sub-buffer being written. Where the channel takes
+    /// `RELAY_IOC_FLUSH` (the kernel series, `relay_app` channels), the
+    /// writer finishes that sub-buffer and a drain reads it. Elsewhere
+    /// (blktrace on a stock kernel) read(2) of the sub-buffer being written
+    /// is safe only with `on_writer_cpu`: the caller runs on the CPU that
+    /// writes this buffer (a thread pinned to it) and the writer fills each
+    /// record with preemption or interrupts off, as `relay_write()` and
+    /// blktrace do, so no record is half written while this thread runs.
+    /// `None` (nothing read) when neither holds.
+    pub fn take_partial(
+        &mut self,
+        on_writer_cpu: bool,
+        f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,
+    ) -> Result<Option<u64>> {
+        if crate::kernel::request_flush(&self.file, &self.path)? {
+            return self.drain(f).map(Some);
+        }
+        if !on_writer_cpu {
+            return Ok(None);
+        }
+        // Everything up to the writer's offset, until read(2) runs dry
+        // (`take` clears the flag then).
+        self.flushed = true;
+        self.drain(f).map(Some)
+    }
+
     /// The kernel's counters, where the file has a meta area.
     fn refresh_kernel_counters(&mut self) {
         // The data matters more than the counters: a file that read(2) still
