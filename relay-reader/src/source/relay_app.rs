@@ -230,32 +230,48 @@ pub fn has_control_files(path: &Path) -> bool {
 /// look, such as `relay-stat`.
 pub fn relay_app_state(path: &Path, cpu: u32) -> Result<(BufInfo, BufState)> {
     let control = |suffix: &str| PathBuf::from(format!("{}{suffix}", path.display()));
-    let subbuf_size = read_number(&sibling(path, conv::SUBBUF_SIZE_FILE))?;
-    let n_subbufs = read_number(&sibling(path, conv::N_SUBBUFS_FILE))?;
+    let info = geometry(path, cpu, conv::PADDING_HEADER_SIZE as u64)?;
     let word = |path: PathBuf| -> Result<u64> {
         let file = File::open(&path).map_err(|e| Error::io(&path, "open", e))?;
         RelayAppBuffer::read_word(&file, &path)
     };
     let produced = word(control(conv::PRODUCED_SUFFIX))?;
     let consumed = word(control(conv::CONSUMED_SUFFIX))?;
-    let info = BufInfo {
-        subbuf_size,
-        n_subbufs,
-        mmap_len: subbuf_size
-            .checked_mul(n_subbufs)
-            .and_then(|len| len.checked_next_multiple_of(page_size()))
-            .unwrap_or(u64::MAX),
-        cpu,
-        global: false,
-        overwrite: false,
-        meta_len: 0,
-    };
     let state = BufState {
         produced,
         consumed,
         ..BufState::default()
     };
     Ok((info, state))
+}
+
+/// The geometry of the relay-apps buffer `path` (the buffer of `cpu`) from
+/// its `subbuf_size` and `n_subbufs` files, checked: sub-buffers larger
+/// than `least` bytes (the padding word), at least two of them, and a
+/// mapping length that fits in 64 bits.
+fn geometry(path: &Path, cpu: u32, least: u64) -> Result<BufInfo> {
+    let subbuf_size = read_number(&sibling(path, conv::SUBBUF_SIZE_FILE))?;
+    let n_subbufs = read_number(&sibling(path, conv::N_SUBBUFS_FILE))?;
+    let corrupt = || Error::Corrupt {
+        path: path.into(),
+        what: format!("geometry {n_subbufs} x {subbuf_size} bytes"),
+    };
+    if subbuf_size <= least || n_subbufs < 2 {
+        return Err(corrupt());
+    }
+    let mmap_len = subbuf_size
+        .checked_mul(n_subbufs)
+        .and_then(|len| len.checked_next_multiple_of(page_size()))
+        .ok_or_else(corrupt)?;
+    Ok(BufInfo {
+        subbuf_size,
+        n_subbufs,
+        mmap_len,
+        cpu,
+        global: false,
+        overwrite: false,
+        meta_len: 0,
+    })
 }
 
 /// Where the data of sub-buffer `seq` lies in a relay-apps buffer `map`,
@@ -320,15 +336,8 @@ impl RelayAppBuffer {
             .write(true)
             .open(&consumed_path)
             .map_err(|e| Error::io(&consumed_path, "open", e))?;
-        let subbuf_size = read_number(&sibling(path, conv::SUBBUF_SIZE_FILE))?;
-        let n_subbufs = read_number(&sibling(path, conv::N_SUBBUFS_FILE))?;
         let least = padding.bytes().unwrap_or(conv::PADDING_HEADER_SIZE as u64);
-        if subbuf_size <= least || n_subbufs < 2 {
-            return Err(Error::Corrupt {
-                path: path.into(),
-                what: format!("geometry {n_subbufs} x {subbuf_size} bytes"),
-            });
-        }
+        let info = geometry(path, cpu, least)?;
         // relay_app's `overwrite` file (not part of relay-apps 0.9x): the
         // protocol has no way to detect a lap, so refuse rather than hand
         // out sub-buffers that may have been overwritten while read.
@@ -336,8 +345,7 @@ impl RelayAppBuffer {
         if overwrite.exists() && read_number(&overwrite)? != 0 {
             return Err(Error::RelayAppOverwrite { path: path.into() });
         }
-        let mmap_len = (subbuf_size * n_subbufs).next_multiple_of(page_size());
-        let map = Mapping::new(&file, mmap_len, path)?;
+        let map = Mapping::new(&file, info.mmap_len, path)?;
         let mut buffer = RelayAppBuffer {
             path: path.into(),
             file,
@@ -345,15 +353,7 @@ impl RelayAppBuffer {
             consumed,
             enabled: sibling(path, conv::ENABLED_FILE),
             map,
-            info: BufInfo {
-                subbuf_size,
-                n_subbufs,
-                mmap_len,
-                cpu,
-                global: false,
-                overwrite: false,
-                meta_len: 0,
-            },
+            info,
             padding: shared.clone(),
             word: padding.bytes(),
         };
@@ -561,6 +561,23 @@ impl MappedBuffer for RelayAppBuffer {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn geometry_that_overflows_or_cannot_hold_a_padding_word_is_corrupt() {
+        let dir = std::env::temp_dir().join(format!("relay-app-geometry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (size, n) in [(u64::MAX / 2, 4), (4, 8), (4096, 1)] {
+            std::fs::write(dir.join(conv::SUBBUF_SIZE_FILE), format!("{size}\n")).unwrap();
+            std::fs::write(dir.join(conv::N_SUBBUFS_FILE), format!("{n}\n")).unwrap();
+            let err = relay_app_state(&dir.join("cpu0"), 0).unwrap_err();
+            assert!(
+                matches!(err, Error::Corrupt { .. }) && err.to_string().contains("geometry"),
+                "{size} x {n}: {err}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     use super::*;
     use crate::source::MappedSource;
 
