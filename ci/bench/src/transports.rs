@@ -28,11 +28,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use nix::sys::resource::UsageWho;
+use nix::sys::resource::{getrusage, UsageWho};
+use nix::time::ClockId;
 use serde::{Deserialize, Serialize};
 
 use crate::json;
-use crate::process::{cpu_seconds, sh};
+use crate::process::{cpu_clock, sh};
 use consumers::{Bpf, BpfKind, BpfThread, Counts, RelayRun, Tally};
 
 const CTL: &str = "/sys/kernel/debug/relay_xbench_ctl";
@@ -41,11 +42,11 @@ const N_SUBBUFS: u64 = 8;
 /// Bytes of buffer per CPU, every transport.
 const BYTES_PER_CPU: u64 = SUBBUF_SIZE * N_SUBBUFS;
 const PAGE: u64 = 4096;
-/// What every CPU writes in the burst without a consumer: a quarter of its
-/// share of the buffers in records with the largest header a transport adds
+/// What every CPU writes in the burst without a consumer: half its share
+/// of the buffers in records with the largest header a transport adds
 /// (the perf buffer's 8-byte header, 4-byte size and padding), so that no
 /// transport drops any.
-const BURST_BYTES_PER_CPU: u64 = BYTES_PER_CPU / 4;
+const BURST_BYTES_PER_CPU: u64 = BYTES_PER_CPU / 2;
 /// Bytes of records the consumers' work alone is timed over, per round.
 const CHECK_FLOOR_BYTES: u64 = 128 << 20;
 /// How long the consumer may take to deliver the last records of a run.
@@ -63,6 +64,9 @@ pub struct TransportsArgs {
     /// Record sizes (8 to 256 bytes, multiples of 8).
     #[arg(long, value_delimiter = ',', default_values_t = [8u32, 64, 256])]
     sizes: Vec<u32>,
+    /// The transports to measure (relay, ringbuf, perfbuf).
+    #[arg(long, value_delimiter = ',', default_values = ["relay", "ringbuf", "perfbuf"])]
+    transports: Vec<String>,
     /// Rounds; in each, every transport and size is measured once.
     #[arg(long, default_value_t = 5)]
     rounds: u32,
@@ -164,6 +168,13 @@ pub struct Cell {
 pub struct CellRound {
     /// Producer ns per record with no consumer (a burst the buffers hold).
     pub alone_ns_per_record: f64,
+    /// The consumer's CPU seconds to take that burst out of the buffers
+    /// afterwards, with no producer running.
+    #[serde(default)]
+    pub drain_cpu: f64,
+    /// The burst's records.
+    #[serde(default)]
+    pub drain_records: u64,
     /// The run at full speed.
     pub full: Run,
     /// The highest rate without loss found, records per second over all
@@ -197,6 +208,12 @@ pub struct Run {
     pub producer_ns: u64,
     /// The consumer's user + system CPU seconds.
     pub consumer_cpu: f64,
+    /// The consumer's minor page faults.
+    #[serde(default)]
+    pub consumer_faults: u64,
+    /// The consumer's voluntary context switches (each a wait for data).
+    #[serde(default)]
+    pub consumer_sleeps: u64,
 }
 
 impl Run {
@@ -244,9 +261,20 @@ fn produce(transport: &str, size: u32, rate: u32, msecs: u64, count: u64) -> Res
     Ok(p)
 }
 
-/// CPU seconds of every thread but the calling one (the consumers').
-fn consumer_cpu() -> Result<f64> {
-    Ok(cpu_seconds(UsageWho::RUSAGE_SELF)? - cpu_seconds(UsageWho::RUSAGE_THREAD)?)
+/// CPU seconds, minor page faults and voluntary context switches (sleeps:
+/// waits for data) of every thread but the calling one (the consumers').
+fn consumer_usage() -> Result<(f64, i64, i64)> {
+    let cpu = cpu_clock(ClockId::CLOCK_PROCESS_CPUTIME_ID)?
+        - cpu_clock(ClockId::CLOCK_THREAD_CPUTIME_ID)?;
+    let (all, me) = (
+        getrusage(UsageWho::RUSAGE_SELF).context("getrusage")?,
+        getrusage(UsageWho::RUSAGE_THREAD).context("getrusage")?,
+    );
+    Ok((
+        cpu,
+        all.minor_page_faults() - me.minor_page_faults(),
+        all.voluntary_context_switches() - me.voluntary_context_switches(),
+    ))
 }
 
 /// A transport's consumer for the runs of one cell round.
@@ -306,7 +334,7 @@ impl Bench<'_> {
             }
             Consumer::Bpf { bpf, .. } => (None, bpf.dropped()?),
         };
-        let cpu0 = consumer_cpu()?;
+        let usage0 = consumer_usage()?;
         let t0 = Instant::now();
         let transport = if relay.is_some() { "relay" } else { "tp" };
         let p = produce(transport, size, rate, self.args.run_ms, 0)?;
@@ -319,7 +347,7 @@ impl Bench<'_> {
         }
         let got = self.wait_for(before, p.records - lost)?;
         let secs = t0.elapsed().as_secs_f64();
-        let cpu = consumer_cpu()? - cpu0;
+        let usage = consumer_usage()?;
         Ok(Run {
             offered: p.records,
             lost,
@@ -330,7 +358,9 @@ impl Bench<'_> {
             produce_secs: p.wall,
             secs,
             producer_ns: p.ns,
-            consumer_cpu: cpu,
+            consumer_cpu: usage.0 - usage0.0,
+            consumer_faults: (usage.1 - usage0.1).max(0) as u64,
+            consumer_sleeps: (usage.2 - usage0.2).max(0) as u64,
         })
     }
 
@@ -370,12 +400,23 @@ impl Bench<'_> {
             Consumer::Relay { .. } => 0,
         };
         let burst = produce(tp, size, 0, 60_000, count)?;
-        match &consumer {
+        // Then the consumer drains the burst with no producer running: its
+        // CPU time for that is the drain figure. relay's reading threads
+        // clock themselves from their first sub-buffer (opening, mapping
+        // and starting them is not counted); the BPF thread had its buffer
+        // before the burst.
+        let drain_cpu = match &consumer {
             Consumer::Relay { size, n_cpus } => {
-                RelayRun::start(*size, *n_cpus, &self.tally)?.finish()?
+                RelayRun::start(*size, *n_cpus, &self.tally)?.finish()?;
+                (self.tally.counts() - before).reader_cpu_ns as f64 / 1e9
             }
-            Consumer::Bpf { thread, .. } => thread.as_ref().expect("started above").go(),
-        }
+            Consumer::Bpf { thread, .. } => {
+                let usage0 = consumer_usage()?;
+                thread.as_ref().expect("started above").go();
+                self.wait_for(before, burst.records)?;
+                consumer_usage()?.0 - usage0.0
+            }
+        };
         let lost = burst.dropped
             + match &consumer {
                 Consumer::Bpf { bpf, .. } => bpf.dropped()? - dropped_before,
@@ -392,6 +433,8 @@ impl Bench<'_> {
         let full = self.run(&mut consumer, size, 0)?;
         let mut round = CellRound {
             alone_ns_per_record: burst.ns as f64 / burst.records as f64,
+            drain_cpu,
+            drain_records: burst.records,
             full: full.clone(),
             ..CellRound::default()
         };
@@ -425,10 +468,13 @@ impl Bench<'_> {
             thread.stop()?;
         }
         eprintln!(
-            "{} {size} B: {:.0} records/s at full speed, {} lost; lossless up to {:.0}/s",
+            "{} {size} B: {:.0} records/s at full speed, {} lost, consumer {:.3} CPU s, {} faults, {} sleeps; lossless up to {:.0}/s",
             transport.name(),
             full.received as f64 / full.secs,
             full.lost,
+            full.consumer_cpu,
+            full.consumer_faults,
+            full.consumer_sleeps,
             round.lossless_rate
         );
         Ok(round)
@@ -465,9 +511,17 @@ pub fn run(args: &TransportsArgs) -> Result<()> {
                 (None, Some(format!("{e:#}")))
             }
         };
-        let mut transports = vec![Transport::Relay];
-        if bpf.is_some() {
-            transports.extend([Transport::Ringbuf, Transport::Perfbuf]);
+        let mut transports = Vec::new();
+        for name in &args.transports {
+            let t = match name.as_str() {
+                "relay" => Transport::Relay,
+                "ringbuf" => Transport::Ringbuf,
+                "perfbuf" => Transport::Perfbuf,
+                other => bail!("no transport {other}: relay, ringbuf or perfbuf"),
+            };
+            if t == Transport::Relay || bpf.is_some() {
+                transports.push(t);
+            }
         }
         let bench = Bench {
             args,
@@ -570,6 +624,8 @@ pub enum Figure {
     CpuPerMillion,
     /// Consumer CPU seconds per GiB.
     CpuPerGib,
+    /// Consumer CPU seconds per GiB draining a burst, no producer running.
+    DrainCpuPerGib,
     /// Producer ns per record, no consumer.
     AloneNs,
     /// Producer ns per record at full speed with the consumer.
@@ -587,6 +643,9 @@ impl Figure {
             Figure::LostPercent => 100.0 * f.lost as f64 / f.offered.max(1) as f64,
             Figure::CpuPerMillion => f.consumer_cpu / (f.received as f64 / 1e6),
             Figure::CpuPerGib => f.consumer_cpu / (bytes / (1u64 << 30) as f64),
+            Figure::DrainCpuPerGib => {
+                r.drain_cpu / (r.drain_records as f64 * f64::from(size) / (1u64 << 30) as f64)
+            }
             Figure::AloneNs => r.alone_ns_per_record,
             Figure::WithConsumerNs => f.producer_ns as f64 / f.offered.max(1) as f64,
         }
@@ -674,14 +733,14 @@ pub fn table(result: &TransportsResult) -> String {
             figure_cell(&alone.check_bulk_cpu_per_gib, |x| format!("{x:.2}")),
             figure_cell(&alone.check_each_cpu_per_gib, |x| format!("{x:.2}")),
         ));
-        s.push_str("| transport | lossless records/s | vs ring buffer | records/s at full speed | MiB/s at full speed | vs ring buffer | lost at full speed, % | consumer CPU s per M records | consumer CPU s per GiB | vs ring buffer | producer ns per record, no consumer | with the consumer | vs ring buffer |\n");
-        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("| transport | lossless records/s | vs ring buffer | records/s at full speed | MiB/s at full speed | vs ring buffer | lost at full speed, % | consumer CPU s per M records | consumer CPU s per GiB | vs ring buffer | consumer CPU s per GiB draining filled buffers | vs ring buffer | producer ns per record, no consumer | with the consumer | vs ring buffer |\n");
+        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         let base = cell(result, Transport::Ringbuf, size);
         for c in result.cells.iter().filter(|c| c.record_size == size) {
             let f = |figure| figures(c, figure);
             let vs = |figure| base.map_or("-".into(), |b| ratio_cell(ratio(c, b, figure)));
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {:.1} | {} | {} | {} | {:.2} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {:.1} | {} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} |\n",
                 c.transport.name(),
                 figure_cell(&f(Figure::LosslessRate), rate),
                 vs(Figure::LosslessRate),
@@ -692,6 +751,8 @@ pub fn table(result: &TransportsResult) -> String {
                 figure_cell(&f(Figure::CpuPerMillion), |x| format!("{x:.3}")),
                 median(&f(Figure::CpuPerGib)),
                 vs(Figure::CpuPerGib),
+                figure_cell(&f(Figure::DrainCpuPerGib), |x| format!("{x:.2}")),
+                vs(Figure::DrainCpuPerGib),
                 figure_cell(&f(Figure::AloneNs), |x| format!("{x:.0}")),
                 figure_cell(&f(Figure::WithConsumerNs), |x| format!("{x:.0}")),
                 vs(Figure::WithConsumerNs),

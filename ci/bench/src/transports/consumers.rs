@@ -54,6 +54,9 @@ pub struct Tally {
     /// The sum of every word of every record (kept so that no check is
     /// optimised away).
     checksum: AtomicU64,
+    /// CPU ns of relay's reading threads from their first sub-buffer to
+    /// the end of their recording (their own clocks).
+    reader_cpu_ns: AtomicU64,
 }
 
 /// A snapshot of a [`Tally`]; runs take differences of two.
@@ -67,6 +70,8 @@ pub struct Counts {
     pub gaps: u64,
     /// See [`Tally`].
     pub perf_lost: u64,
+    /// See [`Tally`].
+    pub reader_cpu_ns: u64,
 }
 
 impl Tally {
@@ -77,6 +82,7 @@ impl Tally {
             bad: self.bad.load(Ordering::Relaxed),
             gaps: self.gaps.load(Ordering::Relaxed),
             perf_lost: self.perf_lost.load(Ordering::Relaxed),
+            reader_cpu_ns: self.reader_cpu_ns.load(Ordering::Relaxed),
         }
     }
 }
@@ -90,6 +96,7 @@ impl std::ops::Sub for Counts {
             bad: self.bad - before.bad,
             gaps: self.gaps - before.gaps,
             perf_lost: self.perf_lost - before.perf_lost,
+            reader_cpu_ns: self.reader_cpu_ns - before.reader_cpu_ns,
         }
     }
 }
@@ -185,7 +192,6 @@ fn word_sum(data: &[u8]) -> u64 {
 /// held in memory in sub-buffer-sized passes (as the relay sink does), and
 /// a record at a time (as the BPF callbacks do).
 pub fn check_floor(size: u32, total: u64) -> anyhow::Result<(f64, f64)> {
-    use nix::sys::resource::UsageWho;
     const CHUNK: usize = 256 << 10;
     let per_chunk = CHUNK / size as usize;
     let mut data = Vec::with_capacity(per_chunk * size as usize);
@@ -199,7 +205,7 @@ pub fn check_floor(size: u32, total: u64) -> anyhow::Result<(f64, f64)> {
     let tally = Arc::new(Tally::default());
     let mut checker = Checker::new(size, 1, Arc::clone(&tally));
     let mut timed = |each: bool| -> anyhow::Result<f64> {
-        let cpu0 = crate::process::cpu_seconds(UsageWho::RUSAGE_THREAD)?;
+        let cpu0 = thread_cpu();
         for _ in 0..passes {
             if each {
                 for rec in std::hint::black_box(&data).chunks_exact(size as usize) {
@@ -210,7 +216,7 @@ pub fn check_floor(size: u32, total: u64) -> anyhow::Result<(f64, f64)> {
             }
             checker.publish();
         }
-        Ok((crate::process::cpu_seconds(UsageWho::RUSAGE_THREAD)? - cpu0) / gib)
+        Ok((thread_cpu() - cpu0) / gib)
     };
     let bulk = timed(false)?;
     let each = timed(true)?;
@@ -221,18 +227,37 @@ pub fn check_floor(size: u32, total: u64) -> anyhow::Result<(f64, f64)> {
     Ok((bulk, each))
 }
 
-/// relay-reader's sink: every sub-buffer's records checked.
-struct CheckSink(Checker);
+/// relay-reader's sink: every sub-buffer's records checked, and the
+/// reading thread's CPU time from its first sub-buffer to its end.
+struct CheckSink {
+    checker: Checker,
+    first_cpu: Option<f64>,
+}
+
+/// CPU seconds of the calling thread (0 if it cannot be read).
+fn thread_cpu() -> f64 {
+    crate::process::cpu_clock(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap_or(0.0)
+}
 
 impl Sink for CheckSink {
     fn write(&mut self, sb: &SubBuf<'_>) -> relay_reader::Result<()> {
-        self.0.records(sb.data);
-        self.0.publish();
+        if self.first_cpu.is_none() {
+            self.first_cpu = Some(thread_cpu());
+        }
+        self.checker.records(sb.data);
+        self.checker.publish();
         Ok(())
     }
 
     fn finish(&mut self) -> relay_reader::Result<()> {
-        self.0.publish();
+        self.checker.publish();
+        if let Some(first) = self.first_cpu.take() {
+            let ns = ((thread_cpu() - first) * 1e9).max(0.0) as u64;
+            self.checker
+                .tally
+                .reader_cpu_ns
+                .fetch_add(ns, Ordering::Relaxed);
+        }
         Ok(())
     }
 }
@@ -248,10 +273,10 @@ impl RelayRun {
         let running = Recording::new(RELAY_CHANNEL)
             .mode(Mode::Mmap)
             .sinks(Box::new(move |_cpu| {
-                Ok(
-                    Box::new(CheckSink(Checker::new(size, n_cpus, Arc::clone(&tally))))
-                        as Box<dyn Sink + Send>,
-                )
+                Ok(Box::new(CheckSink {
+                    checker: Checker::new(size, n_cpus, Arc::clone(&tally)),
+                    first_cpu: None,
+                }) as Box<dyn Sink + Send>)
             }))
             .start()
             .context("starting relay-reader's recording of relay_xbench")?;
@@ -505,7 +530,7 @@ mod tests {
                 records: 7,
                 bad: 2,
                 gaps: 1,
-                perf_lost: 0
+                ..Counts::default()
             }
         );
         // A new run numbers from 0 again: no gap.
@@ -523,7 +548,10 @@ mod tests {
     #[test]
     fn the_relay_sink_checks_every_record_of_a_sub_buffer() {
         let tally = Arc::new(Tally::default());
-        let mut sink = CheckSink(Checker::new(8, 1, Arc::clone(&tally)));
+        let mut sink = CheckSink {
+            checker: Checker::new(8, 1, Arc::clone(&tally)),
+            first_cpu: None,
+        };
         let data: Vec<u8> = (0..3).flat_map(|s| rec(0, s, 8)).chain([1, 2]).collect();
         sink.write(&SubBuf {
             cpu: 0,
