@@ -16,9 +16,8 @@
  * /sys/kernel/debug/relay_xbench_ctl/run makes every online CPU write
  * records of SIZE bytes (8 to 256, a multiple of 8) for MSECS ms, or until
  * it wrote COUNT records (0 or none: no limit), at RATE records per second
- * per CPU (0: as fast as it can; a CPU that falls behind its schedule
- * moves it rather than catch up in a burst); the write returns when all
- * CPUs are done.
+ * per CPU (0: as fast as it can; see xbench_pace() for how it keeps
+ * the rate); the write returns when all CPUs are done.
  * /sys/kernel/debug/relay_xbench_ctl/results then holds the last run's
  * totals over all CPUs, one "NAME VALUE" per line:
  *   records   records offered to the transport
@@ -103,22 +102,37 @@ static noinline void xbench_nothing(const void *data, u32 len)
 	barrier();
 }
 
+static uint pace_sleep_us = 200;
+module_param(pace_sleep_us, uint, 0644);
+MODULE_PARM_DESC(pace_sleep_us, "Paced: sleep at least this long, this much slack (default 200)");
+
+static uint pace_debt_us = 2000;
+module_param(pace_debt_us, uint, 0644);
+MODULE_PARM_DESC(pace_debt_us, "Paced: records owed for longer are not written (default 2000)");
+
 /*
  * Keeps record @n at or after its time at @rate records per second,
- * counted from *@paced: more than a millisecond ahead, sleep; more than a
- * millisecond behind (a sleep that overslept, a preempted worker), move
- * the schedule instead of writing the records owed in a burst, so that the
- * rate never exceeds @rate over a millisecond.  The achieved rate is what
- * the caller reports (records over time).
+ * counted from *@paced: ahead of it, sleep until then (pace_sleep_us at
+ * least, with that much slack); a CPU
+ * that fell behind (a sleep that overslept, a preempted worker) writes the
+ * records it owes at full speed, up to pace_debt_us worth of them, and
+ * moves its schedule for the rest, so that no burst fills the buffers
+ * after a stall.  The achieved rate is what the caller reports (records
+ * over time).
  */
 static void xbench_pace(u32 rate, u64 n, u64 now, u64 *paced)
 {
 	u64 due = *paced + div_u64(n * NSEC_PER_SEC, rate);
+	u64 debt = (u64)pace_debt_us * NSEC_PER_USEC;
+	unsigned long us;
 
-	if (now + NSEC_PER_MSEC < due)
-		usleep_range(1000, 2000);
-	else if (now > due + NSEC_PER_MSEC)
-		*paced += now - due;
+	if (now < due) {
+		us = max_t(unsigned long, div_u64(due - now, NSEC_PER_USEC),
+			   pace_sleep_us);
+		usleep_range(us, us + pace_sleep_us);
+	} else if (now > due + debt) {
+		*paced += now - due - debt;
+	}
 }
 
 static void xbench_work_fn(struct work_struct *work)
