@@ -168,13 +168,6 @@ pub struct Cell {
 pub struct CellRound {
     /// Producer ns per record with no consumer (a burst the buffers hold).
     pub alone_ns_per_record: f64,
-    /// The consumer's CPU seconds to take that burst out of the buffers
-    /// afterwards, with no producer running.
-    #[serde(default)]
-    pub drain_cpu: f64,
-    /// The burst's records.
-    #[serde(default)]
-    pub drain_records: u64,
     /// The run at full speed.
     pub full: Run,
     /// The highest rate without loss found, records per second over all
@@ -400,23 +393,13 @@ impl Bench<'_> {
             Consumer::Relay { .. } => 0,
         };
         let burst = produce(tp, size, 0, 60_000, count)?;
-        // Then the consumer drains the burst with no producer running: its
-        // CPU time for that is the drain figure. relay's reading threads
-        // clock themselves from their first sub-buffer (opening, mapping
-        // and starting them is not counted); the BPF thread had its buffer
-        // before the burst.
-        let drain_cpu = match &consumer {
+        // Then the consumer takes the burst out (not measured).
+        match &consumer {
             Consumer::Relay { size, n_cpus } => {
-                RelayRun::start(*size, *n_cpus, &self.tally)?.finish()?;
-                (self.tally.counts() - before).reader_cpu_ns as f64 / 1e9
+                RelayRun::start(*size, *n_cpus, &self.tally)?.finish()?
             }
-            Consumer::Bpf { thread, .. } => {
-                let usage0 = consumer_usage()?;
-                thread.as_ref().expect("started above").go();
-                self.wait_for(before, burst.records)?;
-                consumer_usage()?.0 - usage0.0
-            }
-        };
+            Consumer::Bpf { thread, .. } => thread.as_ref().expect("started above").go(),
+        }
         let lost = burst.dropped
             + match &consumer {
                 Consumer::Bpf { bpf, .. } => bpf.dropped()? - dropped_before,
@@ -433,8 +416,6 @@ impl Bench<'_> {
         let full = self.run(&mut consumer, size, 0)?;
         let mut round = CellRound {
             alone_ns_per_record: burst.ns as f64 / burst.records as f64,
-            drain_cpu,
-            drain_records: burst.records,
             full: full.clone(),
             ..CellRound::default()
         };
@@ -624,8 +605,6 @@ pub enum Figure {
     CpuPerMillion,
     /// Consumer CPU seconds per GiB.
     CpuPerGib,
-    /// Consumer CPU seconds per GiB draining a burst, no producer running.
-    DrainCpuPerGib,
     /// Producer ns per record, no consumer.
     AloneNs,
     /// Producer ns per record at full speed with the consumer.
@@ -643,9 +622,6 @@ impl Figure {
             Figure::LostPercent => 100.0 * f.lost as f64 / f.offered.max(1) as f64,
             Figure::CpuPerMillion => f.consumer_cpu / (f.received as f64 / 1e6),
             Figure::CpuPerGib => f.consumer_cpu / (bytes / (1u64 << 30) as f64),
-            Figure::DrainCpuPerGib => {
-                r.drain_cpu / (r.drain_records as f64 * f64::from(size) / (1u64 << 30) as f64)
-            }
             Figure::AloneNs => r.alone_ns_per_record,
             Figure::WithConsumerNs => f.producer_ns as f64 / f.offered.max(1) as f64,
         }
@@ -733,14 +709,14 @@ pub fn table(result: &TransportsResult) -> String {
             figure_cell(&alone.check_bulk_cpu_per_gib, |x| format!("{x:.2}")),
             figure_cell(&alone.check_each_cpu_per_gib, |x| format!("{x:.2}")),
         ));
-        s.push_str("| transport | lossless records/s | vs ring buffer | records/s at full speed | MiB/s at full speed | vs ring buffer | lost at full speed, % | consumer CPU s per M records | consumer CPU s per GiB | vs ring buffer | consumer CPU s per GiB draining filled buffers | vs ring buffer | producer ns per record, no consumer | with the consumer | vs ring buffer |\n");
-        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("| transport | lossless records/s | vs ring buffer | records/s at full speed | MiB/s at full speed | vs ring buffer | lost at full speed, % | consumer CPU s per M records | consumer CPU s per GiB | vs ring buffer | producer ns per record, no consumer | with the consumer | vs ring buffer |\n");
+        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         let base = cell(result, Transport::Ringbuf, size);
         for c in result.cells.iter().filter(|c| c.record_size == size) {
             let f = |figure| figures(c, figure);
             let vs = |figure| base.map_or("-".into(), |b| ratio_cell(ratio(c, b, figure)));
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {:.1} | {} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {:.1} | {} | {} | {} | {:.2} | {} | {} | {} | {} |\n",
                 c.transport.name(),
                 figure_cell(&f(Figure::LosslessRate), rate),
                 vs(Figure::LosslessRate),
@@ -751,8 +727,6 @@ pub fn table(result: &TransportsResult) -> String {
                 figure_cell(&f(Figure::CpuPerMillion), |x| format!("{x:.3}")),
                 median(&f(Figure::CpuPerGib)),
                 vs(Figure::CpuPerGib),
-                figure_cell(&f(Figure::DrainCpuPerGib), |x| format!("{x:.2}")),
-                vs(Figure::DrainCpuPerGib),
                 figure_cell(&f(Figure::AloneNs), |x| format!("{x:.0}")),
                 figure_cell(&f(Figure::WithConsumerNs), |x| format!("{x:.0}")),
                 vs(Figure::WithConsumerNs),

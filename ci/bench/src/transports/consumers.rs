@@ -54,9 +54,6 @@ pub struct Tally {
     /// The sum of every word of every record (kept so that no check is
     /// optimised away).
     checksum: AtomicU64,
-    /// CPU ns of relay's reading threads from their first sub-buffer to
-    /// the end of their recording (their own clocks).
-    reader_cpu_ns: AtomicU64,
 }
 
 /// A snapshot of a [`Tally`]; runs take differences of two.
@@ -70,8 +67,6 @@ pub struct Counts {
     pub gaps: u64,
     /// See [`Tally`].
     pub perf_lost: u64,
-    /// See [`Tally`].
-    pub reader_cpu_ns: u64,
 }
 
 impl Tally {
@@ -82,7 +77,6 @@ impl Tally {
             bad: self.bad.load(Ordering::Relaxed),
             gaps: self.gaps.load(Ordering::Relaxed),
             perf_lost: self.perf_lost.load(Ordering::Relaxed),
-            reader_cpu_ns: self.reader_cpu_ns.load(Ordering::Relaxed),
         }
     }
 }
@@ -96,7 +90,6 @@ impl std::ops::Sub for Counts {
             bad: self.bad - before.bad,
             gaps: self.gaps - before.gaps,
             perf_lost: self.perf_lost - before.perf_lost,
-            reader_cpu_ns: self.reader_cpu_ns - before.reader_cpu_ns,
         }
     }
 }
@@ -227,39 +220,25 @@ pub fn check_floor(size: u32, total: u64) -> anyhow::Result<(f64, f64)> {
     Ok((bulk, each))
 }
 
-/// relay-reader's sink: every sub-buffer's records checked, and the
-/// reading thread's CPU time from its first sub-buffer to its end.
-struct CheckSink {
-    checker: Checker,
-    first_cpu: Option<f64>,
+/// relay-reader's sink: every sub-buffer's records checked.
+struct CheckSink(Checker);
+
+impl Sink for CheckSink {
+    fn write(&mut self, sb: &SubBuf<'_>) -> relay_reader::Result<()> {
+        self.0.records(sb.data);
+        self.0.publish();
+        Ok(())
+    }
+
+    fn finish(&mut self) -> relay_reader::Result<()> {
+        self.0.publish();
+        Ok(())
+    }
 }
 
 /// CPU seconds of the calling thread (0 if it cannot be read).
 fn thread_cpu() -> f64 {
     crate::process::cpu_clock(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap_or(0.0)
-}
-
-impl Sink for CheckSink {
-    fn write(&mut self, sb: &SubBuf<'_>) -> relay_reader::Result<()> {
-        if self.first_cpu.is_none() {
-            self.first_cpu = Some(thread_cpu());
-        }
-        self.checker.records(sb.data);
-        self.checker.publish();
-        Ok(())
-    }
-
-    fn finish(&mut self) -> relay_reader::Result<()> {
-        self.checker.publish();
-        if let Some(first) = self.first_cpu.take() {
-            let ns = ((thread_cpu() - first) * 1e9).max(0.0) as u64;
-            self.checker
-                .tally
-                .reader_cpu_ns
-                .fetch_add(ns, Ordering::Relaxed);
-        }
-        Ok(())
-    }
 }
 
 /// One run's recording of the relay channel.
@@ -273,10 +252,10 @@ impl RelayRun {
         let running = Recording::new(RELAY_CHANNEL)
             .mode(Mode::Mmap)
             .sinks(Box::new(move |_cpu| {
-                Ok(Box::new(CheckSink {
-                    checker: Checker::new(size, n_cpus, Arc::clone(&tally)),
-                    first_cpu: None,
-                }) as Box<dyn Sink + Send>)
+                Ok(
+                    Box::new(CheckSink(Checker::new(size, n_cpus, Arc::clone(&tally))))
+                        as Box<dyn Sink + Send>,
+                )
             }))
             .start()
             .context("starting relay-reader's recording of relay_xbench")?;
@@ -548,10 +527,7 @@ mod tests {
     #[test]
     fn the_relay_sink_checks_every_record_of_a_sub_buffer() {
         let tally = Arc::new(Tally::default());
-        let mut sink = CheckSink {
-            checker: Checker::new(8, 1, Arc::clone(&tally)),
-            first_cpu: None,
-        };
+        let mut sink = CheckSink(Checker::new(8, 1, Arc::clone(&tally)));
         let data: Vec<u8> = (0..3).flat_map(|s| rec(0, s, 8)).chain([1, 2]).collect();
         sink.write(&SubBuf {
             cpu: 0,
