@@ -333,7 +333,9 @@ const TRANSPORTS_INTRO: &str = "\n## VM: relay against the BPF ring buffer and t
     time of the consumer threads (the process's less its main thread's) from the start of a run \
     until every record arrived; the producer's cost per record is its loop's time over the \
     records it offered, alone (no consumer: a burst the buffers hold) and at full speed with the \
-    consumer running (a pinned relay reader takes its CPU from that CPU's producer). A transport \
+    consumer running (a pinned relay reader takes its CPU from that CPU's producer). The \
+    consumers' own work is timed apart, on records held in a buffer of the same size, while the \
+    producer loop runs on every CPU as in a run. A transport \
     that lost nothing at full speed has its full speed as its lossless rate: there the producer, \
     not the consumer, is the limit. Ratios are against the BPF ring buffer. The BPF transports \
     need a kernel with BPF (`CONFIG_BPF_SYSCALL`, `CONFIG_BPF_EVENTS`): the stock Debian kernel \

@@ -47,8 +47,9 @@ const PAGE: u64 = 4096;
 /// (the perf buffer's 8-byte header, 4-byte size and padding), so that no
 /// transport drops any.
 const BURST_BYTES_PER_CPU: u64 = BYTES_PER_CPU / 2;
-/// Bytes of records the consumers' work alone is timed over, per round.
-const CHECK_FLOOR_BYTES: u64 = 128 << 20;
+/// Bytes of records the consumers' work alone is timed over, per round
+/// and way (in passes, a record at a time).
+const CHECK_FLOOR_BYTES: u64 = 64 << 20;
 /// How long the consumer may take to deliver the last records of a run.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -207,6 +208,9 @@ pub struct Run {
     /// The consumer's voluntary context switches (each a wait for data).
     #[serde(default)]
     pub consumer_sleeps: u64,
+    /// The consumer's involuntary context switches (preemptions).
+    #[serde(default)]
+    pub consumer_preempted: u64,
 }
 
 impl Run {
@@ -254,9 +258,10 @@ fn produce(transport: &str, size: u32, rate: u32, msecs: u64, count: u64) -> Res
     Ok(p)
 }
 
-/// CPU seconds, minor page faults and voluntary context switches (sleeps:
-/// waits for data) of every thread but the calling one (the consumers').
-fn consumer_usage() -> Result<(f64, i64, i64)> {
+/// CPU seconds, minor page faults, voluntary context switches (sleeps:
+/// waits for data) and involuntary ones (preemptions) of every thread but
+/// the calling one (the consumers').
+fn consumer_usage() -> Result<(f64, i64, i64, i64)> {
     let cpu = cpu_clock(ClockId::CLOCK_PROCESS_CPUTIME_ID)?
         - cpu_clock(ClockId::CLOCK_THREAD_CPUTIME_ID)?;
     let (all, me) = (
@@ -267,6 +272,7 @@ fn consumer_usage() -> Result<(f64, i64, i64)> {
         cpu,
         all.minor_page_faults() - me.minor_page_faults(),
         all.voluntary_context_switches() - me.voluntary_context_switches(),
+        all.involuntary_context_switches() - me.involuntary_context_switches(),
     ))
 }
 
@@ -318,6 +324,22 @@ impl Bench<'_> {
         Ok(p.ns as f64 / p.records as f64)
     }
 
+    /// The consumers' own work on `size`-byte records held in memory (see
+    /// [`consumers::check_floor`]), timed on a thread of its own while the
+    /// producer loop runs on every CPU with no transport: under TCG a
+    /// guest thread's CPU time grows when every virtual CPU is busy (they
+    /// share the host's cores), and in a run every CPU is.
+    fn check_floor(&self, size: u32) -> Result<(f64, f64)> {
+        let buffer = BYTES_PER_CPU * self.n_cpus;
+        let checker =
+            std::thread::spawn(move || consumers::check_floor(size, buffer, CHECK_FLOOR_BYTES));
+        // Long enough for the checker to finish while the loop runs.
+        produce("none", size, 0, 4 * self.args.run_ms, 0)?;
+        checker
+            .join()
+            .map_err(|_| anyhow::anyhow!("the checking thread panicked"))?
+    }
+
     /// One measured run at `rate` (0: full speed).
     fn run(&self, consumer: &mut Consumer<'_>, size: u32, rate: u32) -> Result<Run> {
         let before = self.tally.counts();
@@ -354,6 +376,7 @@ impl Bench<'_> {
             consumer_cpu: usage.0 - usage0.0,
             consumer_faults: (usage.1 - usage0.1).max(0) as u64,
             consumer_sleeps: (usage.2 - usage0.2).max(0) as u64,
+            consumer_preempted: (usage.3 - usage0.3).max(0) as u64,
         })
     }
 
@@ -449,13 +472,14 @@ impl Bench<'_> {
             thread.stop()?;
         }
         eprintln!(
-            "{} {size} B: {:.0} records/s at full speed, {} lost, consumer {:.3} CPU s, {} faults, {} sleeps; lossless up to {:.0}/s",
+            "{} {size} B: {:.0} records/s at full speed, {} lost, consumer {:.3} CPU s, {} faults, {} sleeps, {} preemptions; lossless up to {:.0}/s",
             transport.name(),
             full.received as f64 / full.secs,
             full.lost,
             full.consumer_cpu,
             full.consumer_faults,
             full.consumer_sleeps,
+            full.consumer_preempted,
             round.lossless_rate
         );
         Ok(round)
@@ -539,7 +563,7 @@ pub fn run(args: &TransportsArgs) -> Result<()> {
                 );
                 let alone = &mut loop_alone[i];
                 alone.ns_per_record.push(bench.loop_alone(size)?);
-                let (bulk, each) = consumers::check_floor(size, CHECK_FLOOR_BYTES)?;
+                let (bulk, each) = bench.check_floor(size)?;
                 alone.check_bulk_cpu_per_gib.push(bulk);
                 alone.check_each_cpu_per_gib.push(each);
                 for cell in cells.iter_mut().filter(|c| c.record_size == size) {
@@ -704,7 +728,7 @@ pub fn table(result: &TransportsResult) -> String {
     for alone in &result.loop_alone {
         let size = alone.record_size;
         s.push_str(&format!(
-            "{size}-byte records. The producer loop alone (no transport) costs {} ns per record; the consumers' work alone (checking the same records in memory) {} CPU s per GiB in sub-buffer-sized passes (as the relay sink), {} a record at a time (as the BPF callbacks).\n\n",
+            "{size}-byte records. The producer loop alone (no transport) costs {} ns per record; the consumers' work alone (checking the same records in memory while the loop runs on every CPU) {} CPU s per GiB in sub-buffer-sized passes (as the relay sink), {} a record at a time (as the BPF callbacks).\n\n",
             figure_cell(&alone.ns_per_record, |x| format!("{x:.1}")),
             figure_cell(&alone.check_bulk_cpu_per_gib, |x| format!("{x:.2}")),
             figure_cell(&alone.check_each_cpu_per_gib, |x| format!("{x:.2}")),

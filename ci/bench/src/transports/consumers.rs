@@ -182,17 +182,21 @@ fn word_sum(data: &[u8]) -> u64 {
 
 /// The consumers' own work without a transport, CPU seconds per GiB of
 /// `size`-byte records on this thread: checking `total` bytes of records
-/// held in memory in sub-buffer-sized passes (as the relay sink does), and
-/// a record at a time (as the BPF callbacks do).
-pub fn check_floor(size: u32, total: u64) -> anyhow::Result<(f64, f64)> {
+/// held in memory, in a buffer of `buffer` bytes (as large as a
+/// transport's, so that it is no more cache-hot than theirs), in
+/// sub-buffer-sized passes (as the relay sink does) and a record at a time
+/// (as the BPF callbacks do).
+pub fn check_floor(size: u32, buffer: u64, total: u64) -> anyhow::Result<(f64, f64)> {
     const CHUNK: usize = 256 << 10;
     let per_chunk = CHUNK / size as usize;
-    let mut data = Vec::with_capacity(per_chunk * size as usize);
+    let mut chunk = Vec::with_capacity(per_chunk * size as usize);
     for seq in 0..per_chunk as u64 {
         let mut rec: Vec<u8> = (0..size).map(|i| i as u8).collect();
         rec[..8].copy_from_slice(&seq.to_ne_bytes());
-        data.extend_from_slice(&rec);
+        chunk.extend_from_slice(&rec);
     }
+    let copies = (buffer as usize / CHUNK).max(1);
+    let data: Vec<u8> = chunk.repeat(copies);
     let passes = total.div_ceil(data.len() as u64);
     let gib = (passes * data.len() as u64) as f64 / (1u64 << 30) as f64;
     let tally = Arc::new(Tally::default());
@@ -200,14 +204,17 @@ pub fn check_floor(size: u32, total: u64) -> anyhow::Result<(f64, f64)> {
     let mut timed = |each: bool| -> anyhow::Result<f64> {
         let cpu0 = thread_cpu();
         for _ in 0..passes {
-            if each {
-                for rec in std::hint::black_box(&data).chunks_exact(size as usize) {
-                    checker.record(rec);
+            // Each CHUNK starts again at sequence 0, as a new run does.
+            for chunk in std::hint::black_box(&data).chunks(CHUNK - CHUNK % size as usize) {
+                if each {
+                    for rec in chunk.chunks_exact(size as usize) {
+                        checker.record(rec);
+                    }
+                } else {
+                    checker.records(chunk);
                 }
-            } else {
-                checker.records(std::hint::black_box(&data));
+                checker.publish();
             }
-            checker.publish();
         }
         Ok((thread_cpu() - cpu0) / gib)
     };
