@@ -254,12 +254,19 @@ fn transport_aims(tr: Option<&TransportsResult>) -> Vec<Aim> {
                 transports::median(&work.check_each_cpu_per_gib),
             );
             let (relay_cpu, ring_cpu) = (cpu(relay), cpu(ring));
+            let above = if relay_cpu > relay_work && ring_cpu > ring_work {
+                format!(
+                    "above it {:.2}x",
+                    (relay_cpu - relay_work) / (ring_cpu - ring_work)
+                )
+            } else {
+                "a transport at or below it is within the noise of that figure".into()
+            };
             m.push_str(&format!(
                 "; {relay_cpu:.2} against {ring_cpu:.2} CPU s per GiB, of which the consumer's own \
                  work on the same records in memory is {relay_work:.2} and {ring_work:.2} \
-                 (so at best {:.2}x with a free transport); above it {:.2}x",
+                 (so at best {:.2}x with a free transport); {above}",
                 relay_work / ring_cpu,
-                (relay_cpu - relay_work) / (ring_cpu - ring_work),
             ));
         }
     }

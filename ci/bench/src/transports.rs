@@ -453,7 +453,7 @@ impl Bench<'_> {
                 let run = self.run(&mut consumer, size, rate)?;
                 round
                     .search
-                    .push((rate, run.lost + (run.offered - run.received)));
+                    .push((rate, run.lost + run.offered.saturating_sub(run.received)));
                 if run.lossless() {
                     lo = f64::from(rate);
                     round.lossless_rate = round
