@@ -243,6 +243,15 @@ fn transport_aims(tr: Option<&TransportsResult>) -> Vec<Aim> {
         });
     }
     let (mut m, pass) = measured(256, Figure::CpuPerGib, &|r| r <= 0.5);
+    if let Some((relay, ring)) =
+        both(256).filter(|(r, _)| r.rounds.iter().any(|r| r.paced.received > 0))
+    {
+        let (p, lo, hi) = transports::ratio(relay, ring, Figure::PacedCpuPerGib);
+        m.push_str(&format!(
+            "; at the same fixed rate ({}/s per CPU) {p:.2}x (rounds {lo:.2}-{hi:.2})",
+            tr.map_or(0, |t| t.paced_rate)
+        ));
+    }
     if let (Some((relay, ring)), Some(tr)) = (both(256), tr) {
         if let Some(work) = tr.loop_alone.iter().find(|l| l.record_size == 256) {
             // What each consumer's own work (the same records checked in
@@ -338,7 +347,9 @@ const TRANSPORTS_INTRO: &str = "\n## VM: relay against the BPF ring buffer and t
     sequence number. Loss is each transport's own count: records `relay_app_write()` refused, \
     records the BPF program's output helper could not place. Consumer CPU is the user + system \
     time of the consumer threads (the process's less its main thread's) from the start of a run \
-    until every record arrived; the producer's cost per record is its loop's time over the \
+    until every record arrived (relay's partly filled sub-buffers flushed through relay_app's \
+    `enabled` file), at full speed and at a fixed rate every transport can take; the consumers \
+    are set up before a round's runs and torn down after them, unmeasured; the producer's cost per record is its loop's time over the \
     records it offered, alone (no consumer: a burst the buffers hold) and at full speed with the \
     consumer running (a pinned relay reader takes its CPU from that CPU's producer). The \
     consumers' own work is timed apart, on records held in a buffer of the same size, while the \

@@ -15,9 +15,13 @@
 //!
 //! Per record size and transport, in each round (the transports taking
 //! turns): the producer's cost per record with no consumer (a burst that
-//! fits in the buffers), a run at full speed (records delivered per second
-//! until the consumer has them all, records lost, the consumer's CPU time:
-//! the process's, less the main thread's), then a search for the highest
+//! fits in the buffers); then the consumer starts (relay-reader's
+//! recording, the BPF consumer thread; set up before and torn down after
+//! the round's runs, not measured) and takes the burst out; a run at full
+//! speed (records delivered per second until the consumer has them all,
+//! relay's last partly filled sub-buffers flushed, records lost, the
+//! consumer's CPU time: the process's, less the main thread's); a run at a
+//! fixed rate every transport can take; then a search for the highest
 //! fixed rate without loss (bisection between 0 and the full-speed rate).
 
 mod consumers;
@@ -37,6 +41,8 @@ use crate::process::{cpu_clock, sh};
 use consumers::{Bpf, BpfKind, BpfThread, Counts, RelayRun, Tally};
 
 const CTL: &str = "/sys/kernel/debug/relay_xbench_ctl";
+/// relay_app's control file of relay_xbench's channel.
+const RELAY_ENABLED: &str = "/sys/kernel/debug/relay_xbench/enabled";
 const SUBBUF_SIZE: u64 = 256 << 10;
 const N_SUBBUFS: u64 = 8;
 /// Bytes of buffer per CPU, every transport.
@@ -50,6 +56,10 @@ const BURST_BYTES_PER_CPU: u64 = BYTES_PER_CPU / 2;
 /// Bytes of records the consumers' work alone is timed over, per round
 /// and way (in passes, a record at a time).
 const CHECK_FLOOR_BYTES: u64 = 64 << 20;
+/// The fixed rate, records per second per CPU, at which every consumer's
+/// CPU time is also measured: the same stream for all, which the perf
+/// buffer too can take, with CPU to spare for the consumers.
+const PACED_RATE: u32 = 100_000;
 /// How long the consumer may take to deliver the last records of a run.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -128,6 +138,9 @@ pub struct TransportsResult {
     pub rounds: u32,
     /// Steps of the lossless-rate search per round.
     pub search_steps: u32,
+    /// The rate of every round's paced run, records/s per CPU.
+    #[serde(default)]
+    pub paced_rate: u32,
     /// Why the BPF transports were not measured (None: they were).
     pub bpf_unavailable: Option<String>,
     /// The producer loop alone (no transport): ns per record, per size.
@@ -171,6 +184,9 @@ pub struct CellRound {
     pub alone_ns_per_record: f64,
     /// The run at full speed.
     pub full: Run,
+    /// A run at the result's `paced_rate`.
+    #[serde(default)]
+    pub paced: Run,
     /// The highest rate without loss found, records per second over all
     /// CPUs (as achieved, not as asked); 0 when none was.
     pub lossless_rate: f64,
@@ -278,8 +294,12 @@ fn consumer_usage() -> Result<(f64, i64, i64, i64)> {
 
 /// A transport's consumer for the runs of one cell round.
 enum Consumer<'a> {
-    /// A recording per run.
-    Relay { size: u32, n_cpus: u64 },
+    /// A recording for all runs (started after the no-consumer burst).
+    Relay {
+        size: u32,
+        n_cpus: u64,
+        recording: Option<Box<RelayRun>>,
+    },
     /// A thread for all runs, and the program attached meanwhile.
     Bpf {
         bpf: &'a Bpf,
@@ -343,22 +363,26 @@ impl Bench<'_> {
     /// One measured run at `rate` (0: full speed).
     fn run(&self, consumer: &mut Consumer<'_>, size: u32, rate: u32) -> Result<Run> {
         let before = self.tally.counts();
-        let (relay, dropped_before) = match consumer {
-            Consumer::Relay { size, n_cpus } => {
-                (Some(RelayRun::start(*size, *n_cpus, &self.tally)?), 0)
-            }
-            Consumer::Bpf { bpf, .. } => (None, bpf.dropped()?),
+        let dropped_before = match consumer {
+            Consumer::Relay { .. } => 0,
+            Consumer::Bpf { bpf, .. } => bpf.dropped()?,
         };
         let usage0 = consumer_usage()?;
         let t0 = Instant::now();
-        let transport = if relay.is_some() { "relay" } else { "tp" };
-        let p = produce(transport, size, rate, self.args.run_ms, 0)?;
+        let relay = matches!(consumer, Consumer::Relay { .. });
+        let p = produce(
+            if relay { "relay" } else { "tp" },
+            size,
+            rate,
+            self.args.run_ms,
+            0,
+        )?;
         let lost = match consumer {
             Consumer::Relay { .. } => p.dropped,
             Consumer::Bpf { bpf, .. } => bpf.dropped()? - dropped_before,
         };
-        if let Some(relay) = relay {
-            relay.finish()?;
+        if relay {
+            flush_relay()?;
         }
         let got = self.wait_for(before, p.records - lost)?;
         let secs = t0.elapsed().as_secs_f64();
@@ -386,6 +410,7 @@ impl Bench<'_> {
             None => Consumer::Relay {
                 size,
                 n_cpus: self.n_cpus,
+                recording: None,
             },
             Some(kind) => {
                 let bpf = self.bpf.context("BPF is not available")?;
@@ -416,10 +441,15 @@ impl Bench<'_> {
             Consumer::Relay { .. } => 0,
         };
         let burst = produce(tp, size, 0, 60_000, count)?;
-        // Then the consumer takes the burst out (not measured).
-        match &consumer {
-            Consumer::Relay { size, n_cpus } => {
-                RelayRun::start(*size, *n_cpus, &self.tally)?.finish()?
+        // Then the consumer starts and takes the burst out (not measured).
+        match &mut consumer {
+            Consumer::Relay {
+                size,
+                n_cpus,
+                recording,
+            } => {
+                *recording = Some(Box::new(RelayRun::start(*size, *n_cpus, &self.tally)?));
+                flush_relay()?;
             }
             Consumer::Bpf { thread, .. } => thread.as_ref().expect("started above").go(),
         }
@@ -437,9 +467,11 @@ impl Bench<'_> {
         self.wait_for(before, burst.records)?;
 
         let full = self.run(&mut consumer, size, 0)?;
+        let paced = self.run(&mut consumer, size, PACED_RATE)?;
         let mut round = CellRound {
             alone_ns_per_record: burst.ns as f64 / burst.records as f64,
             full: full.clone(),
+            paced,
             ..CellRound::default()
         };
         if full.lossless() {
@@ -464,12 +496,16 @@ impl Bench<'_> {
                 }
             }
         }
-        if let Consumer::Bpf {
-            thread: Some(thread),
-            ..
-        } = consumer
-        {
-            thread.stop()?;
+        match consumer {
+            Consumer::Relay {
+                recording: Some(recording),
+                ..
+            } => recording.finish()?,
+            Consumer::Bpf {
+                thread: Some(thread),
+                ..
+            } => thread.stop()?,
+            _ => {}
         }
         eprintln!(
             "{} {size} B: {:.0} records/s at full speed, {} lost, consumer {:.3} CPU s, {} faults, {} sleeps, {} preemptions; lossless up to {:.0}/s",
@@ -484,6 +520,17 @@ impl Bench<'_> {
         );
         Ok(round)
     }
+}
+
+/// Makes relay_app flush every buffer of relay_xbench's channel, so that
+/// the reading threads get the partly filled sub-buffers: writing 0 to its
+/// `enabled` file waits for writes in progress and flushes; 1 enables
+/// writes again.
+fn flush_relay() -> Result<()> {
+    for value in ["0", "1"] {
+        std::fs::write(RELAY_ENABLED, value).with_context(|| format!("writing {RELAY_ENABLED}"))?;
+    }
+    Ok(())
 }
 
 fn rmmod(modules: &[&str]) {
@@ -579,6 +626,7 @@ pub fn run(args: &TransportsArgs) -> Result<()> {
             run_ms: args.run_ms,
             rounds: args.rounds.max(1),
             search_steps: args.search_steps,
+            paced_rate: PACED_RATE,
             bpf_unavailable,
             loop_alone,
             cells,
@@ -629,6 +677,8 @@ pub enum Figure {
     CpuPerMillion,
     /// Consumer CPU seconds per GiB.
     CpuPerGib,
+    /// Consumer CPU seconds per GiB at the paced rate.
+    PacedCpuPerGib,
     /// Producer ns per record, no consumer.
     AloneNs,
     /// Producer ns per record at full speed with the consumer.
@@ -646,6 +696,10 @@ impl Figure {
             Figure::LostPercent => 100.0 * f.lost as f64 / f.offered.max(1) as f64,
             Figure::CpuPerMillion => f.consumer_cpu / (f.received as f64 / 1e6),
             Figure::CpuPerGib => f.consumer_cpu / (bytes / (1u64 << 30) as f64),
+            Figure::PacedCpuPerGib => {
+                let p = &r.paced;
+                p.consumer_cpu / (p.received as f64 * f64::from(size) / (1u64 << 30) as f64)
+            }
             Figure::AloneNs => r.alone_ns_per_record,
             Figure::WithConsumerNs => f.producer_ns as f64 / f.offered.max(1) as f64,
         }
@@ -733,14 +787,14 @@ pub fn table(result: &TransportsResult) -> String {
             figure_cell(&alone.check_bulk_cpu_per_gib, |x| format!("{x:.2}")),
             figure_cell(&alone.check_each_cpu_per_gib, |x| format!("{x:.2}")),
         ));
-        s.push_str("| transport | lossless records/s | vs ring buffer | records/s at full speed | MiB/s at full speed | vs ring buffer | lost at full speed, % | consumer CPU s per M records | consumer CPU s per GiB | vs ring buffer | producer ns per record, no consumer | with the consumer | vs ring buffer |\n");
-        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str(&format!("| transport | lossless records/s | vs ring buffer | records/s at full speed | MiB/s at full speed | vs ring buffer | lost at full speed, % | consumer CPU s per M records | consumer CPU s per GiB | vs ring buffer | consumer CPU s per GiB at {} records/s per CPU | vs ring buffer | producer ns per record, no consumer | with the consumer | vs ring buffer |\n", rate(f64::from(result.paced_rate))));
+        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         let base = cell(result, Transport::Ringbuf, size);
         for c in result.cells.iter().filter(|c| c.record_size == size) {
             let f = |figure| figures(c, figure);
             let vs = |figure| base.map_or("-".into(), |b| ratio_cell(ratio(c, b, figure)));
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {:.1} | {} | {} | {} | {:.2} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {:.1} | {} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} |\n",
                 c.transport.name(),
                 figure_cell(&f(Figure::LosslessRate), rate),
                 vs(Figure::LosslessRate),
@@ -751,6 +805,8 @@ pub fn table(result: &TransportsResult) -> String {
                 figure_cell(&f(Figure::CpuPerMillion), |x| format!("{x:.3}")),
                 median(&f(Figure::CpuPerGib)),
                 vs(Figure::CpuPerGib),
+                figure_cell(&f(Figure::PacedCpuPerGib), |x| format!("{x:.2}")),
+                vs(Figure::PacedCpuPerGib),
                 figure_cell(&f(Figure::AloneNs), |x| format!("{x:.0}")),
                 figure_cell(&f(Figure::WithConsumerNs), |x| format!("{x:.0}")),
                 vs(Figure::WithConsumerNs),

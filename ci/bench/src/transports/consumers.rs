@@ -248,7 +248,7 @@ fn thread_cpu() -> f64 {
     crate::process::cpu_clock(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap_or(0.0)
 }
 
-/// One run's recording of the relay channel.
+/// A recording of the relay channel, for the runs of one round.
 pub struct RelayRun(Running);
 
 impl RelayRun {
