@@ -8,7 +8,11 @@
 //!    dd under the relay_bench module), `relay-bench blktrace` (Debian's
 //!    blktrace against relay-blktrace on null_blk under fio) and
 //!    `relay-bench pbench` (the producer side: cost per event of klog off
-//!    and on, relay_write() and trace_printk() from the relay_pbench module);
+//!    and on, relay_write() and trace_printk() from the relay_pbench module)
+//!    and `relay-bench transports` (relay + relay-reader against the BPF ring
+//!    buffer and the perf buffer, one producer for all: the relay_xbench
+//!    module of `ci/bench/module/`, built here out of tree against the
+//!    kernel the VM boots);
 //! 3. `relay-bench report`: BENCHMARKS.md from the JSON of 1 and 2, with the
 //!    aims checked. The JSON and the tables stay in `target/bench/`.
 
@@ -29,6 +33,7 @@ const FULL_BYTES: u64 = 64 << 20;
 const RECORD_SIZE: u32 = 256;
 const RATE: u32 = 32;
 const BLKTRACE_IOS: u64 = 250_000;
+const TRANSPORT_ROUNDS: u32 = 5;
 
 /// What `cargo xtask bench` takes.
 #[derive(clap::Args)]
@@ -51,6 +56,10 @@ pub struct BenchArgs {
     /// I/Os per fio job in the blktrace comparison.
     #[arg(long, default_value_t = BLKTRACE_IOS)]
     blktrace_ios: u64,
+    /// Rounds of the transport comparison (every transport and record
+    /// size measured once per round).
+    #[arg(long, default_value_t = TRANSPORT_ROUNDS)]
+    transport_rounds: u32,
 }
 
 impl BenchArgs {
@@ -67,6 +76,11 @@ impl BenchArgs {
         opt("full-bytes-per-cpu", self.full_bytes_per_cpu, FULL_BYTES);
         opt("record-size", self.record_size.into(), RECORD_SIZE.into());
         opt("blktrace-ios", self.blktrace_ios, BLKTRACE_IOS);
+        opt(
+            "transport-rounds",
+            self.transport_rounds.into(),
+            TRANSPORT_ROUNDS.into(),
+        );
         cmd
     }
 }
@@ -75,6 +89,7 @@ impl BenchArgs {
 pub fn run(tools: &Tools, root: &Path, args: &BenchArgs) -> Result<()> {
     let vm_args = &args.vm;
     let modules_dir = modules::for_vm(root, vm_args, None)?;
+    let xbench = modules::build_xbench(root, &modules::kdir_for(vm_args, None)?, &modules_dir)?;
     let (target, release) =
         util::build_release(root, &["relay-reader-cli", "relay-bench", "relay-blktrace"])?;
     let bench = release.join("relay-bench");
@@ -86,6 +101,7 @@ pub fn run(tools: &Tools, root: &Path, args: &BenchArgs) -> Result<()> {
         "full.json",
         "blktrace.json",
         "pbench.json",
+        "transports.json",
     ] {
         let _ = std::fs::remove_file(out_dir.join(old));
     }
@@ -129,6 +145,18 @@ pub fn run(tools: &Tools, root: &Path, args: &BenchArgs) -> Result<()> {
             q(&modules_dir),
             q(&out_dir.join("pbench.json")),
             q(&out_dir.join("pbench.md")),
+        ),
+        // From a copy on the guest's tmpfs, as the other contenders run: the
+        // consumers are this process, whose pages would otherwise come over
+        // 9p as each code path first runs.
+        format!(
+            "cp {} /tmp/relay-bench-transports && /tmp/relay-bench-transports transports --modules {} --xbench {} --rounds {} --json {} | tee {}",
+            q(&bench),
+            q(&modules_dir),
+            q(&xbench),
+            args.transport_rounds,
+            q(&out_dir.join("transports.json")),
+            q(&out_dir.join("transports.md")),
         ),
     ]
     .join(" && ");

@@ -139,7 +139,7 @@ pub fn for_vm(root: &Path, vm: &VmArgs, kdir: Option<PathBuf>) -> Result<PathBuf
 
 /// The tree to build modules against for a VM run: `--kdir` if given, else
 /// the tree `--kernel` comes from, else the stock headers.
-fn kdir_for(vm: &VmArgs, kdir: Option<PathBuf>) -> Result<PathBuf> {
+pub fn kdir_for(vm: &VmArgs, kdir: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(kdir) = kdir {
         return Ok(kdir);
     }
@@ -222,6 +222,56 @@ pub fn build(root: &Path, kdir: &Path) -> Result<PathBuf> {
         );
     }
     Ok(out)
+}
+
+/// Builds `relay_xbench.ko`, the producer of `relay-bench transports`
+/// (`ci/bench/module/`, no part of a patch series), out of tree against
+/// `kdir`, linking against the `relay_app.ko` of `modules` (the directory
+/// [`for_vm`] returned: an out-of-tree build leaves its `Module.symvers`
+/// there; a series build's symbols are in `kdir`'s own). Returns the
+/// module's path.
+pub fn build_xbench(root: &Path, kdir: &Path, modules: &Path) -> Result<PathBuf> {
+    let kdir = std::fs::canonicalize(kdir)
+        .with_context(|| format!("{}: no such directory", kdir.display()))?;
+    let release = kernel_release(&kdir)?;
+    let src = root.join("ci/bench/module");
+    let out = util::metadata(root)?
+        .target_dir
+        .join("xbench-module")
+        .join(&release);
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // Kbuild writes its objects next to the sources: build in a copy.
+    for entry in std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))? {
+        let from = entry?.path();
+        if from.is_file() {
+            let name = from.file_name().context("a file name")?;
+            std::fs::copy(&from, out.join(name))
+                .with_context(|| format!("copying {}", from.display()))?;
+        }
+    }
+    let mut make = Command::new("make");
+    make.arg("-C")
+        .arg(&kdir)
+        .arg(format!("M={}", out.display()))
+        .arg("W=1")
+        .arg(format!(
+            "RELAY_SAMPLES={}",
+            root.join("kernel-patches/src/samples/relay").display()
+        ));
+    let symvers = modules.join("Module.symvers");
+    if symvers.is_file() {
+        make.arg(format!("KBUILD_EXTRA_SYMBOLS={}", symvers.display()));
+    }
+    println!(
+        "modules: building relay_xbench against {} ({release})",
+        kdir.display()
+    );
+    util::run(make.arg("modules")).context("building relay_xbench.ko failed: see above")?;
+    let ko = out.join("relay_xbench.ko");
+    if !ko.is_file() {
+        bail!("the build of relay_xbench made no {}", ko.display());
+    }
+    Ok(ko)
 }
 
 #[cfg(test)]

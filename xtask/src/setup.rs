@@ -59,6 +59,16 @@ pub const APT_PACKAGES: &[&str] = &[
     "gcc-i686-linux-gnu",
     "libc6-dev-i386-cross",
     "qemu-system-arm",
+    // `relay-bench transports` (the BPF ring buffer and perf buffer against
+    // relay): clang (above) compiles its BPF programs against libbpf-dev's
+    // <bpf/bpf_helpers.h>; libbpf-rs builds its own libbpf, linked against
+    // libelf (above) and zlib, found with pkg-config; bpftool to look at
+    // loaded programs and maps; perf to see where a consumer's time goes.
+    "libbpf-dev",
+    "zlib1g-dev",
+    "pkg-config",
+    "bpftool",
+    "linux-perf",
 ];
 
 /// The pinned virtme-ng release (known to boot the stock kernel under TCG here).

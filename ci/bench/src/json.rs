@@ -46,6 +46,7 @@ mod tests {
     use crate::host::HostResult;
     use crate::pbench::{self, PbenchResult};
     use crate::readers::{self, RunResult};
+    use crate::transports::{self, TransportsResult};
 
     /// The files of one `cargo xtask bench` run (the one BENCHMARKS.md was
     /// generated from, by the untyped writer): the JSON and what each
@@ -85,6 +86,16 @@ mod tests {
         assert_eq!(readers::table(&full), printed("full.md"));
         assert_eq!(blktrace::table(&blk), printed("blktrace.md"));
         assert_eq!(pbench::table(&pb), printed("pbench.md"));
+    }
+
+    #[test]
+    fn the_files_of_a_transports_run_read_and_write_back_unchanged() {
+        // From a run of its own on the stock 6.12 kernel (the run above
+        // booted 7.3, which has no BPF), written by the typed writer.
+        let tr: TransportsResult = round_trip("transports.json");
+        assert_eq!(tr.cells.len(), 9);
+        assert!(tr.cells.iter().all(|c| c.rounds.len() == 5));
+        assert_eq!(transports::table(&tr), printed("transports.md"));
     }
 
     #[test]

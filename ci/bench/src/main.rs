@@ -1,11 +1,12 @@
 //! `relay-bench`: readers side by side under the same producer load, inside
 //! the test VM (`cargo xtask bench` boots it and runs `relay-bench run` and
-//! `relay-bench blktrace`), the reader core against memcpy on the host
+//! `relay-bench blktrace`, `relay-bench pbench` and `relay-bench
+//! transports`), the reader core against memcpy on the host
 //! (`relay-bench host`), and `relay-bench report`, which renders all of it
 //! into BENCHMARKS.md.
 //!
 //! One module a subcommand, with its options: [`readers`] (`run`),
-//! [`blktrace`], [`pbench`], [`host`], [`report`] and [`cat_loop`] (the
+//! [`blktrace`], [`pbench`], [`transports`], [`host`], [`report`] and [`cat_loop`] (the
 //! baseline reader of `run`); [`process`] and [`rounds`] are what they share,
 //! [`json`] the files they write and `report` reads (typed results).
 
@@ -18,6 +19,7 @@ mod process;
 mod readers;
 mod report;
 mod rounds;
+mod transports;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -41,6 +43,11 @@ enum Cmd {
     /// function call, klog() off and on, relay_write() and trace_printk(),
     /// from the relay_pbench module.
     Pbench(pbench::PbenchArgs),
+    /// relay + relay-reader against the BPF ring buffer and the perf
+    /// buffer, one producer (the relay_xbench module) for all (as root, in
+    /// the VM): lossless rate, full-speed rate and loss, consumer CPU per
+    /// record and per GiB, producer cost per record.
+    Transports(transports::TransportsArgs),
     /// The reader core over the relay model against memcpy of the same
     /// bytes, on the host; build with --release.
     Host(host::HostArgs),
@@ -57,6 +64,7 @@ fn main() -> Result<()> {
         Cmd::Run(args) => readers::run(args),
         Cmd::Blktrace(args) => blktrace::run(args),
         Cmd::Pbench(args) => pbench::run(args),
+        Cmd::Transports(args) => transports::run(args),
         Cmd::Host(args) => host::run(args),
         Cmd::Report(args) => report::run(args),
         Cmd::CatLoop(args) => cat_loop::run(args),

@@ -14,6 +14,14 @@ pub fn cpu_seconds(who: UsageWho) -> Result<f64> {
     Ok(secs(usage.user_time()) + secs(usage.system_time()))
 }
 
+/// CPU seconds of `clock` (CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID):
+/// exact to the nanosecond, where getrusage's figures for a running thread
+/// lag by up to a scheduler tick.
+pub fn cpu_clock(clock: nix::time::ClockId) -> Result<f64> {
+    let t = nix::time::clock_gettime(clock).context("clock_gettime")?;
+    Ok(t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+}
+
 /// CPU seconds of the children waited for so far.
 pub fn cpu_seconds_of_children() -> Result<f64> {
     cpu_seconds(UsageWho::RUSAGE_CHILDREN)

@@ -11,6 +11,7 @@ use crate::host::{self, HostResult};
 use crate::json;
 use crate::pbench::{self, PbenchResult};
 use crate::readers::{self, per_gib, row, table, Row, RunResult};
+use crate::transports::{self, Figure, Transport, TransportsResult};
 
 /// One aim: what it asks, what was measured, and whether it holds (None:
 /// not measured).
@@ -71,6 +72,7 @@ fn aims(
     full: Option<&RunResult>,
     blk: Option<&BlktraceResult>,
     pb: Option<&PbenchResult>,
+    tr: Option<&TransportsResult>,
 ) -> Vec<Aim> {
     let mut aims = Vec::new();
     for (label, run) in [("paced", paced), ("full speed", full)] {
@@ -199,6 +201,96 @@ fn aims(
         }),
         pass: klog.map(|(off, empty)| off <= 1.1 * empty),
     });
+    aims.extend(transport_aims(tr));
+    aims
+}
+
+/// relay + relay-reader against the BPF ring buffer: lossless records/s
+/// at 8 and 64 bytes, consumer CPU per GiB at 256 bytes. An aim holds when
+/// the ratio of the medians does; the rounds' spread stands beside it.
+fn transport_aims(tr: Option<&TransportsResult>) -> Vec<Aim> {
+    let both = |size| {
+        let tr = tr?;
+        Some((
+            transports::cell(tr, Transport::Relay, size)?,
+            transports::cell(tr, Transport::Ringbuf, size)?,
+        ))
+    };
+    let measured = |size, figure, holds: &dyn Fn(f64) -> bool| match both(size) {
+        Some((relay, ring)) => {
+            let (r, lo, hi) = transports::ratio(relay, ring, figure);
+            let crosses = if holds(lo) == holds(hi) {
+                ""
+            } else {
+                "; the rounds' spread crosses the aim"
+            };
+            (
+                format!(
+                    "{r:.2}x (rounds {lo:.2}-{hi:.2}, {} rounds{crosses})",
+                    relay.rounds.len()
+                ),
+                Some(holds(r)),
+            )
+        }
+        None => (
+            tr.and_then(|t| t.bpf_unavailable.clone())
+                .map_or("-".into(), |why| format!("no BPF on this kernel: {why}")),
+            None,
+        ),
+    };
+    let mut aims = Vec::new();
+    for size in [8, 64] {
+        let (m, pass) = measured(size, Figure::LosslessRate, &|r| r >= 1.5);
+        aims.push(Aim {
+            aim: format!(
+                "relay + relay-reader >= 1.5x the BPF ring buffer's lossless records/s ({size}-byte records)"
+            ),
+            measured: m,
+            pass,
+        });
+    }
+    let (mut m, pass) = measured(256, Figure::CpuPerGib, &|r| r <= 0.5);
+    if let Some((relay, ring)) =
+        both(256).filter(|(r, _)| r.rounds.iter().any(|r| r.paced.received > 0))
+    {
+        let (p, lo, hi) = transports::ratio(relay, ring, Figure::PacedCpuPerGib);
+        m.push_str(&format!(
+            "; at the same fixed rate ({}/s per CPU) {p:.2}x (rounds {lo:.2}-{hi:.2})",
+            tr.map_or(0, |t| t.paced_rate)
+        ));
+    }
+    if let (Some((relay, ring)), Some(tr)) = (both(256), tr) {
+        if let Some(work) = tr.loop_alone.iter().find(|l| l.record_size == 256) {
+            // What each consumer's own work (the same records checked in
+            // memory: in sub-buffer passes for relay, a record at a time
+            // for the callbacks) costs, and what the transport adds to it.
+            let cpu = |c| transports::median(&transports::figures(c, Figure::CpuPerGib));
+            let (relay_work, ring_work) = (
+                transports::median(&work.check_bulk_cpu_per_gib),
+                transports::median(&work.check_each_cpu_per_gib),
+            );
+            let (relay_cpu, ring_cpu) = (cpu(relay), cpu(ring));
+            let above = if relay_cpu > relay_work && ring_cpu > ring_work {
+                format!(
+                    "above it {:.2}x",
+                    (relay_cpu - relay_work) / (ring_cpu - ring_work)
+                )
+            } else {
+                "a transport at or below it is within the noise of that figure".into()
+            };
+            m.push_str(&format!(
+                "; {relay_cpu:.2} against {ring_cpu:.2} CPU s per GiB, of which the consumer's own \
+                 work on the same records in memory is {relay_work:.2} and {ring_work:.2} \
+                 (so at best {:.2}x with a free transport); {above}",
+                relay_work / ring_cpu,
+            ));
+        }
+    }
+    aims.push(Aim {
+        aim: "relay + relay-reader <= 0.5x the BPF ring buffer's consumer CPU per GiB (256-byte records, full speed)".into(),
+        measured: m,
+        pass,
+    });
     aims
 }
 
@@ -211,6 +303,7 @@ fn date(dir: &Path) -> String {
         "full.json",
         "blktrace.json",
         "pbench.json",
+        "transports.json",
     ]
     .iter()
     .filter_map(|f| {
@@ -233,7 +326,7 @@ fn date(dir: &Path) -> String {
 #[derive(clap::Args)]
 pub struct ReportArgs {
     /// Directory with host.json, paced.json, full.json, blktrace.json,
-    /// pbench.json.
+    /// pbench.json, transports.json.
     #[arg(long)]
     dir: PathBuf,
     /// The command that produced the files (for the header).
@@ -243,6 +336,36 @@ pub struct ReportArgs {
     #[arg(long)]
     out: PathBuf,
 }
+
+/// What the transport section says before its tables.
+const TRANSPORTS_INTRO: &str = "\n## VM: relay against the BPF ring buffer and the perf buffer\n\n\
+    `relay-bench transports`: one producer, the relay_xbench module (`ci/bench/module/`, built \
+    out of tree by `cargo xtask bench`), writes numbered records from a work item on every CPU \
+    for a fixed time, as fast as it can or at a fixed rate, through `relay_app_write()` into a \
+    relay channel read by relay-reader (`relay_recorder::Recording`, mmap mode, its default \
+    thread per buffer pinned to the buffer's CPU, normal scheduling), or through its tracepoint \
+    `relay_xbench_record`, to which a BPF program is attached as a raw tracepoint (`raw_tp`: \
+    module tracepoints work with it on stock Debian 6.12 without BTF or kprobes; it gets the \
+    record's address and copies it with `bpf_probe_read_kernel`) into a BPF ring buffer \
+    (`bpf_ringbuf_reserve`, copy, `bpf_ringbuf_submit`; consumed by libbpf-rs `RingBuffer` on \
+    one thread) or the perf buffer (`bpf_perf_event_output`; libbpf-rs `PerfBuffer`, one \
+    thread, libbpf's default of a wake-up per sample). Every consumer does the same work per \
+    record and writes nothing: it sums every 64-bit word and checks every record's CPU and \
+    sequence number. Loss is each transport's own count: records `relay_app_write()` refused, \
+    records the BPF program's output helper could not place. Consumer CPU is the user + system \
+    time of the consumer threads (the process's less its main thread's) from the start of a run \
+    until every record arrived (relay's partly filled sub-buffers flushed through relay_app's \
+    `enabled` file), at full speed and at a fixed rate every transport can take; the consumers \
+    are set up before a round's runs and torn down after them, unmeasured; the producer's cost per record is its loop's time over the \
+    records it offered, alone (no consumer: a burst the buffers hold) and at full speed with the \
+    consumer running (a pinned relay reader takes its CPU from that CPU's producer). The \
+    consumers' own work is timed apart, on records held in a buffer of the same size, while the \
+    producer loop runs on every CPU as in a run. A transport \
+    that lost nothing at full speed has its full speed as its lossless rate: there the producer, \
+    not the consumer, is the limit. Ratios are against the BPF ring buffer. The BPF transports \
+    need a kernel with BPF (`CONFIG_BPF_SYSCALL`, `CONFIG_BPF_EVENTS`): the stock Debian kernel \
+    that `cargo xtask bench` boots by default has it, the slim kernels of kernel-patches/config \
+    do not (relay's rows alone then).\n\n";
 
 /// Writes the report.
 pub fn run(args: &ReportArgs) -> Result<()> {
@@ -256,6 +379,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let full: Option<RunResult> = json::read(dir, "full.json")?;
     let blk: Option<BlktraceResult> = json::read(dir, "blktrace.json")?;
     let pb: Option<PbenchResult> = json::read(dir, "pbench.json")?;
+    let tr: Option<TransportsResult> = json::read(dir, "transports.json")?;
     let kernel = [&paced, &full]
         .iter()
         .find_map(|run| Some(run.as_ref()?.kernel.clone()))
@@ -296,6 +420,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         full.as_ref(),
         blk.as_ref(),
         pb.as_ref(),
+        tr.as_ref(),
     ) {
         s.push_str(&format!(
             "| {} | {} | {} |\n",
@@ -381,6 +506,11 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     );
     match &pb {
         Some(p) => s.push_str(&pbench::table(p)),
+        None => s.push_str("Not run.\n"),
+    }
+    s.push_str(TRANSPORTS_INTRO);
+    match &tr {
+        Some(t) => s.push_str(&transports::table(t)),
         None => s.push_str("Not run.\n"),
     }
     std::fs::write(out, s).with_context(|| format!("writing {}", out.display()))?;
