@@ -287,7 +287,7 @@ pub struct BlktraceArgs {
     #[arg(long, default_value_t = 2)]
     jobs: u32,
     /// Runs of every tracer, taking turns; the median counts.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: u32,
     /// Also write the measurements as JSON here (for `report`).
     #[arg(long)]

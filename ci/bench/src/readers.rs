@@ -65,7 +65,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 8)]
     n_subbufs: u64,
     /// Runs of every reader, taking turns; the median counts.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: u32,
     /// Also write the measurements as JSON here (for `report`).
     #[arg(long)]

@@ -38,6 +38,32 @@ pub fn runs_cell<T>(runs: &[T], fmt: impl Fn(&T) -> String) -> String {
     runs.iter().map(fmt).collect::<Vec<_>>().join(", ")
 }
 
+/// The spread of a ratio `a / b` over rounds taken in turns: the lowest
+/// and highest of the per-round ratios `a[i] / b[i]`, times `scale` (the
+/// part of the ratio that is the same in every round, such as bytes per
+/// run). `None` without two rounds in common.
+pub fn ratio_spread(a: &[f64], b: &[f64], scale: f64) -> Option<(f64, f64)> {
+    let ratios: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(a, b)| a / b * scale)
+        .filter(|r| r.is_finite())
+        .collect();
+    if ratios.len() < 2 {
+        return None;
+    }
+    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some((min, max))
+}
+
+/// `" (rounds 0.18-0.25, 5 rounds)"` for a spread, or nothing.
+pub fn spread_note(spread: Option<(f64, f64)>, rounds: usize) -> String {
+    spread.map_or(String::new(), |(lo, hi)| {
+        format!(" (rounds {lo:.2}-{hi:.2}, {rounds} rounds)")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +87,18 @@ mod tests {
         .unwrap();
         assert_eq!(order, [0, 1, 2, 0, 1, 2]);
         assert_eq!(runs, [vec![1, 4], vec![], vec![3, 6]]);
+    }
+
+    #[test]
+    fn ratio_spread_pairs_the_rounds() {
+        let spread = ratio_spread(&[1.0, 2.0, 3.0], &[2.0, 2.0, 2.0], 0.5).unwrap();
+        assert_eq!(spread, (0.25, 0.75));
+        assert_eq!(ratio_spread(&[1.0], &[2.0], 1.0), None);
+        assert_eq!(
+            spread_note(Some((0.25, 0.75)), 3),
+            " (rounds 0.25-0.75, 3 rounds)"
+        );
+        assert_eq!(spread_note(None, 3), "");
     }
 
     #[test]
