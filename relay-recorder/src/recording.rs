@@ -619,12 +619,9 @@ impl Running {
     /// included), finishes every sink and returns the counters with the
     /// first error met. The data read before an error is saved.
     pub fn finish(self) -> Outcome {
-        let mode = self.mode();
-        let padding_word = self.padding_word();
+        // Everything but the counters and the time, as they stand now.
+        let mut summary = self.summary();
         let Running {
-            channel,
-            threads,
-            scheduling,
             engine,
             drain,
             started,
@@ -643,16 +640,10 @@ impl Running {
                 (reader.stats(), drained.map(drop).and(finished))
             }
         };
+        summary.seconds = started.elapsed().as_secs_f64();
+        summary.cpus = stats.iter().map(Into::into).collect();
         Outcome {
-            summary: Summary {
-                channel,
-                mode: mode.name().into(),
-                padding_word: padding_word.and_then(PaddingWord::bytes),
-                threads: threads.name().into(),
-                scheduling,
-                seconds: started.elapsed().as_secs_f64(),
-                cpus: stats.iter().map(Into::into).collect(),
-            },
+            summary,
             result: result.map_err(Into::into),
         }
     }
