@@ -132,7 +132,7 @@ fn record(args: RecordArgs) -> Result<()> {
             Duration::try_from_secs_f64(s).with_context(|| format!("-w {s}: not a duration"))?,
         );
     }
-    let mut running = recording.start().with_context(|| {
+    let running = recording.start().with_context(|| {
         "is the relay_klog module loaded? (insmod klog.ko relay_app.ko relay_klog.ko)"
     })?;
     eprintln!(
@@ -140,11 +140,8 @@ fn record(args: RecordArgs) -> Result<()> {
         running.buffers(),
         args.channel.display()
     );
-    let recorded = running.record();
     // Every reader saves the partly filled sub-buffer of its CPU.
-    let outcome = running.finish();
-    recorded?;
-    outcome.result?;
+    running.run_to_end().result?;
     for (cpu, n) in counts.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         eprintln!("cpu{cpu}: {} records", n.load(Ordering::Relaxed));
     }

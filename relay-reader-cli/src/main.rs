@@ -285,7 +285,7 @@ fn record(args: RecordArgs) -> Result<()> {
     if progress {
         recording = recording.progress(PROGRESS_INTERVAL, progress_line);
     }
-    let mut running = recording.start()?;
+    let running = recording.start()?;
     // A global buffer (one file) is written from every CPU: its one
     // thread is not pinned.
     let threads = match (args.single_thread, running.pinned()) {
@@ -305,9 +305,8 @@ fn record(args: RecordArgs) -> Result<()> {
         },
         running.scheduling()
     );
-    let recorded = running.record();
     // Everything read is saved, whatever ended the recording.
-    let outcome = running.finish();
+    let outcome = running.run_to_end();
     if progress {
         eprintln!();
     }
@@ -330,7 +329,7 @@ fn record(args: RecordArgs) -> Result<()> {
             }
         );
     }
-    recorded.and(outcome.result)?;
+    outcome.result?;
     Ok(())
 }
 

@@ -589,15 +589,11 @@ impl Running {
     }
 
     /// [`record`](Running::record), then [`finish`](Running::finish): the
-    /// outcome carries the first error of either.
+    /// outcome carries the first error met, recording's before finishing's.
     pub fn run_to_end(mut self) -> Outcome {
         let recorded = self.record();
         let mut outcome = self.finish();
-        if let Err(e) = recorded {
-            if outcome.result.is_ok() {
-                outcome.result = Err(e);
-            }
-        }
+        outcome.result = recorded.and(outcome.result);
         outcome
     }
 
