@@ -97,8 +97,7 @@ fn count_records(data: &[u8]) -> u64 {
 }
 
 fn record(args: RecordArgs) -> Result<()> {
-    let stop = Stop::on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .context("installing signal handlers")?;
+    let stop = Stop::on_termination().context("installing signal handlers")?;
     let output = if args.stdout {
         Output::Stdout
     } else {

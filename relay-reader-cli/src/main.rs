@@ -252,8 +252,7 @@ fn print_summary(summary: &Summary, json: bool) -> Result<()> {
 }
 
 fn record(args: RecordArgs) -> Result<()> {
-    let stop = Stop::on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .context("installing signal handlers")?;
+    let stop = Stop::on_termination().context("installing signal handlers")?;
     let out = &args.out;
     let scheduling = match (args.realtime, args.slice_us, args.no_realtime) {
         (Some(priority), _, _) => Scheduling::Fifo(priority),

@@ -64,6 +64,12 @@ impl Stop {
         Ok(stop)
     }
 
+    /// A flag raised by SIGINT (Ctrl-C) or SIGTERM (kill): how a recording
+    /// program is asked to stop.
+    pub fn on_termination() -> std::io::Result<Stop> {
+        Stop::on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+    }
+
     /// Raises the flag and wakes every registered reader.
     pub fn raise(&self) {
         self.inner.raised.store(true, Ordering::SeqCst);

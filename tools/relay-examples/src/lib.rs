@@ -12,8 +12,7 @@ use relay_recorder::Recording;
 
 /// A stop raised by SIGINT or SIGTERM.
 pub fn stop_on_signals() -> Result<Stop> {
-    Stop::on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .context("installing signal handlers")
+    Stop::on_termination().context("installing signal handlers")
 }
 
 /// A recording of `channel` (see [`relay_recorder::Recording`]) that ends

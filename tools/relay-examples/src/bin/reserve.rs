@@ -32,12 +32,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use nix::poll::{poll, PollFd, PollFlags};
-use relay_examples::load_hint;
+use relay_examples::{load_hint, stop_on_signals};
 use relay_reader::kernel::KernelBuffer;
 use relay_reader::mapped::{MappedBuffer, SubbufLookup};
 use relay_reader::source::Source;
 use relay_reader::{Mode, Reader};
-use relay_recorder::stop::Stop;
 
 /// Print the records of the relay_reserve channel until Ctrl-C.
 #[derive(Parser, Debug)]
@@ -159,8 +158,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     // Its own loop, not a Recording: a recording releases every sub-buffer
     // it delivers, and this reader must hold incomplete ones.
-    let stop = Stop::on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .context("installing signal handlers")?;
+    let stop = stop_on_signals()?;
     let deadline = match cli.duration {
         Some(s) => Some(
             Instant::now()
