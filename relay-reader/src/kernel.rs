@@ -308,6 +308,9 @@ pub struct KernelBuffer {
     info: BufInfo,
     /// The checked layout of the meta area at `info.mmap_len`.
     meta: MetaLayout,
+    /// The produced count last read from the meta area (see
+    /// [`MetaLayout::lookup`]).
+    produced_seen: u64,
 }
 
 impl KernelBuffer {
@@ -349,6 +352,7 @@ impl KernelBuffer {
                 map,
                 info,
                 meta,
+                produced_seen: 0,
             }),
             Err(what) => Err(Error::Corrupt { path, what }),
         }
@@ -381,23 +385,33 @@ impl AsFd for KernelBuffer {
 }
 
 impl MappedBuffer for KernelBuffer {
+    #[inline]
     fn info(&self) -> &BufInfo {
         &self.info
     }
 
+    #[inline]
     fn state(&mut self) -> Result<BufState> {
-        self.meta
+        let (state, _retries) = self
+            .meta
             .read_state(self.meta_words())
-            .map(|(state, _retries)| state)
-            .map_err(|what| self.corrupt(what))
+            .map_err(|what| self.corrupt(what))?;
+        self.produced_seen = state.produced;
+        Ok(state)
     }
 
+    #[inline(always)]
     fn subbuf(&mut self, seq: u64) -> Result<SubbufLookup> {
-        self.meta
-            .lookup(self.meta_words(), seq)
-            .map_err(|what| self.corrupt(what))
+        let mut produced_seen = self.produced_seen;
+        let lookup = self
+            .meta
+            .lookup(self.meta_words(), seq, &mut produced_seen)
+            .map_err(|what| self.corrupt(what));
+        self.produced_seen = produced_seen;
+        lookup
     }
 
+    #[inline]
     fn release(&mut self, seq: u64, count: u64) -> Result<Released> {
         let mut raw = sys::relay_consume {
             seq,
@@ -421,6 +435,7 @@ impl MappedBuffer for KernelBuffer {
         request_flush(&self.file, &self.path)
     }
 
+    #[inline]
     fn data(&self, loc: &SubbufLoc) -> &[u8] {
         // Bounds were checked against the mapping in `subbuf`.
         self.map
@@ -432,10 +447,12 @@ impl MappedBuffer for KernelBuffer {
         self.map.copy_racy(loc.data_offset, loc.data_len, out);
     }
 
+    #[inline]
     fn validates_in_place(&self) -> bool {
         true
     }
 
+    #[inline]
     fn still_holds(&self, loc: &SubbufLoc) -> bool {
         self.meta.still_holds(self.meta_words(), loc)
     }

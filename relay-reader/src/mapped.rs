@@ -70,6 +70,7 @@ impl BufState {
     /// flight recorder): its slot tells which. In
     /// no-overwrite mode the writer stops instead, so every unconsumed one
     /// is intact.
+    #[inline]
     pub fn oldest_intact(&self, n_subbufs: u64, overwrite: bool) -> u64 {
         if overwrite {
             self.consumed.max(self.produced.saturating_sub(n_subbufs))

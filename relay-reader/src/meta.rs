@@ -65,6 +65,7 @@ const SEQ_LOCK_PATIENCE: Duration = Duration::from_secs(10);
 /// loads, the lower address first, put together in native byte order.
 /// Relaxed: the only atomic loads Rust promises to work on read-only memory
 /// (an acquire load is a relaxed one followed by `fence(Acquire)`).
+#[inline]
 fn load64(words: &[AtomicU32], off: usize) -> u64 {
     debug_assert_eq!(off % 8, 0);
     let first = words[off / 4].load(Ordering::Relaxed).to_ne_bytes();
@@ -76,6 +77,7 @@ fn load64(words: &[AtomicU32], off: usize) -> u64 {
 }
 
 /// The 32-bit field at byte `off` (a multiple of 4): one relaxed load.
+#[inline]
 fn load32(words: &[AtomicU32], off: usize) -> u32 {
     debug_assert_eq!(off % 4, 0);
     words[off / 4].load(Ordering::Relaxed)
@@ -180,10 +182,21 @@ impl MetaLayout {
         })
     }
 
-    /// Byte offset of the slot of sequence number `seq`.
-    fn slot(&self, seq: u64) -> usize {
+    /// The ring index of sequence number `seq`.
+    #[inline]
+    fn index(&self, seq: u64) -> u64 {
+        if self.n_subbufs.is_power_of_two() {
+            seq & (self.n_subbufs - 1)
+        } else {
+            seq % self.n_subbufs
+        }
+    }
+
+    /// Byte offset of the slot of the sub-buffer at ring index `index`
+    /// (its sequence number modulo n_subbufs).
+    fn slot(&self, index: u64) -> usize {
         // In range: slot indices are below n_subbufs, checked in `parse`.
-        self.slots_offset + (seq % self.n_subbufs) as usize * self.slot_len
+        self.slots_offset + index as usize * self.slot_len
     }
 
     /// Runs `read` under the seq_lock protocol of `struct relay_meta`:
@@ -228,6 +241,7 @@ impl MetaLayout {
     /// how many retries that took. `write_offset` is the committed count of
     /// the sub-buffer being written, read in the same section, so that it
     /// belongs to the produced count read with it.
+    #[inline]
     pub fn read_state(&self, words: &[AtomicU32]) -> Result<(BufState, u32), String> {
         // FINALIZED is stored with release after the last update of
         // produced: seen here, the produced count read below is the last.
@@ -269,14 +283,35 @@ impl MetaLayout {
     /// number (overwritten), an earlier one or none (not ready), or `seq`
     /// with a header and padding that must fit the sub-buffer. In overwrite mode the answer holds only if
     /// [`still_holds`](Self::still_holds) says so after the data was copied.
-    pub fn lookup(&self, words: &[AtomicU32], seq: u64) -> Result<SubbufLookup, String> {
-        // Ready means below produced (the slot of `produced` is being
-        // filled); the slots below the produced count read are complete.
-        let (produced, _) = Self::seq_read(words, |words| load64(words, PRODUCED))?;
-        if seq >= produced {
-            return Ok(SubbufLookup::NotReady);
+    ///
+    /// `produced_seen` is the produced count this thread last read from the
+    /// area ([`read_state`](Self::read_state), or an earlier look-up; 0 for
+    /// none). Below it `seq` is known to be ready without reading the counter
+    /// again: the acquire of that read orders the slot's loads after it, and
+    /// the slots below a produced count were complete when it was published
+    /// (the kernel's release). At or above it the counter is read (and
+    /// `produced_seen` set to it), so a reader that looked at the counters
+    /// once pays for it once per batch, not per sub-buffer.
+    #[inline(always)]
+    pub fn lookup(
+        &self,
+        words: &[AtomicU32],
+        seq: u64,
+        produced_seen: &mut u64,
+    ) -> Result<SubbufLookup, String> {
+        if seq >= *produced_seen {
+            // Ready means below produced (the slot of `produced` is being
+            // filled); the slots below the produced count read are complete.
+            let (produced, _) = Self::seq_read(words, |words| load64(words, PRODUCED))?;
+            *produced_seen = produced;
+            if seq >= produced {
+                return Ok(SubbufLookup::NotReady);
+            }
         }
-        let slot = self.slot(seq);
+        // One division per look-up (none for a power-of-two ring): the slot
+        // and the data share the index.
+        let index = self.index(seq);
+        let slot = self.slot(index);
         let held = load64(words, slot + SLOT_SEQ);
         // Acquire: the slot's other fields (and the data) are read after.
         fence(Ordering::Acquire);
@@ -304,7 +339,7 @@ impl MetaLayout {
         }
         Ok(SubbufLookup::Ready(SubbufLoc {
             seq,
-            data_offset: (seq % self.n_subbufs) * self.subbuf_size + header,
+            data_offset: index * self.subbuf_size + header,
             data_len: self.subbuf_size - header - padding,
             padding,
             lost_before,
@@ -313,9 +348,10 @@ impl MetaLayout {
 
     /// After a copy of `loc`'s data: a read barrier, then whether its slot
     /// still holds `loc.seq`, i.e. whether the copy is intact.
+    #[inline]
     pub fn still_holds(&self, words: &[AtomicU32], loc: &SubbufLoc) -> bool {
         fence(Ordering::Acquire);
-        load64(words, self.slot(loc.seq) + SLOT_SEQ) == loc.seq
+        load64(words, self.slot(self.index(loc.seq)) + SLOT_SEQ) == loc.seq
     }
 }
 
@@ -487,7 +523,7 @@ mod tests {
         assert_eq!(layout.n_subbufs, 4);
         assert_eq!(layout.caps, sys::RELAY_META_CAP_FLUSH);
         assert_eq!(
-            layout.lookup(image.words(), 0).unwrap(),
+            layout.lookup(image.words(), 0, &mut 0).unwrap(),
             SubbufLookup::NotReady
         );
     }
@@ -528,6 +564,47 @@ mod tests {
     }
 
     #[test]
+    fn lookup_reads_the_produced_count_only_at_or_above_the_one_seen() {
+        let info = info(false);
+        let image = MetaImage::new(&info);
+        let layout = MetaLayout::parse(image.words(), &info).unwrap();
+        for seq in 0..2 {
+            image.start_slot(seq, 4, 4, 0);
+            image.finish_slot(seq, 4, 0);
+        }
+        image.publish(1, 0, 0, 0);
+        // Nothing seen yet: the counter is read (1), sub-buffer 1 is not
+        // ready although its slot is complete.
+        let mut seen = 0;
+        assert!(matches!(
+            layout.lookup(image.words(), 0, &mut seen).unwrap(),
+            SubbufLookup::Ready(_)
+        ));
+        assert_eq!(seen, 1);
+        assert_eq!(
+            layout.lookup(image.words(), 1, &mut seen).unwrap(),
+            SubbufLookup::NotReady
+        );
+        // Published meanwhile: at the count seen, the counter is read again.
+        image.publish(2, 0, 0, 0);
+        assert!(matches!(
+            layout.lookup(image.words(), 1, &mut seen).unwrap(),
+            SubbufLookup::Ready(_)
+        ));
+        assert_eq!(seen, 2);
+        // Below the count seen only the slot is read: what read_state
+        // returned covers the whole batch.
+        let (state, _) = layout.read_state(image.words()).unwrap();
+        let mut seen = state.produced;
+        image.publish(0, 0, 0, 0);
+        assert!(matches!(
+            layout.lookup(image.words(), 1, &mut seen).unwrap(),
+            SubbufLookup::Ready(_)
+        ));
+        assert_eq!(seen, 2);
+    }
+
+    #[test]
     fn corrupt_slot_is_an_error_unless_the_slot_moved_on() {
         let info = info(true);
         let image = MetaImage::new(&info);
@@ -535,26 +612,26 @@ mod tests {
         image.start_slot(1, 4, 200, 0);
         image.finish_slot(1, 4, 100);
         image.publish(2, 0, 0, 0);
-        let err = layout.lookup(image.words(), 1).unwrap_err();
+        let err = layout.lookup(image.words(), 1, &mut 0).unwrap_err();
         assert!(err.contains("header 200 + padding 100"), "{err}");
         image.start_slot(5, 4, 4, 3);
         image.publish(6, 0, 0, 0);
         assert_eq!(
-            layout.lookup(image.words(), 1).unwrap(),
+            layout.lookup(image.words(), 1, &mut 0).unwrap(),
             SubbufLookup::Overwritten
         );
         // Never started (empty), and not produced yet.
         assert_eq!(
-            layout.lookup(image.words(), 2).unwrap(),
+            layout.lookup(image.words(), 2, &mut 0).unwrap(),
             SubbufLookup::NotReady
         );
         assert_eq!(
-            layout.lookup(image.words(), 9).unwrap(),
+            layout.lookup(image.words(), 9, &mut 0).unwrap(),
             SubbufLookup::NotReady
         );
         image.finish_slot(5, 4, 12);
         image.publish(7, 0, 0, 0);
-        let SubbufLookup::Ready(loc) = layout.lookup(image.words(), 5).unwrap() else {
+        let SubbufLookup::Ready(loc) = layout.lookup(image.words(), 5, &mut 0).unwrap() else {
             panic!("sub-buffer 5 is ready");
         };
         assert_eq!(

@@ -50,6 +50,9 @@ pub struct ModelBuffer {
     racing_writes: Vec<Vec<u8>>,
     /// The meta area and its layout; `None` for a backend without one.
     meta: Option<(MetaImage, MetaLayout)>,
+    /// The produced count the reader last read from the meta area (see
+    /// [`MetaLayout::lookup`]).
+    produced_seen: u64,
     /// Writes dropped since the writer last started a sub-buffer: the next
     /// slot's `lost_before`.
     dropped_since_start: u64,
@@ -105,6 +108,7 @@ impl ModelBuffer {
             finalized: false,
             racing_writes: Vec::new(),
             meta,
+            produced_seen: 0,
             dropped_since_start: 0,
         };
         // relay_reset(): the first sub-buffer is started with no previous one.
@@ -258,7 +262,11 @@ impl ModelBuffer {
     }
 
     /// Writes the queued racing records now (no `CONSUME` came to run them).
+    #[inline]
     pub fn finish_races(&mut self) {
+        if self.racing_writes.is_empty() {
+            return;
+        }
         for record in std::mem::take(&mut self.racing_writes) {
             self.write(&record);
         }
@@ -283,10 +291,12 @@ impl ModelBuffer {
 }
 
 impl MappedBuffer for ModelBuffer {
+    #[inline]
     fn info(&self) -> &BufInfo {
         &self.info
     }
 
+    #[inline]
     fn state(&mut self) -> Result<BufState> {
         let write_offset = self.offset.min(self.subbuf_size) as u64;
         if let Some((image, layout)) = &self.meta {
@@ -294,6 +304,7 @@ impl MappedBuffer for ModelBuffer {
             let (state, _) = layout
                 .read_state(image.words())
                 .map_err(Self::model_error)?;
+            self.produced_seen = state.produced;
             return Ok(state);
         }
         Ok(BufState {
@@ -307,6 +318,7 @@ impl MappedBuffer for ModelBuffer {
         })
     }
 
+    #[inline(always)]
     fn subbuf(&mut self, seq: u64) -> Result<SubbufLookup> {
         if seq < self.consumed {
             // A harmless read of the meta area, but a reader that looks
@@ -318,7 +330,7 @@ impl MappedBuffer for ModelBuffer {
         }
         let lookup = if let Some((image, layout)) = &self.meta {
             layout
-                .lookup(image.words(), seq)
+                .lookup(image.words(), seq, &mut self.produced_seen)
                 .map_err(Self::model_error)?
         } else if seq >= self.produced {
             SubbufLookup::NotReady
@@ -342,6 +354,7 @@ impl MappedBuffer for ModelBuffer {
         Ok(lookup)
     }
 
+    #[inline]
     fn release(&mut self, seq: u64, count: u64) -> Result<Released> {
         if count == 0 {
             // Only asks for the consumed count; `seq` is ignored.
@@ -382,14 +395,17 @@ impl MappedBuffer for ModelBuffer {
         Ok(true)
     }
 
+    #[inline]
     fn data(&self, loc: &SubbufLoc) -> &[u8] {
         &self.mem[loc.data_offset as usize..(loc.data_offset + loc.data_len) as usize]
     }
 
+    #[inline]
     fn validates_in_place(&self) -> bool {
         self.meta.is_some()
     }
 
+    #[inline]
     fn still_holds(&self, loc: &SubbufLoc) -> bool {
         match &self.meta {
             Some((image, layout)) => layout.still_holds(image.words(), loc),
@@ -448,17 +464,21 @@ impl CallRecorder {
 }
 
 impl MappedBuffer for CallRecorder {
+    #[inline]
     fn info(&self) -> &BufInfo {
         self.model.info()
     }
+    #[inline]
     fn state(&mut self) -> Result<BufState> {
         self.states += 1;
         self.model.state()
     }
+    #[inline(always)]
     fn subbuf(&mut self, seq: u64) -> Result<SubbufLookup> {
         self.subbufs += 1;
         self.model.subbuf(seq)
     }
+    #[inline]
     fn release(&mut self, seq: u64, count: u64) -> Result<Released> {
         self.consumes.push((seq, count));
         let mut consumed = self.model.release(seq, count)?;
@@ -475,15 +495,18 @@ impl MappedBuffer for CallRecorder {
         self.flushes += 1;
         self.model.flush_live()
     }
+    #[inline]
     fn data(&self, loc: &SubbufLoc) -> &[u8] {
         self.model.data(loc)
     }
     fn copy_data(&self, loc: &SubbufLoc, out: &mut Vec<u8>) {
         self.model.copy_data(loc, out)
     }
+    #[inline]
     fn validates_in_place(&self) -> bool {
         self.model.validates_in_place()
     }
+    #[inline]
     fn still_holds(&self, loc: &SubbufLoc) -> bool {
         self.model.still_holds(loc)
     }

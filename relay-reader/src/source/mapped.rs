@@ -35,6 +35,24 @@ pub struct MappedSource<B: MappedBuffer> {
     stats: BufStats,
     scratch: Vec<u8>,
     finalized: bool,
+    /// Constant per buffer, kept here so that taking a sub-buffer does not
+    /// ask the backend again: see [`MappedSource::step`].
+    policy: ReleasePolicy,
+}
+
+/// When a [`MappedSource`] releases what it took, fixed when it opens the
+/// buffer.
+#[derive(Debug, Clone, Copy)]
+struct ReleasePolicy {
+    /// The backend does not validate in place: each sub-buffer is released
+    /// on its own (its consume says whether an overwrite-mode copy holds).
+    each: bool,
+    /// Release once this many were taken and not released (1 with `each`,
+    /// else half the ring); in overwrite mode with a meta area only at the
+    /// end of a batch.
+    every: u64,
+    /// The buffer is in overwrite mode.
+    overwrite: bool,
 }
 
 impl<B: MappedBuffer> MappedSource<B> {
@@ -47,7 +65,14 @@ impl<B: MappedBuffer> MappedSource<B> {
             cpu: info.cpu,
             ..BufStats::default()
         };
+        let each = !buf.validates_in_place();
+        let policy = ReleasePolicy {
+            each,
+            every: if each { 1 } else { (info.n_subbufs / 2).max(1) },
+            overwrite: info.overwrite,
+        };
         Ok(MappedSource {
+            policy,
             next: state.consumed,
             released: state.consumed,
             ready_until: state.consumed,
@@ -253,11 +278,13 @@ impl<B: MappedBuffer> MappedSource<B> {
     /// validated here, and counted; a no-overwrite sub-buffer is counted
     /// when it is given back.
     fn step(&mut self) -> Result<Option<Taken>> {
-        let info = *self.buf.info();
-        let each = !self.buf.validates_in_place();
-        let release_every = if each { 1 } else { (info.n_subbufs / 2).max(1) };
+        let ReleasePolicy {
+            each,
+            every,
+            overwrite,
+        } = self.policy;
         while self.next < self.ready_until {
-            if (each || !info.overwrite) && self.next - self.released >= release_every {
+            if (each || !overwrite) && self.next - self.released >= every {
                 self.release()?;
             }
             let seq = self.next;
@@ -271,12 +298,12 @@ impl<B: MappedBuffer> MappedSource<B> {
                 SubbufLookup::NotReady => return Ok(None),
             };
             let mut taken = Taken {
-                cpu: info.cpu,
+                cpu: self.stats.cpu,
                 seq,
                 loc,
                 copied: false,
             };
-            if !info.overwrite {
+            if !overwrite {
                 // No-overwrite: the writer never touches a ready sub-buffer
                 // before it is consumed, so the mapping can be lent out.
                 return Ok(Some(taken));
