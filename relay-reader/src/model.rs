@@ -24,13 +24,22 @@ use crate::meta::{image_len, MetaImage, MetaLayout};
 use crate::Result;
 use relay_sys::relay_app::PADDING_HEADER_SIZE;
 
+/// The alignment of the model's buffer: a page, as the kernel's.
+const PAGE: usize = 4096;
+
 /// One modelled relay buffer with its writer.
 #[derive(Debug, Clone)]
 pub struct ModelBuffer {
     info: BufInfo,
     subbuf_size: usize,
     n_subbufs: usize,
+    /// The buffer's bytes, from `base` on: page-aligned like the kernel's
+    /// (vmap'ed) buffer, so that copies out of the model run at the speed
+    /// they have from a mapping, the same in every model (`relay-bench
+    /// host` compares two). A clone keeps `base`: the same bytes, perhaps
+    /// not aligned.
     mem: Vec<u8>,
+    base: usize,
     /// `buf->padding[]`
     padding: Vec<usize>,
     /// `buf->offset`; `subbuf_size + 1` while the writer is stopped (full).
@@ -94,7 +103,8 @@ impl ModelBuffer {
             subbuf_size,
             n_subbufs,
             // 6.12 does not zero buffer pages; stale bytes make bugs show.
-            mem: vec![0xa5; mmap_len],
+            mem: vec![0xa5; mmap_len + PAGE - 1],
+            base: 0,
             padding: vec![0; n_subbufs],
             offset: 0,
             data: 0,
@@ -111,6 +121,7 @@ impl ModelBuffer {
             produced_seen: 0,
             dropped_since_start: 0,
         };
+        buf.base = (PAGE - buf.mem.as_ptr() as usize % PAGE) % PAGE;
         // relay_reset(): the first sub-buffer is started with no previous one.
         buf.subbuf_start(0, None, 0);
         buf
@@ -127,7 +138,7 @@ impl ModelBuffer {
             return false;
         }
         let start = self.data * self.subbuf_size + self.offset;
-        self.mem[start..start + length].copy_from_slice(record);
+        self.bytes_mut(start, length).copy_from_slice(record);
         self.offset += length;
         if let Some((image, _)) = &self.meta {
             // __relay_commit(): the bytes, then the count (release).
@@ -203,7 +214,7 @@ impl ModelBuffer {
     fn subbuf_start(&mut self, new: usize, prev: Option<usize>, prev_padding: usize) -> bool {
         if let Some(prev) = prev {
             let at = prev * self.subbuf_size;
-            self.mem[at..at + PADDING_HEADER_SIZE]
+            self.bytes_mut(at, PADDING_HEADER_SIZE)
                 .copy_from_slice(&(prev_padding as u32).to_ne_bytes());
         }
         if self.full() {
@@ -259,6 +270,12 @@ impl ModelBuffer {
     /// the meta area), so the reader's copy sees what they did.
     pub fn race_before_consume(&mut self, records: Vec<Vec<u8>>) {
         self.racing_writes.extend(records);
+    }
+
+    /// The buffer's bytes `start .. start + len`, for the writer.
+    fn bytes_mut(&mut self, start: usize, len: usize) -> &mut [u8] {
+        let start = self.base + start;
+        &mut self.mem[start..start + len]
     }
 
     /// Writes the queued racing records now (no `CONSUME` came to run them).
@@ -397,7 +414,8 @@ impl MappedBuffer for ModelBuffer {
 
     #[inline]
     fn data(&self, loc: &SubbufLoc) -> &[u8] {
-        &self.mem[loc.data_offset as usize..(loc.data_offset + loc.data_len) as usize]
+        let start = self.base + loc.data_offset as usize;
+        &self.mem[start..start + loc.data_len as usize]
     }
 
     #[inline]
