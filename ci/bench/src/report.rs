@@ -195,20 +195,59 @@ fn aims(
         });
     }
 
-    let core = host.and_then(|h| {
-        h.cases
-            .iter()
-            .filter(|c| !c.overwrite && c.subbuf_size == 256 << 10)
-            .map(host::ratio)
-            .reduce(f64::min)
-    });
-    aims.push(Aim {
-        aim:
-            "reader core >= 0.8x memcpy (8 x 256 KiB, no-overwrite; the lower of the two patterns)"
-                .into(),
-        measured: core.map_or("-".into(), |r| format!("{r:.2}x")),
-        pass: core.map(|r| r >= 0.8),
-    });
+    // The reader core against memcpy: the case with the lowest ratio among
+    // those `pick` chooses, or None where the run had none of them.
+    let core = |pick: &dyn Fn(&host::CaseResult) -> bool| {
+        host.and_then(|h| {
+            h.cases
+                .iter()
+                .filter(|c| pick(c))
+                .min_by(|a, b| host::ratio(a).total_cmp(&host::ratio(b)))
+        })
+    };
+    for (aim, floor, case) in [
+        (
+            "reader core >= 0.8x memcpy (8 x 256 KiB, no-overwrite; the lowest of its patterns)",
+            0.8,
+            core(&|c| !c.overwrite && c.subbuf_size == 256 << 10),
+        ),
+        (
+            "reader core >= 0.8x memcpy with small sub-buffers (8 x 4 KiB, no-overwrite, 256- and \
+             64-byte records; the lower)",
+            0.8,
+            core(&|c| !c.overwrite && c.subbuf_size == 4 << 10),
+        ),
+        (
+            "reader core >= 0.45x memcpy in overwrite mode (8 x 256 KiB: copy, then check the \
+             slot)",
+            0.45,
+            core(&|c| c.overwrite),
+        ),
+    ] {
+        let ratio = case.map(host::ratio);
+        aims.push(Aim {
+            aim: aim.into(),
+            // Where the ratio falls short, what it would take: the reader's
+            // time per sub-buffer above the copy, against the most the aim
+            // leaves it.
+            measured: case.map_or("-".into(), |c| {
+                let r = host::ratio(c);
+                if r >= floor {
+                    return format!("{r:.2}x");
+                }
+                let per = |secs: f64| secs * 1e9 / c.subbufs.max(1) as f64;
+                let copy = per(c.memcpy_secs);
+                format!(
+                    "{r:.2}x ({}): the reader adds {:.1} ns per sub-buffer to memcpy's {copy:.1} \
+                     ns, {floor}x leaves it {:.1} ns",
+                    c.name,
+                    per(c.reader_secs) - copy,
+                    copy * (1.0 / floor - 1.0),
+                )
+            }),
+            pass: ratio.map(|r| r >= floor),
+        });
+    }
 
     let klog = pb.and_then(|p| {
         Some((
@@ -458,11 +497,16 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         Some(h) => {
             s.push_str(&format!(
                 "`relay-bench host` (release build), no kernel: the relay model's writer fills \
-                 sub-buffers with {}-byte records (not timed), then either the reader core \
+                 sub-buffers with records ({} bytes unless the case names another size; the \
+                 reader delivers whole sub-buffers, so the size decides only the padding) (not \
+                 timed), then either the reader core \
                  (`MappedSource::drain` over the model, its callback copying each sub-buffer into \
                  a sink buffer, as write(2) into the page cache would) or a plain `copy_from_slice` \
                  of the same sub-buffers into the same sink buffer is timed. Rounds alternate; the \
-                 best of {} trials of {} MiB counts. ABI system calls per sub-buffer are the ones \
+                 best of {} trials of {} MiB counts. Each round's time leaves out the clock's \
+                 own cost (read once more just before the round, and the difference taken off), \
+                 which would otherwise weigh on both sides of the small-sub-buffer cases alike \
+                 and pull their ratios towards 1. ABI system calls per sub-buffer are the ones \
                  the reader makes into the relay ABI: with the meta area the model has (as the patched \
                  kernel does), counters and sub-buffer locations are reads of the mapping and a \
                  drain releases what it read with one CONSUME; \
