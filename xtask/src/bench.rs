@@ -81,6 +81,11 @@ impl BenchArgs {
             self.transport_rounds.into(),
             TRANSPORT_ROUNDS.into(),
         );
+        if let Some(kernel) = &self.vm.kernel {
+            // As given (a path under the checkout, where `cargo xtask
+            // kernel` builds, stays relative).
+            cmd.push_str(&format!(" --kernel {}", kernel.display()));
+        }
         cmd
     }
 }
