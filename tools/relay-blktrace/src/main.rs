@@ -408,14 +408,23 @@ impl Device {
             ModeArg::Read => Mode::Read,
             ModeArg::Mmap => Mode::Mmap,
         };
+        let idle = idle_flush(cli);
         let mut recording = Recording::new(&channel)
             .mode(mode)
-            // A thread per CPU buffer, pinned to its CPU, as blktrace reads.
-            // Pinned, a thread may also read the sub-buffer being written
-            // for live output on a stock kernel: blktrace reserves and fills
-            // each record with interrupts off on the buffer's CPU, so none
-            // is half written while that CPU runs the thread.
-            .threads(Threads::PerBuffer)
+            // Live output: a thread per CPU buffer, pinned to its CPU, which
+            // may then read the sub-buffer being written on a stock kernel:
+            // blktrace reserves and fills each record with interrupts off on
+            // the buffer's CPU, so none is half written while that CPU runs
+            // the thread. Otherwise one thread for all buffers: pinned
+            // threads compete with the traced load on every CPU, and under
+            // fio on null_blk (relay-bench blktrace) they cost 3-4 times the
+            // CPU of one thread in some runs (as Debian's blktrace, which
+            // pins too), and slowed the load, for the same records.
+            .threads(if idle.is_some() {
+                Threads::PerBuffer
+            } else {
+                Threads::One
+            })
             // Otherwise only finished sub-buffers: read(2) of the one being
             // written from elsewhere could return a record reserved but not
             // filled yet.
@@ -425,7 +434,7 @@ impl Device {
             .scheduling(cli.realtime.map_or(Scheduling::Inherit, Scheduling::Fifo))
             .stop(stop)
             .sinks(sinks);
-        if let Some(idle) = idle_flush(cli) {
+        if let Some(idle) = idle {
             recording = recording.flush_when_idle(idle);
         }
         let running = recording
