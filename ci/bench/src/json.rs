@@ -91,7 +91,7 @@ mod tests {
     #[test]
     fn the_files_of_a_transports_run_read_and_write_back_unchanged() {
         // From a run of its own on the stock 6.12 kernel (the run above
-        // booted 7.3, which has no BPF), written by the typed writer.
+        // booted a 7.3 built without BPF then), written by the typed writer.
         let tr: TransportsResult = round_trip("transports.json");
         assert_eq!(tr.cells.len(), 9);
         assert!(tr.cells.iter().all(|c| c.rounds.len() == 5));
