@@ -308,9 +308,6 @@ pub struct KernelBuffer {
     info: BufInfo,
     /// The checked layout of the meta area at `info.mmap_len`.
     meta: MetaLayout,
-    /// The produced count last read from the meta area (see
-    /// [`MetaLayout::lookup`]).
-    produced_seen: u64,
 }
 
 impl KernelBuffer {
@@ -352,7 +349,6 @@ impl KernelBuffer {
                 map,
                 info,
                 meta,
-                produced_seen: 0,
             }),
             Err(what) => Err(Error::Corrupt { path, what }),
         }
@@ -392,23 +388,17 @@ impl MappedBuffer for KernelBuffer {
 
     #[inline]
     fn state(&mut self) -> Result<BufState> {
-        let (state, _retries) = self
-            .meta
+        self.meta
             .read_state(self.meta_words())
-            .map_err(|what| self.corrupt(what))?;
-        self.produced_seen = state.produced;
-        Ok(state)
+            .map(|(state, _retries)| state)
+            .map_err(|what| self.corrupt(what))
     }
 
     #[inline(always)]
     fn subbuf(&mut self, seq: u64) -> Result<SubbufLookup> {
-        let mut produced_seen = self.produced_seen;
-        let lookup = self
-            .meta
-            .lookup(self.meta_words(), seq, &mut produced_seen)
-            .map_err(|what| self.corrupt(what));
-        self.produced_seen = produced_seen;
-        lookup
+        self.meta
+            .lookup(self.meta_words(), seq)
+            .map_err(|what| self.corrupt(what))
     }
 
     #[inline]

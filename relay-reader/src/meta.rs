@@ -281,32 +281,21 @@ impl MetaLayout {
     /// Where the data of the sub-buffer `seq` lies, from its slot: not ready
     /// at or above the produced count; else the slot holds a later sequence
     /// number (overwritten), an earlier one or none (not ready), or `seq`
-    /// with a header and padding that must fit the sub-buffer. In overwrite mode the answer holds only if
-    /// [`still_holds`](Self::still_holds) says so after the data was copied.
+    /// with a header and padding that must fit the sub-buffer. In overwrite
+    /// mode the answer holds only if [`still_holds`](Self::still_holds) says
+    /// so after the data was copied.
     ///
-    /// `produced_seen` is the produced count this thread last read from the
-    /// area ([`read_state`](Self::read_state), or an earlier look-up; 0 for
-    /// none). Below it `seq` is known to be ready without reading the counter
-    /// again: the acquire of that read orders the slot's loads after it, and
-    /// the slots below a produced count were complete when it was published
-    /// (the kernel's release). At or above it the counter is read (and
-    /// `produced_seen` set to it), so a reader that looked at the counters
-    /// once pays for it once per batch, not per sub-buffer.
+    /// The produced count is read again for every look-up, although the
+    /// reader read it when it looked at the counters: the kernel claims a
+    /// slot (stores its sequence number) when it starts the sub-buffer, so a
+    /// slot holding `seq` is complete only below the produced count, and
+    /// after a `relay_reset()` since that look the count went back while
+    /// the writer may be filling `seq`'s slot again.
     #[inline(always)]
-    pub fn lookup(
-        &self,
-        words: &[AtomicU32],
-        seq: u64,
-        produced_seen: &mut u64,
-    ) -> Result<SubbufLookup, String> {
-        if seq >= *produced_seen {
-            // Ready means below produced (the slot of `produced` is being
-            // filled); the slots below the produced count read are complete.
-            let (produced, _) = Self::seq_read(words, |words| load64(words, PRODUCED))?;
-            *produced_seen = produced;
-            if seq >= produced {
-                return Ok(SubbufLookup::NotReady);
-            }
+    pub fn lookup(&self, words: &[AtomicU32], seq: u64) -> Result<SubbufLookup, String> {
+        let (produced, _) = Self::seq_read(words, |words| load64(words, PRODUCED))?;
+        if seq >= produced {
+            return Ok(SubbufLookup::NotReady);
         }
         // One division per look-up (none for a power-of-two ring): the slot
         // and the data share the index.
@@ -523,7 +512,7 @@ mod tests {
         assert_eq!(layout.n_subbufs, 4);
         assert_eq!(layout.caps, sys::RELAY_META_CAP_FLUSH);
         assert_eq!(
-            layout.lookup(image.words(), 0, &mut 0).unwrap(),
+            layout.lookup(image.words(), 0).unwrap(),
             SubbufLookup::NotReady
         );
     }
@@ -564,47 +553,6 @@ mod tests {
     }
 
     #[test]
-    fn lookup_reads_the_produced_count_only_at_or_above_the_one_seen() {
-        let info = info(false);
-        let image = MetaImage::new(&info);
-        let layout = MetaLayout::parse(image.words(), &info).unwrap();
-        for seq in 0..2 {
-            image.start_slot(seq, 4, 4, 0);
-            image.finish_slot(seq, 4, 0);
-        }
-        image.publish(1, 0, 0, 0);
-        // Nothing seen yet: the counter is read (1), sub-buffer 1 is not
-        // ready although its slot is complete.
-        let mut seen = 0;
-        assert!(matches!(
-            layout.lookup(image.words(), 0, &mut seen).unwrap(),
-            SubbufLookup::Ready(_)
-        ));
-        assert_eq!(seen, 1);
-        assert_eq!(
-            layout.lookup(image.words(), 1, &mut seen).unwrap(),
-            SubbufLookup::NotReady
-        );
-        // Published meanwhile: at the count seen, the counter is read again.
-        image.publish(2, 0, 0, 0);
-        assert!(matches!(
-            layout.lookup(image.words(), 1, &mut seen).unwrap(),
-            SubbufLookup::Ready(_)
-        ));
-        assert_eq!(seen, 2);
-        // Below the count seen only the slot is read: what read_state
-        // returned covers the whole batch.
-        let (state, _) = layout.read_state(image.words()).unwrap();
-        let mut seen = state.produced;
-        image.publish(0, 0, 0, 0);
-        assert!(matches!(
-            layout.lookup(image.words(), 1, &mut seen).unwrap(),
-            SubbufLookup::Ready(_)
-        ));
-        assert_eq!(seen, 2);
-    }
-
-    #[test]
     fn corrupt_slot_is_an_error_unless_the_slot_moved_on() {
         let info = info(true);
         let image = MetaImage::new(&info);
@@ -612,26 +560,26 @@ mod tests {
         image.start_slot(1, 4, 200, 0);
         image.finish_slot(1, 4, 100);
         image.publish(2, 0, 0, 0);
-        let err = layout.lookup(image.words(), 1, &mut 0).unwrap_err();
+        let err = layout.lookup(image.words(), 1).unwrap_err();
         assert!(err.contains("header 200 + padding 100"), "{err}");
         image.start_slot(5, 4, 4, 3);
         image.publish(6, 0, 0, 0);
         assert_eq!(
-            layout.lookup(image.words(), 1, &mut 0).unwrap(),
+            layout.lookup(image.words(), 1).unwrap(),
             SubbufLookup::Overwritten
         );
         // Never started (empty), and not produced yet.
         assert_eq!(
-            layout.lookup(image.words(), 2, &mut 0).unwrap(),
+            layout.lookup(image.words(), 2).unwrap(),
             SubbufLookup::NotReady
         );
         assert_eq!(
-            layout.lookup(image.words(), 9, &mut 0).unwrap(),
+            layout.lookup(image.words(), 9).unwrap(),
             SubbufLookup::NotReady
         );
         image.finish_slot(5, 4, 12);
         image.publish(7, 0, 0, 0);
-        let SubbufLookup::Ready(loc) = layout.lookup(image.words(), 5, &mut 0).unwrap() else {
+        let SubbufLookup::Ready(loc) = layout.lookup(image.words(), 5).unwrap() else {
             panic!("sub-buffer 5 is ready");
         };
         assert_eq!(

@@ -59,9 +59,6 @@ pub struct ModelBuffer {
     racing_writes: Vec<Vec<u8>>,
     /// The meta area and its layout; `None` for a backend without one.
     meta: Option<(MetaImage, MetaLayout)>,
-    /// The produced count the reader last read from the meta area (see
-    /// [`MetaLayout::lookup`]).
-    produced_seen: u64,
     /// Writes dropped since the writer last started a sub-buffer: the next
     /// slot's `lost_before`.
     dropped_since_start: u64,
@@ -118,7 +115,6 @@ impl ModelBuffer {
             finalized: false,
             racing_writes: Vec::new(),
             meta,
-            produced_seen: 0,
             dropped_since_start: 0,
         };
         buf.base = (PAGE - buf.mem.as_ptr() as usize % PAGE) % PAGE;
@@ -321,7 +317,6 @@ impl MappedBuffer for ModelBuffer {
             let (state, _) = layout
                 .read_state(image.words())
                 .map_err(Self::model_error)?;
-            self.produced_seen = state.produced;
             return Ok(state);
         }
         Ok(BufState {
@@ -347,7 +342,7 @@ impl MappedBuffer for ModelBuffer {
         }
         let lookup = if let Some((image, layout)) = &self.meta {
             layout
-                .lookup(image.words(), seq, &mut self.produced_seen)
+                .lookup(image.words(), seq)
                 .map_err(Self::model_error)?
         } else if seq >= self.produced {
             SubbufLookup::NotReady
