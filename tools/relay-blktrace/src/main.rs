@@ -203,7 +203,7 @@ enum ToArg {
     V1,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum ModeArg {
     /// mmap where the relay ABI is offered, read(2) otherwise.
     Auto,
@@ -411,23 +411,14 @@ impl Device {
         let idle = idle_flush(cli);
         let mut recording = Recording::new(&channel)
             .mode(mode)
-            // Live output: a thread per CPU buffer, pinned to its CPU, which
-            // may then read the sub-buffer being written on a stock kernel:
-            // blktrace reserves and fills each record with interrupts off on
-            // the buffer's CPU, so none is half written while that CPU runs
-            // the thread. Otherwise one thread for all buffers: pinned
-            // threads compete with the traced load on every CPU, and under
-            // fio on null_blk (relay-bench blktrace) they cost 3-4 times the
-            // CPU of one thread in some runs (as Debian's blktrace, which
-            // pins too), and slowed the load, for the same records.
-            .threads(if idle.is_some() {
+            .threads(if reads_pinned(cli, idle.is_some()) {
                 Threads::PerBuffer
             } else {
                 Threads::One
             })
-            // Otherwise only finished sub-buffers: read(2) of the one being
-            // written from elsewhere could return a record reserved but not
-            // filled yet.
+            // Only finished sub-buffers (the idle flush aside): read(2) of
+            // the one being written from elsewhere could return a record
+            // reserved but not filled yet.
             .finished_subbufs_only(true)
             // Set on this thread, before the device threads start: they
             // inherit it.
@@ -739,6 +730,27 @@ fn run(cli: Cli) -> Result<bool> {
 
 /// The idle flush interval: `--idle-flush`, else [`LIVE_IDLE_FLUSH`] with
 /// `-o -`; none for 0 or files.
+/// Whether each CPU buffer gets its own reading thread pinned to its CPU
+/// (as blktrace reads), or one thread reads them all. Pinned threads compete
+/// with the traced load on every CPU: under fio on null_blk (relay-bench
+/// blktrace) they cost 3-4 times the CPU of one thread in some runs, as
+/// Debian's blktrace, which pins too, and slowed the load, for the same
+/// records. They are needed:
+/// - for live output, where a buffer's own thread may read the sub-buffer
+///   being written on a stock kernel: blktrace reserves and fills each
+///   record with interrupts off on the buffer's CPU, so none is half written
+///   while that CPU runs the thread;
+/// - under `--realtime`: one SCHED_FIFO thread for every buffer stalls with
+///   the vCPU it runs on (relay-recorder's README);
+/// - where read(2) may be used on a weakly ordered CPU: a stock kernel
+///   publishes a finished sub-buffer without a barrier after its bytes (the
+///   series orders them), so only a thread on the writer's CPU is sure to
+///   see them. x86 keeps stores in order; mmap mode needs the series.
+fn reads_pinned(cli: &Cli, live: bool) -> bool {
+    let ordered_stores = cfg!(any(target_arch = "x86", target_arch = "x86_64"));
+    live || cli.realtime.is_some() || (!ordered_stores && cli.mode != ModeArg::Mmap)
+}
+
 fn idle_flush(cli: &Cli) -> Option<Duration> {
     let to_stdout = cli.output.as_deref() == Some("-");
     match cli.idle_flush {
@@ -1046,5 +1058,22 @@ mod tests {
             Cli::try_parse_from(["relay-blktrace", "-d", "x", "-o", "-", "--idle-flush", "0"])
                 .unwrap();
         assert_eq!(idle_flush(&off), None);
+    }
+
+    #[test]
+    fn pinned_threads_only_where_they_are_needed() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["relay-blktrace", "-d", "x"], args].concat()).unwrap();
+            reads_pinned(&cli, idle_flush(&cli).is_some())
+        };
+        let ordered_stores = cfg!(any(target_arch = "x86", target_arch = "x86_64"));
+        // Files: one thread, unless read(2) may run on a CPU that reorders
+        // stores.
+        assert_eq!(parse(&[]), !ordered_stores);
+        assert!(!parse(&["--mode", "mmap"]));
+        // Live output, real-time readers.
+        assert!(parse(&["-o", "-"]));
+        assert!(parse(&["--mode", "mmap", "--realtime", "10"]));
+        assert_eq!(parse(&["-o", "-", "--idle-flush", "0"]), !ordered_stores);
     }
 }
