@@ -48,6 +48,11 @@ const SLOT_HEADER: usize = offset_of!(relay_meta_slot, header);
 const SLOT_PADDING: usize = offset_of!(relay_meta_slot, padding);
 const SLOT_LOST_BEFORE: usize = offset_of!(relay_meta_slot, lost_before);
 
+/// 32-bit words of the part of `struct relay_meta` this reader reads.
+const FIELD_WORDS: usize = META_FIELDS_LEN / 4;
+/// 32-bit words of the part of a slot this reader reads.
+const SLOT_WORDS: usize = size_of::<relay_meta_slot>() / 4;
+
 /// `RELAY_BUF_GLOBAL | RELAY_BUF_OVERWRITE`: the flags that must agree with
 /// `RELAY_IOC_GET_INFO`'s.
 const GEOMETRY_FLAGS: u32 = sys::RELAY_BUF_GLOBAL | sys::RELAY_BUF_OVERWRITE;
@@ -192,48 +197,98 @@ impl MetaLayout {
         }
     }
 
-    /// Byte offset of the slot of the sub-buffer at ring index `index`
-    /// (its sequence number modulo n_subbufs).
-    fn slot(&self, index: u64) -> usize {
+    /// The fields `read_state` and `lookup` read, as a fixed-size view:
+    /// one bounds check here instead of one per field. `parse` checked that
+    /// the area is this long; a shorter `words` (not the area `parse` saw)
+    /// panics as an index out of range would.
+    #[inline(always)]
+    fn fields(words: &[AtomicU32]) -> &[AtomicU32; FIELD_WORDS] {
+        words
+            .first_chunk()
+            .expect("the meta area holds struct relay_meta (checked in parse)")
+    }
+
+    /// The slot of the sub-buffer at ring index `index` (its sequence number
+    /// modulo n_subbufs), as a fixed-size view.
+    #[inline(always)]
+    fn slot<'w>(&self, words: &'w [AtomicU32], index: u64) -> &'w [AtomicU32; SLOT_WORDS] {
         // In range: slot indices are below n_subbufs, checked in `parse`.
-        self.slots_offset + index as usize * self.slot_len
+        let start = (self.slots_offset + index as usize * self.slot_len) / 4;
+        words
+            .get(start..)
+            .and_then(<[AtomicU32]>::first_chunk)
+            .expect("the slots lie in the meta area (checked in parse)")
     }
 
     /// Runs `read` under the seq_lock protocol of `struct relay_meta`:
     /// load `seq_lock` with acquire semantics (relaxed load, acquire fence),
     /// retry while it is odd, `read` the fields (relaxed), read barrier
-    /// (acquire fence), retry if `seq_lock` changed. Spins a little, then
-    /// yields between retries. Returns what `read` returned and how many
-    /// retries it took.
+    /// (acquire fence), retry if `seq_lock` changed. Returns what `read`
+    /// returned and how many retries it took. The first pass is inlined
+    /// (the reader takes it once per sub-buffer); retries, which spin a
+    /// little and then yield, are not.
+    #[inline(always)]
     fn seq_read<T>(
-        words: &[AtomicU32],
-        read: impl Fn(&[AtomicU32]) -> T,
+        fields: &[AtomicU32; FIELD_WORDS],
+        read: impl Fn(&[AtomicU32; FIELD_WORDS]) -> T,
     ) -> Result<(T, u32), String> {
-        let mut retries = 0u32;
+        match Self::seq_pass(fields, &read) {
+            Ok(value) => Ok((value, 0)),
+            Err(seq) => Self::seq_retry(fields, read, seq),
+        }
+    }
+
+    /// One pass of [`seq_read`](Self::seq_read): what `read` returned, or
+    /// the `seq_lock` value that made the pass fail.
+    #[inline(always)]
+    fn seq_pass<T>(
+        fields: &[AtomicU32; FIELD_WORDS],
+        read: &impl Fn(&[AtomicU32; FIELD_WORDS]) -> T,
+    ) -> Result<T, u32> {
+        let seq = load32(fields, SEQ_LOCK);
+        fence(Ordering::Acquire);
+        if seq % 2 != 0 {
+            return Err(seq);
+        }
+        let value = read(fields);
+        fence(Ordering::Acquire);
+        if load32(fields, SEQ_LOCK) == seq {
+            Ok(value)
+        } else {
+            Err(seq)
+        }
+    }
+
+    /// The retries of [`seq_read`](Self::seq_read) after a failed first
+    /// pass: spin a little, then yield between passes, and give up after
+    /// `SEQ_LOCK_PATIENCE`.
+    #[cold]
+    #[inline(never)]
+    fn seq_retry<T>(
+        fields: &[AtomicU32; FIELD_WORDS],
+        read: impl Fn(&[AtomicU32; FIELD_WORDS]) -> T,
+        mut last: u32,
+    ) -> Result<(T, u32), String> {
+        let mut retries = 1u32;
         let mut since: Option<Instant> = None;
         loop {
-            let seq = load32(words, SEQ_LOCK);
-            fence(Ordering::Acquire);
-            if seq % 2 == 0 {
-                let fields = read(words);
-                fence(Ordering::Acquire);
-                if load32(words, SEQ_LOCK) == seq {
-                    return Ok((fields, retries));
-                }
-            }
-            retries = retries.wrapping_add(1);
             if retries % SPINS != 0 {
                 std::hint::spin_loop();
-                continue;
+            } else {
+                let since = *since.get_or_insert_with(Instant::now);
+                if since.elapsed() > SEQ_LOCK_PATIENCE {
+                    return Err(format!(
+                        "meta area: seq_lock stayed odd or kept changing for \
+                         {SEQ_LOCK_PATIENCE:?} (last {last})"
+                    ));
+                }
+                std::thread::yield_now();
             }
-            let since = *since.get_or_insert_with(Instant::now);
-            if since.elapsed() > SEQ_LOCK_PATIENCE {
-                return Err(format!(
-                    "meta area: seq_lock stayed odd or kept changing for {SEQ_LOCK_PATIENCE:?} \
-                     (last {seq})"
-                ));
+            match Self::seq_pass(fields, &read) {
+                Ok(value) => return Ok((value, retries)),
+                Err(seq) => last = seq,
             }
-            std::thread::yield_now();
+            retries = retries.wrapping_add(1);
         }
     }
 
@@ -243,22 +298,23 @@ impl MetaLayout {
     /// belongs to the produced count read with it.
     #[inline]
     pub fn read_state(&self, words: &[AtomicU32]) -> Result<(BufState, u32), String> {
+        let fields = Self::fields(words);
         // FINALIZED is stored with release after the last update of
         // produced: seen here, the produced count read below is the last.
-        let flags = load32(words, FLAGS);
+        let flags = load32(fields, FLAGS);
         // Loaded before produced, so that it cannot be above it unless the
         // kernel is wrong.
-        let consumed = load64(words, CONSUMED);
+        let consumed = load64(fields, CONSUMED);
         // Acquire for both loads above.
         fence(Ordering::Acquire);
         let ((produced, lost_full, lost_toobig, lost_overwritten, committed), retries) =
-            Self::seq_read(words, |words| {
+            Self::seq_read(fields, |fields| {
                 (
-                    load64(words, PRODUCED),
-                    load64(words, LOST_FULL),
-                    load64(words, LOST_TOOBIG),
-                    load64(words, LOST_OVERWRITTEN),
-                    load32(words, COMMITTED),
+                    load64(fields, PRODUCED),
+                    load64(fields, LOST_FULL),
+                    load64(fields, LOST_TOOBIG),
+                    load64(fields, LOST_OVERWRITTEN),
+                    load32(fields, COMMITTED),
                 )
             })?;
         if consumed > produced {
@@ -293,15 +349,16 @@ impl MetaLayout {
     /// the writer may be filling `seq`'s slot again.
     #[inline(always)]
     pub fn lookup(&self, words: &[AtomicU32], seq: u64) -> Result<SubbufLookup, String> {
-        let (produced, _) = Self::seq_read(words, |words| load64(words, PRODUCED))?;
+        let fields = Self::fields(words);
+        let (produced, _) = Self::seq_read(fields, |fields| load64(fields, PRODUCED))?;
         if seq >= produced {
             return Ok(SubbufLookup::NotReady);
         }
         // One division per look-up (none for a power-of-two ring): the slot
         // and the data share the index.
         let index = self.index(seq);
-        let slot = self.slot(index);
-        let held = load64(words, slot + SLOT_SEQ);
+        let slot = self.slot(words, index);
+        let held = load64(slot, SLOT_SEQ);
         // Acquire: the slot's other fields (and the data) are read after.
         fence(Ordering::Acquire);
         if held == sys::RELAY_META_SLOT_EMPTY || held < seq {
@@ -310,14 +367,14 @@ impl MetaLayout {
         if held > seq {
             return Ok(SubbufLookup::Overwritten);
         }
-        let header = u64::from(load32(words, slot + SLOT_HEADER));
-        let padding = u64::from(load32(words, slot + SLOT_PADDING));
-        let lost_before = load64(words, slot + SLOT_LOST_BEFORE);
+        let header = u64::from(load32(slot, SLOT_HEADER));
+        let padding = u64::from(load32(slot, SLOT_PADDING));
+        let lost_before = load64(slot, SLOT_LOST_BEFORE);
         if header + padding > self.subbuf_size {
             // A writer reusing the slot may have torn what was read: only
             // values of the sub-buffer the slot still holds are wrong.
             fence(Ordering::Acquire);
-            if load64(words, slot + SLOT_SEQ) != seq {
+            if load64(slot, SLOT_SEQ) != seq {
                 return Ok(SubbufLookup::Overwritten);
             }
             return Err(format!(
@@ -340,7 +397,7 @@ impl MetaLayout {
     #[inline]
     pub fn still_holds(&self, words: &[AtomicU32], loc: &SubbufLoc) -> bool {
         fence(Ordering::Acquire);
-        load64(words, self.slot(self.index(loc.seq)) + SLOT_SEQ) == loc.seq
+        load64(self.slot(words, self.index(loc.seq)), SLOT_SEQ) == loc.seq
     }
 }
 
