@@ -248,6 +248,7 @@ impl Mapping {
 
     /// The mapped bytes `offset..offset + len`; `None` when out of range.
     /// Stable only where the writer does not write (see [`MappedBuffer::data`]).
+    #[inline]
     pub fn bytes(&self, offset: u64, len: u64) -> Option<&[u8]> {
         let end = offset.checked_add(len)?;
         self.map
@@ -257,6 +258,7 @@ impl Mapping {
     /// The mapped bytes `offset..offset + len` as 32-bit atomic words (the
     /// last `len % 4` bytes left out), for the meta area, which the kernel
     /// updates while it is read. `None` when out of range or unaligned.
+    #[inline]
     pub fn atomic_words(&self, offset: u64, len: u64) -> Option<&[AtomicU32]> {
         let bytes = self.bytes(offset, len)?;
         if bytes.as_ptr().align_offset(align_of::<AtomicU32>()) != 0 {
@@ -360,6 +362,7 @@ impl KernelBuffer {
     }
 
     /// The meta area's words (the mapping after `mmap_len`).
+    #[inline]
     fn meta_words(&self) -> &[AtomicU32] {
         self.map
             .atomic_words(self.info.mmap_len, self.info.meta_len)
@@ -386,7 +389,7 @@ impl MappedBuffer for KernelBuffer {
         &self.info
     }
 
-    #[inline]
+    #[inline(always)]
     fn state(&mut self) -> Result<BufState> {
         self.meta
             .read_state(self.meta_words())

@@ -296,7 +296,7 @@ impl MetaLayout {
     /// how many retries that took. `write_offset` is the committed count of
     /// the sub-buffer being written, read in the same section, so that it
     /// belongs to the produced count read with it.
-    #[inline]
+    #[inline(always)]
     pub fn read_state(&self, words: &[AtomicU32]) -> Result<(BufState, u32), String> {
         let fields = Self::fields(words);
         // FINALIZED is stored with release after the last update of
@@ -371,17 +371,7 @@ impl MetaLayout {
         let padding = u64::from(load32(slot, SLOT_PADDING));
         let lost_before = load64(slot, SLOT_LOST_BEFORE);
         if header + padding > self.subbuf_size {
-            // A writer reusing the slot may have torn what was read: only
-            // values of the sub-buffer the slot still holds are wrong.
-            fence(Ordering::Acquire);
-            if load64(slot, SLOT_SEQ) != seq {
-                return Ok(SubbufLookup::Overwritten);
-            }
-            return Err(format!(
-                "meta slot of sub-buffer {seq}: header {header} + padding {padding} exceed the \
-                 sub-buffer size {}",
-                self.subbuf_size
-            ));
+            return self.misfit(slot, seq, header, padding);
         }
         Ok(SubbufLookup::Ready(SubbufLoc {
             seq,
@@ -390,6 +380,29 @@ impl MetaLayout {
             padding,
             lost_before,
         }))
+    }
+
+    /// A slot whose header and padding do not fit the sub-buffer: torn by
+    /// a writer that reused the slot meanwhile (only values of the
+    /// sub-buffer the slot still holds are wrong), or corrupt.
+    #[cold]
+    #[inline(never)]
+    fn misfit(
+        &self,
+        slot: &[AtomicU32; SLOT_WORDS],
+        seq: u64,
+        header: u64,
+        padding: u64,
+    ) -> Result<SubbufLookup, String> {
+        fence(Ordering::Acquire);
+        if load64(slot, SLOT_SEQ) != seq {
+            return Ok(SubbufLookup::Overwritten);
+        }
+        Err(format!(
+            "meta slot of sub-buffer {seq}: header {header} + padding {padding} exceed the \
+             sub-buffer size {}",
+            self.subbuf_size
+        ))
     }
 
     /// After a copy of `loc`'s data: a read barrier, then whether its slot

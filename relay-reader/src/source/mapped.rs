@@ -256,6 +256,9 @@ impl<B: MappedBuffer> MappedSource<B> {
         f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,
         delivered: &mut u64,
     ) -> Result<()> {
+        if !self.policy.each && !self.policy.overwrite {
+            return self.deliver_lent(f, delivered);
+        }
         while let Some(taken) = self.step()? {
             f(SubBuf {
                 cpu: taken.cpu,
@@ -264,6 +267,42 @@ impl<B: MappedBuffer> MappedSource<B> {
             })?;
             self.give_back(&taken);
             *delivered += 1;
+        }
+        Ok(())
+    }
+
+    /// [`deliver`](Self::deliver) where the backend validates in place and
+    /// the writer does not overwrite (the kernel's mapping, in the default
+    /// mode): the steps of [`step`](Self::step) and
+    /// [`give_back`](Lender::give_back) for that case in one loop, each
+    /// sub-buffer lent out straight from the mapping.
+    #[inline]
+    fn deliver_lent(
+        &mut self,
+        f: &mut dyn FnMut(SubBuf<'_>) -> Result<()>,
+        delivered: &mut u64,
+    ) -> Result<()> {
+        let (cpu, every) = (self.stats.cpu, self.policy.every);
+        while self.next < self.ready_until {
+            if self.next - self.released >= every {
+                self.release()?;
+            }
+            let seq = self.next;
+            match self.buf.subbuf(seq)? {
+                SubbufLookup::Ready(loc) => {
+                    f(SubBuf {
+                        cpu,
+                        seq,
+                        data: self.buf.data(&loc),
+                    })?;
+                    self.next = seq + 1;
+                    self.delivered(&loc, loc.data_len);
+                    *delivered += 1;
+                }
+                // As `step` counts it.
+                SubbufLookup::Overwritten => self.lose(1),
+                SubbufLookup::NotReady => break,
+            }
         }
         Ok(())
     }
