@@ -524,3 +524,103 @@ impl MappedBuffer for CallRecorder {
         self.model.still_holds(loc)
     }
 }
+
+/// The model read the way [`KernelBuffer`](crate::kernel::KernelBuffer)
+/// reads a relay file: the counters and slots from the meta image, the
+/// bytes from the buffer, `CONSUME` (the one system call) to the model.
+/// None of [`ModelBuffer`]'s own checks on the reader run (look-ups below
+/// the consumed count, racing writes), so a reader over it does the work it
+/// does over the kernel's mapping and nothing else: what `relay-bench
+/// host` times. It counts the ioctls a relay file would have answered.
+#[derive(Debug)]
+pub struct ModelMapping {
+    /// The model; its writer is driven between drains.
+    pub model: ModelBuffer,
+    /// `RELAY_IOC_CONSUME` calls.
+    pub consumes: u64,
+    /// `RELAY_IOC_FLUSH` calls.
+    pub flushes: u64,
+}
+
+impl ModelMapping {
+    /// Reads `model` through its meta image; `None` for a model without
+    /// one ([`ModelBuffer::without_meta`]), which a kernel mapping never is.
+    pub fn new(model: ModelBuffer) -> Option<Self> {
+        model.has_meta().then_some(ModelMapping {
+            model,
+            consumes: 0,
+            flushes: 0,
+        })
+    }
+
+    /// The system calls the reader made: one per `CONSUME` and `FLUSH`.
+    pub fn syscalls(&self) -> u64 {
+        self.consumes + self.flushes
+    }
+
+    #[inline(always)]
+    fn meta(&self) -> (&MetaImage, &MetaLayout) {
+        let (image, layout) = self
+            .model
+            .meta
+            .as_ref()
+            .expect("checked in ModelMapping::new");
+        (image, layout)
+    }
+}
+
+impl MappedBuffer for ModelMapping {
+    #[inline]
+    fn info(&self) -> &BufInfo {
+        self.model.info()
+    }
+
+    #[inline(always)]
+    fn state(&mut self) -> Result<BufState> {
+        let (image, layout) = self.meta();
+        layout
+            .read_state(image.words())
+            .map(|(state, _retries)| state)
+            .map_err(ModelBuffer::model_error)
+    }
+
+    #[inline(always)]
+    fn subbuf(&mut self, seq: u64) -> Result<SubbufLookup> {
+        let (image, layout) = self.meta();
+        layout
+            .lookup(image.words(), seq)
+            .map_err(ModelBuffer::model_error)
+    }
+
+    #[inline]
+    fn release(&mut self, seq: u64, count: u64) -> Result<Released> {
+        self.consumes += 1;
+        self.model.release(seq, count)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.flushes += 1;
+        self.model.flush()
+    }
+
+    fn flush_live(&mut self) -> Result<bool> {
+        self.flushes += 1;
+        self.model.flush_live()
+    }
+
+    #[inline]
+    fn data(&self, loc: &SubbufLoc) -> &[u8] {
+        self.model.data(loc)
+    }
+
+    #[inline]
+    fn validates_in_place(&self) -> bool {
+        true
+    }
+
+    #[inline]
+    fn still_holds(&self, loc: &SubbufLoc) -> bool {
+        let (image, layout) = self.meta();
+        layout.still_holds(image.words(), loc)
+    }
+}

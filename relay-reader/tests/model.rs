@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use relay_reader::mapped::{BufInfo, BufState, MappedBuffer, Released, SubbufLoc, SubbufLookup};
-use relay_reader::model::{CallRecorder, ModelBuffer};
+use relay_reader::model::{CallRecorder, ModelBuffer, ModelMapping};
 use relay_reader::source::MappedSource;
 use relay_reader::SubBuf;
 
@@ -580,4 +580,52 @@ fn take_partial_hands_over_the_sub_buffer_being_written() {
     got.extend(drain(&mut src, true));
     assert_eq!(got, (0..200).collect::<Vec<_>>());
     assert_eq!(src.stats().lost_subbufs, 0);
+}
+
+#[test]
+fn the_model_read_like_a_kernel_mapping_gives_the_same_data_and_calls() {
+    for overwrite in [false, true] {
+        let mut checked =
+            MappedSource::new(CallRecorder::new(ModelBuffer::new(256, 8, overwrite))).unwrap();
+        let mut mapped =
+            MappedSource::new(ModelMapping::new(ModelBuffer::new(256, 8, overwrite)).unwrap())
+                .unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for round in 0..40u64 {
+            // Batches of 1 to 12 sub-buffers' worth: overwrite laps the
+            // reader in some, a full ring drops in others.
+            for seq in round * 100..round * 100 + (round % 6) * 25 {
+                checked.buffer_mut().model.write(&record(seq));
+                mapped.buffer_mut().model.write(&record(seq));
+            }
+            checked
+                .drain(&mut |sb| {
+                    a.extend(parse(sb.data));
+                    Ok(())
+                })
+                .unwrap();
+            mapped
+                .drain(&mut |sb| {
+                    b.extend(parse(sb.data));
+                    Ok(())
+                })
+                .unwrap();
+        }
+        assert!(!a.is_empty());
+        // Both kinds of loss happened.
+        let stats = mapped.stats();
+        if overwrite {
+            assert!(stats.lost_subbufs > 0, "{stats:?}");
+        } else {
+            assert!(stats.kernel.unwrap().lost_full > 0, "{stats:?}");
+        }
+        assert_eq!(a, b, "overwrite {overwrite}");
+        assert_eq!(checked.stats(), mapped.stats(), "overwrite {overwrite}");
+        assert_eq!(
+            checked.buffer().syscalls(),
+            mapped.buffer().syscalls(),
+            "overwrite {overwrite}"
+        );
+    }
+    assert!(ModelMapping::new(ModelBuffer::without_meta(256, 8, false)).is_none());
 }
