@@ -361,11 +361,8 @@ impl MetaLayout {
         let held = load64(slot, SLOT_SEQ);
         // Acquire: the slot's other fields (and the data) are read after.
         fence(Ordering::Acquire);
-        if held == sys::RELAY_META_SLOT_EMPTY || held < seq {
-            return Ok(SubbufLookup::NotReady);
-        }
-        if held > seq {
-            return Ok(SubbufLookup::Overwritten);
+        if held != seq {
+            return Ok(Self::held_by_another(held, seq));
         }
         let header = u64::from(load32(slot, SLOT_HEADER));
         let padding = u64::from(load32(slot, SLOT_PADDING));
@@ -380,6 +377,20 @@ impl MetaLayout {
             padding,
             lost_before,
         }))
+    }
+
+    /// What a slot holding `held` instead of `seq` (below the produced
+    /// count) says: a later one, overwritten; none or an earlier one, not
+    /// ready (a `relay_reset()` since the look at the counters). Rare
+    /// below the produced count (a reader finds laps by the counters), so
+    /// out of the look-up's line.
+    #[cold]
+    fn held_by_another(held: u64, seq: u64) -> SubbufLookup {
+        if held == sys::RELAY_META_SLOT_EMPTY || held < seq {
+            SubbufLookup::NotReady
+        } else {
+            SubbufLookup::Overwritten
+        }
     }
 
     /// A slot whose header and padding do not fit the sub-buffer: torn by
