@@ -500,16 +500,19 @@ pub fn run(args: &ReportArgs) -> Result<()> {
                  sub-buffers with records ({} bytes unless the case names another size; the \
                  reader delivers whole sub-buffers, so the size decides only the padding) (not \
                  timed), then either the reader core \
-                 (`MappedSource::drain` over the model, its callback copying each sub-buffer into \
-                 a sink buffer, as write(2) into the page cache would) or a plain `copy_from_slice` \
-                 of the same sub-buffers into the same sink buffer is timed. Rounds alternate; the \
+                 (`MappedSource::drain` over `ModelMapping`, the model read the way `KernelBuffer` \
+                 reads a relay file's mapping, without the model's own checks on the reader; its \
+                 callback copies each sub-buffer into a sink buffer, as write(2) into the page \
+                 cache would) or a plain `copy_from_slice` of the same sub-buffers into the same \
+                 sink buffer is timed. Rounds alternate, and so does which side goes first; the \
                  best of {} trials of {} MiB counts. Each round's time leaves out the clock's \
                  own cost (read once more just before the round, and the difference taken off), \
                  which would otherwise weigh on both sides of the small-sub-buffer cases alike \
                  and pull their ratios towards 1. ABI system calls per sub-buffer are the ones \
                  the reader makes into the relay ABI: with the meta area the model has (as the patched \
                  kernel does), counters and sub-buffer locations are reads of the mapping and a \
-                 drain releases what it read with one CONSUME; \
+                 drain releases what it read with one CONSUME (two when a batch passes half the \
+                 ring); \
                  a trivial system call (getppid) costs {:.0} ns on this host. Besides them the reader makes one \
                  poll(2) per wake-up and the sink one write(2) per sub-buffer.\n\n",
                 h.record_size, h.trials, h.mib_per_trial, h.syscall_ns,
