@@ -496,7 +496,8 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     match &host {
         Some(h) => {
             s.push_str(&format!(
-                "`relay-bench host` (release build), no kernel: the relay model's writer fills \
+                "`relay-bench host` (release build: one codegen unit and LTO, as the workspace's release \
+                 profile sets), no kernel: the relay model's writer fills \
                  sub-buffers with records ({} bytes unless the case names another size; the \
                  reader delivers whole sub-buffers, so the size decides only the padding) (not \
                  timed), then either the reader core \
