@@ -325,6 +325,11 @@ pub struct CaseResult {
     /// meta area counted ioctls under another key: 0 here).
     #[serde(default)]
     pub syscalls: u64,
+    /// memcpy's time over the reader's within each trial (the two sides of
+    /// a trial ran interleaved, under the same load): the spread beside the
+    /// ratio of the best times. Empty in files from before it was kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trial_ratios: Vec<f64>,
 }
 
 /// Runs every case and writes the results as JSON to `--json` (and a
@@ -339,8 +344,10 @@ pub fn run(args: &HostArgs) -> Result<()> {
     });
     for case in chosen {
         let mut best: Option<(Side, Side, u64)> = None;
+        let mut trial_ratios = Vec::new();
         for _ in 0..trials {
             let (ours, base, syscalls) = trial(case, mib_per_trial << 20)?;
+            trial_ratios.push(base.time().as_secs_f64() / ours.time().as_secs_f64());
             best = Some(match best {
                 None => (ours, base, syscalls),
                 Some((o, b, _)) => (
@@ -369,6 +376,7 @@ pub fn run(args: &HostArgs) -> Result<()> {
             reader_secs: ours.time().as_secs_f64(),
             memcpy_secs: base.time().as_secs_f64(),
             syscalls,
+            trial_ratios,
         });
     }
     let result = HostResult {
@@ -403,6 +411,23 @@ pub fn ratio(case: &CaseResult) -> f64 {
     case.memcpy_secs / case.reader_secs
 }
 
+/// The lowest and highest of a case's per-trial ratios, if it kept them.
+pub fn trial_spread(case: &CaseResult) -> Option<(f64, f64)> {
+    let lo = case.trial_ratios.iter().copied().reduce(f64::min)?;
+    let hi = case.trial_ratios.iter().copied().reduce(f64::max)?;
+    Some((lo, hi))
+}
+
+/// A case's ratio with its trials' spread where it kept them: `0.84x
+/// (trials 0.80-0.86)`.
+pub fn ratio_with_spread(case: &CaseResult) -> String {
+    let r = ratio(case);
+    match trial_spread(case) {
+        Some((lo, hi)) => format!("{r:.2}x (trials {lo:.2}-{hi:.2})"),
+        None => format!("{r:.2}x"),
+    }
+}
+
 /// The Markdown table of a `host` result.
 pub fn table(result: &HostResult) -> String {
     let mut s = String::new();
@@ -414,14 +439,45 @@ pub fn table(result: &HostResult) -> String {
         let (reader, memcpy) = (case.reader_secs, case.memcpy_secs);
         let gib = case.bytes as f64 / (1u64 << 30) as f64;
         s.push_str(&format!(
-            "| {} | {:.2} | {:.2} | {:.2}x | {:.0} | {:.2} |\n",
+            "| {} | {:.2} | {:.2} | {} | {:.0} | {:.2} |\n",
             case.name,
             gib / reader,
             gib / memcpy,
-            ratio(case),
+            ratio_with_spread(case),
             (reader - memcpy) * 1e9 / subbufs as f64,
             case.syscalls as f64 / subbufs as f64,
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ratio_shows_the_spread_of_its_trials_where_it_has_them() {
+        let case = CaseResult {
+            name: "8 x 4 KiB".into(),
+            subbuf_size: 4096,
+            n_subbufs: 8,
+            overwrite: false,
+            batch: 7,
+            record_size: Some(256),
+            bytes: 1 << 30,
+            subbufs: 1 << 18,
+            reader_secs: 1.0,
+            memcpy_secs: 0.84,
+            syscalls: 0,
+            trial_ratios: vec![0.83, 0.79, 0.86],
+        };
+        assert_eq!(trial_spread(&case), Some((0.79, 0.86)));
+        assert_eq!(ratio_with_spread(&case), "0.84x (trials 0.79-0.86)");
+        let old = CaseResult {
+            trial_ratios: Vec::new(),
+            ..case
+        };
+        assert_eq!(trial_spread(&old), None);
+        assert_eq!(ratio_with_spread(&old), "0.84x");
+    }
 }

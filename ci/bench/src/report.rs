@@ -232,13 +232,20 @@ fn aims(
             // leaves it.
             measured: case.map_or("-".into(), |c| {
                 let r = host::ratio(c);
+                let crosses = match host::trial_spread(c) {
+                    Some((lo, hi)) if (lo >= floor) != (hi >= floor) => {
+                        "; the trials' spread crosses the aim"
+                    }
+                    _ => "",
+                };
+                let shown = format!("{}{crosses}", host::ratio_with_spread(c));
                 if r >= floor {
-                    return format!("{r:.2}x");
+                    return shown;
                 }
                 let per = |secs: f64| secs * 1e9 / c.subbufs.max(1) as f64;
                 let copy = per(c.memcpy_secs);
                 format!(
-                    "{r:.2}x ({}): the reader adds {:.1} ns per sub-buffer to memcpy's {copy:.1} \
+                    "{shown} ({}): the reader adds {:.1} ns per sub-buffer to memcpy's {copy:.1} \
                      ns, {floor}x leaves it {:.1} ns",
                     c.name,
                     per(c.reader_secs) - copy,
@@ -506,7 +513,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
                  callback copies each sub-buffer into a sink buffer, as write(2) into the page \
                  cache would) or a plain `copy_from_slice` of the same sub-buffers into the same \
                  sink buffer is timed. Rounds alternate, and so does which side goes first; the \
-                 best of {} trials of {} MiB counts. Each round's time leaves out the clock's \
+                 best of {} trials of {} MiB counts (the ratio of the two best times; beside it the lowest and highest ratio within one trial). Each round's time leaves out the clock's \
                  own cost (read once more just before the round, and the difference taken off), \
                  which would otherwise weigh on both sides of the small-sub-buffer cases alike \
                  and pull their ratios towards 1. ABI system calls per sub-buffer are the ones \
