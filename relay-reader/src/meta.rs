@@ -385,6 +385,7 @@ impl MetaLayout {
     /// below the produced count (a reader finds laps by the counters), so
     /// out of the look-up's line.
     #[cold]
+    #[inline(never)]
     fn held_by_another(held: u64, seq: u64) -> SubbufLookup {
         if held == sys::RELAY_META_SLOT_EMPTY || held < seq {
             SubbufLookup::NotReady

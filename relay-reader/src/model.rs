@@ -262,8 +262,9 @@ impl ModelBuffer {
 
     /// Queues records that a writer on another CPU adds while the reader
     /// reads a sub-buffer: they are written right after the next
-    /// [`MappedBuffer::subbuf`] answers with a location (the slot lookup in
-    /// the meta area), so the reader's copy sees what they did.
+    /// [`MappedBuffer::subbuf`] of this model answers with a location (the
+    /// slot lookup in the meta area), so the reader's copy sees what they
+    /// did. A [`ModelMapping`] over the model never runs them.
     pub fn race_before_consume(&mut self, records: Vec<Vec<u8>>) {
         self.racing_writes.extend(records);
     }
@@ -526,15 +527,20 @@ impl MappedBuffer for CallRecorder {
 }
 
 /// The model read the way [`KernelBuffer`](crate::kernel::KernelBuffer)
-/// reads a relay file: the counters and slots from the meta image, the
-/// bytes from the buffer, `CONSUME` (the one system call) to the model.
-/// None of [`ModelBuffer`]'s own checks on the reader run (look-ups below
-/// the consumed count, racing writes), so a reader over it does the work it
-/// does over the kernel's mapping and nothing else: what `relay-bench
-/// host` times. It counts the ioctls a relay file would have answered.
+/// reads a relay file: the counters and slots from the meta image with the
+/// same [`MetaLayout`] calls, the bytes from the buffer, `CONSUME` (the one
+/// system call) to the model. None of [`ModelBuffer`]'s own checks on the
+/// reader run (look-ups below the consumed count, racing writes), so a
+/// reader over it makes the look-ups it makes over the kernel's mapping:
+/// what `relay-bench host` times. It is a little lighter than
+/// `KernelBuffer` all the same: that one also checks the range and the
+/// alignment of the meta area's words at each call, and copies an
+/// overwrite-mode sub-buffer with `Mapping::copy_racy`. It counts the
+/// ioctls a relay file would have answered.
 #[derive(Debug)]
 pub struct ModelMapping {
-    /// The model; its writer is driven between drains.
+    /// The model; its writer is driven between drains. It keeps its meta
+    /// area (a model put here without one makes every read panic).
     pub model: ModelBuffer,
     /// `RELAY_IOC_CONSUME` calls.
     pub consumes: u64,

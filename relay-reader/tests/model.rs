@@ -592,8 +592,9 @@ fn the_model_read_like_a_kernel_mapping_gives_the_same_data_and_calls() {
                 .unwrap();
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for round in 0..40u64 {
-            // Batches of 1 to 12 sub-buffers' worth: overwrite laps the
-            // reader in some, a full ring drops in others.
+            // Batches of none to about 10 sub-buffers' worth (records of
+            // about 21 bytes): overwrite laps the reader in some, a full
+            // ring drops in others.
             for seq in round * 100..round * 100 + (round % 6) * 25 {
                 checked.buffer_mut().model.write(&record(seq));
                 mapped.buffer_mut().model.write(&record(seq));

@@ -16,8 +16,8 @@
 //! hits both alike. [`ModelMapping`] counts the system calls the reader
 //! makes into the ABI: with the meta area (the model has it, like the
 //! patched kernel) `state` and `subbuf` are reads of the mapped meta area,
-//! no system call, so only CONSUME (one per drain, or per half ring) and
-//! FLUSH count.
+//! no system call, so only CONSUME (one per drain; without overwrite, one
+//! per half ring) and FLUSH count.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -160,9 +160,10 @@ fn consumed(model: &mut ModelBuffer) -> u64 {
     model.state().map(|s| s.consumed).unwrap_or_default()
 }
 
-/// One trial of `bytes` for both sides, alternating round by round; which
-/// side goes first alternates too, so that neither always runs right after
-/// the other's writer (the order alone moved the 4 KiB ratio by 0.03).
+/// One trial of `bytes` for both sides, alternating round by round. Which
+/// side goes first alternates too (reader, memcpy, memcpy, reader, ...), so
+/// that neither always comes after the other's round: the order alone
+/// moved the 4 KiB ratio by about 0.03.
 fn trial(case: &Case, bytes: u64) -> Result<(Side, Side, u64)> {
     let record: Vec<u8> = (0..case.record_size).map(|i| i as u8).collect();
     // Page-aligned, as the page-cache pages write(2) copies into, and at

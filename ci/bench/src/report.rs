@@ -519,8 +519,8 @@ pub fn run(args: &ReportArgs) -> Result<()> {
                  and pull their ratios towards 1. ABI system calls per sub-buffer are the ones \
                  the reader makes into the relay ABI: with the meta area the model has (as the patched \
                  kernel does), counters and sub-buffer locations are reads of the mapping and a \
-                 drain releases what it read with one CONSUME (two when a batch passes half the \
-                 ring); \
+                 drain releases what it read with one CONSUME (without overwrite, two when a batch \
+                 passes half the ring); \
                  a trivial system call (getppid) costs {:.0} ns on this host. Besides them the reader makes one \
                  poll(2) per wake-up and the sink one write(2) per sub-buffer.\n\n",
                 h.record_size, h.trials, h.mib_per_trial, h.syscall_ns,

@@ -12,7 +12,10 @@
 //! The callback API ([`MappedSource::drain`]) and the pull API
 //! ([`MappedSource::next`]) go through the same steps: look at the counters,
 //! take the next ready sub-buffer, give it back when the consumer is done
-//! with it, release what was given back.
+//! with it, release what was given back. For the common case (meta area, no
+//! overwrite) the callback API runs those steps in one loop of its own,
+//! `deliver_lent`: a change to `step` or to the release policy goes there
+//! too.
 
 use crate::mapped::{BufState, MappedBuffer, SubbufLoc, SubbufLookup};
 use crate::subbuf::{BufStats, Lender, SubBuf, SubBufGuard, Taken};
@@ -275,7 +278,10 @@ impl<B: MappedBuffer> MappedSource<B> {
     /// the writer does not overwrite (the kernel's mapping, in the default
     /// mode): the steps of [`step`](Self::step) and
     /// [`give_back`](Lender::give_back) for that case in one loop, each
-    /// sub-buffer lent out straight from the mapping.
+    /// sub-buffer lent out straight from the mapping. Kept in step with
+    /// them: the tests that compare the pull API with the callbacks
+    /// (`meta_area_drain_releases_a_batch_with_one_consume`) hold both to
+    /// the same releases and counts.
     #[inline]
     fn deliver_lent(
         &mut self,
