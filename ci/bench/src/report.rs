@@ -77,6 +77,8 @@ fn mmap_vs_cat(run: &RunResult) -> Option<(f64, Option<(f64, f64)>)> {
     ratio.is_finite().then_some((ratio, spread))
 }
 
+/// The aims, and the zero-loss check of the non-default reading
+/// configurations, shown beside them but not aims.
 fn aims(
     host: Option<&HostResult>,
     paced: Option<&RunResult>,
@@ -84,8 +86,9 @@ fn aims(
     blk: Option<&BlktraceResult>,
     pb: Option<&PbenchResult>,
     tr: Option<&TransportsResult>,
-) -> Vec<Aim> {
+) -> (Vec<Aim>, Vec<Aim>) {
     let mut aims = Vec::new();
+    let mut shown = Vec::new();
     for (label, run) in [("paced", paced), ("full speed", full)] {
         let ratio = run.and_then(mmap_vs_cat);
         let rounds = run.map_or(0, |r| r.rounds as usize);
@@ -153,29 +156,43 @@ fn aims(
         }
     }
 
-    for (name, how) in [
+    // The default must be lossless, and so must what it is made of; the
+    // normal policy is shown beside them.
+    for (name, how, aim) in [
         (
             readers::DEFAULT_ROW,
             "mmap mode, no flag: SCHED_FIFO priority 10 where permitted (root here)",
+            true,
         ),
         (
             readers::NORMAL_ROW,
             "mmap mode, normal scheduling: `--no-realtime`",
+            false,
         ),
         (
             readers::SLICE_ROW,
             "mmap mode, normal scheduling with a 100 µs slice: `--slice-us 100`",
+            false,
         ),
         (
             readers::REALTIME_ROW,
             "mmap mode under SCHED_FIFO: `--realtime 10`",
+            true,
         ),
     ] {
         let lost = full.and_then(|f| Some((row(f, name)?, f)));
-        aims.push(Aim {
-            aim: format!(
-                "zero loss at the producer's full speed, 8 x 256 KiB buffers on 2 CPUs ({how})"
-            ),
+        let (list, label) = if aim {
+            (
+                &mut aims,
+                format!(
+                    "zero loss at the producer's full speed, 8 x 256 KiB buffers on 2 CPUs ({how})"
+                ),
+            )
+        } else {
+            (&mut shown, how.to_string())
+        };
+        list.push(Aim {
+            aim: label,
             measured: lost.map_or("-".into(), |(r, f)| {
                 let offered = r.lost + r.written;
                 let runs = lost_of_runs(r);
@@ -271,7 +288,7 @@ fn aims(
         pass: klog.map(|(off, empty)| off <= 1.1 * empty),
     });
     aims.extend(transport_aims(tr));
-    aims
+    (aims, shown)
 }
 
 /// relay + relay-reader against the BPF ring buffer: lossless records/s
@@ -483,19 +500,38 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     ));
 
     s.push_str("## Aims\n\n| aim | measured | result |\n|---|---|---|\n");
-    for aim in aims(
+    let (aims, shown) = aims(
         host.as_ref(),
         paced.as_ref(),
         full.as_ref(),
         blk.as_ref(),
         pb.as_ref(),
         tr.as_ref(),
-    ) {
+    );
+    for aim in aims {
         s.push_str(&format!(
             "| {} | {} | {} |\n",
             aim.aim,
             aim.measured,
             verdict(aim.pass)
+        ));
+    }
+    s.push_str(
+        "\nZero loss at the producer's full speed, the same check for the configurations the \
+         default was chosen over, shown beside the aims and not aims themselves: under the normal policy a TCG vCPU can stand still for \
+         longer than a buffer takes to fill (see the full-speed table below), which is why \
+         `relay-reader record` runs its readers under SCHED_FIFO where it may.\n\n\
+         | configuration | measured | lossless in every run |\n|---|---|---|\n",
+    );
+    for row in shown {
+        let lossless = match row.pass {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "not measured",
+        };
+        s.push_str(&format!(
+            "| {} | {} | {lossless} |\n",
+            row.aim, row.measured
         ));
     }
 
