@@ -728,8 +728,6 @@ fn run(cli: Cli) -> Result<bool> {
     Ok(ok)
 }
 
-/// The idle flush interval: `--idle-flush`, else [`LIVE_IDLE_FLUSH`] with
-/// `-o -`; none for 0 or files.
 /// Whether each CPU buffer gets its own reading thread pinned to its CPU
 /// (as blktrace reads), or one thread reads them all. Pinned threads compete
 /// with the traced load on every CPU: under fio on null_blk (relay-bench
@@ -747,10 +745,16 @@ fn run(cli: Cli) -> Result<bool> {
 ///   series orders them), so only a thread on the writer's CPU is sure to
 ///   see them. x86 keeps stores in order; mmap mode needs the series.
 fn reads_pinned(cli: &Cli, live: bool) -> bool {
-    let ordered_stores = cfg!(any(target_arch = "x86", target_arch = "x86_64"));
-    live || cli.realtime.is_some() || (!ordered_stores && cli.mode != ModeArg::Mmap)
+    live || cli.realtime.is_some() || (!ORDERED_STORES && cli.mode != ModeArg::Mmap)
 }
 
+/// This CPU keeps stores in order (x86), so a thread on another CPU sees a
+/// finished sub-buffer's bytes before the count that publishes it, even
+/// from a stock kernel: see [`reads_pinned`].
+const ORDERED_STORES: bool = cfg!(any(target_arch = "x86", target_arch = "x86_64"));
+
+/// The idle flush interval: `--idle-flush`, else [`LIVE_IDLE_FLUSH`] with
+/// `-o -`; none for 0 or files.
 fn idle_flush(cli: &Cli) -> Option<Duration> {
     let to_stdout = cli.output.as_deref() == Some("-");
     match cli.idle_flush {
@@ -1066,14 +1070,13 @@ mod tests {
             let cli = Cli::try_parse_from([&["relay-blktrace", "-d", "x"], args].concat()).unwrap();
             reads_pinned(&cli, idle_flush(&cli).is_some())
         };
-        let ordered_stores = cfg!(any(target_arch = "x86", target_arch = "x86_64"));
         // Files: one thread, unless read(2) may run on a CPU that reorders
         // stores.
-        assert_eq!(parse(&[]), !ordered_stores);
+        assert_eq!(parse(&[]), !ORDERED_STORES);
         assert!(!parse(&["--mode", "mmap"]));
         // Live output, real-time readers.
         assert!(parse(&["-o", "-"]));
         assert!(parse(&["--mode", "mmap", "--realtime", "10"]));
-        assert_eq!(parse(&["-o", "-", "--idle-flush", "0"]), !ordered_stores);
+        assert_eq!(parse(&["-o", "-", "--idle-flush", "0"]), !ORDERED_STORES);
     }
 }
