@@ -310,9 +310,10 @@ impl MappedBuffer for ModelBuffer {
         &self.info
     }
 
-    #[inline]
+    // Inlined into the drain: ModelMapping reads the counters through it,
+    // once per drain (see `MetaLayout::read_state`).
+    #[inline(always)]
     fn state(&mut self) -> Result<BufState> {
-        let write_offset = self.offset.min(self.subbuf_size) as u64;
         if let Some((image, layout)) = &self.meta {
             // What a reader of the mapping sees.
             let (state, _) = layout
@@ -323,7 +324,7 @@ impl MappedBuffer for ModelBuffer {
         Ok(BufState {
             produced: self.produced,
             consumed: self.consumed,
-            write_offset,
+            write_offset: self.offset.min(self.subbuf_size) as u64,
             lost_full: self.lost_full,
             lost_toobig: self.lost_toobig,
             lost_overwritten: self.lost_overwritten,
@@ -583,11 +584,8 @@ impl MappedBuffer for ModelMapping {
 
     #[inline(always)]
     fn state(&mut self) -> Result<BufState> {
-        let (image, layout) = self.meta();
-        layout
-            .read_state(image.words())
-            .map(|(state, _retries)| state)
-            .map_err(ModelBuffer::model_error)
+        // The model's own answer is already the meta image's.
+        self.model.state()
     }
 
     #[inline(always)]
@@ -626,7 +624,6 @@ impl MappedBuffer for ModelMapping {
 
     #[inline]
     fn still_holds(&self, loc: &SubbufLoc) -> bool {
-        let (image, layout) = self.meta();
-        layout.still_holds(image.words(), loc)
+        self.model.still_holds(loc)
     }
 }
