@@ -77,6 +77,16 @@ fn mmap_vs_cat(run: &RunResult) -> Option<(f64, Option<(f64, f64)>)> {
     ratio.is_finite().then_some((ratio, spread))
 }
 
+/// `; the {what}' spread crosses the aim` where the aim holds at one end
+/// of the spread `(lo, hi)` and not at the other, else nothing.
+fn crosses_note(holds: &dyn Fn(f64) -> bool, (lo, hi): (f64, f64), what: &str) -> String {
+    if holds(lo) == holds(hi) {
+        String::new()
+    } else {
+        format!("; the {what}' spread crosses the aim")
+    }
+}
+
 /// The aims, and the zero-loss check of the non-default reading
 /// configurations, shown beside them but not aims.
 fn aims(
@@ -249,12 +259,9 @@ fn aims(
             // leaves it.
             measured: case.map_or("-".into(), |c| {
                 let r = host::ratio(c);
-                let crosses = match host::trial_spread(c) {
-                    Some((lo, hi)) if (lo >= floor) != (hi >= floor) => {
-                        "; the trials' spread crosses the aim"
-                    }
-                    _ => "",
-                };
+                let crosses = host::trial_spread(c)
+                    .map(|spread| crosses_note(&|r| r >= floor, spread, "trials"))
+                    .unwrap_or_default();
                 let shown = format!("{}{crosses}", host::ratio_with_spread(c));
                 if r >= floor {
                     return shown;
@@ -305,11 +312,7 @@ fn transport_aims(tr: Option<&TransportsResult>) -> Vec<Aim> {
     let measured = |size, figure, holds: &dyn Fn(f64) -> bool| match both(size) {
         Some((relay, ring)) => {
             let (r, lo, hi) = transports::ratio(relay, ring, figure);
-            let crosses = if holds(lo) == holds(hi) {
-                ""
-            } else {
-                "; the rounds' spread crosses the aim"
-            };
+            let crosses = crosses_note(holds, (lo, hi), "rounds");
             (
                 format!(
                     "{r:.2}x (rounds {lo:.2}-{hi:.2}, {} rounds{crosses})",
